@@ -1,0 +1,76 @@
+"""Where Enclave keeps its files: the one place that asks platformdirs.
+
+``ENCLAVE_HOME`` moves everything (data, config, cache, logs) under one folder; tests
+and portable installs on a USB stick use it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import PlatformDirs
+
+APP_NAME = "Enclave"
+HOME_ENV = "ENCLAVE_HOME"
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    data: Path
+    config: Path
+    cache: Path
+    logs: Path
+
+    @property
+    def models(self) -> Path:
+        return self.data / "models"
+
+    @property
+    def database(self) -> Path:
+        return self.data / "enclave.db"
+
+    @property
+    def kv_cache(self) -> Path:
+        """Saved KV states of prompt prefixes (library prompts)."""
+        return self.cache / "kv"
+
+    @property
+    def llama_log(self) -> Path:
+        """llama.cpp's own log, written by the worker process."""
+        return self.logs / "llama.log"
+
+    @property
+    def app_log(self) -> Path:
+        return self.logs / "enclave.log"
+
+    def ensure(self) -> AppPaths:
+        for folder in (self.data, self.config, self.cache, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "data": str(self.data),
+            "config": str(self.config),
+            "cache": str(self.cache),
+            "logs": str(self.logs),
+            "database": str(self.database),
+            "models": str(self.models),
+        }
+
+
+def app_paths() -> AppPaths:
+    """The paths in force now: under ``ENCLAVE_HOME`` when set, else the platform's."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        root = Path(home).expanduser().resolve()
+        return AppPaths(data=root / "data", config=root / "config", cache=root / "cache", logs=root / "logs")
+    dirs = PlatformDirs(APP_NAME, appauthor=False)
+    return AppPaths(
+        data=Path(dirs.user_data_dir),
+        config=Path(dirs.user_config_dir),
+        cache=Path(dirs.user_cache_dir),
+        logs=Path(dirs.user_log_dir),
+    )

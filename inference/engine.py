@@ -1,0 +1,417 @@
+"""A small, typed engine over llama-cpp-python's ctypes bindings.
+
+One ``Engine`` owns one loaded model and one context (sequence 0). It remembers which
+tokens its KV cache holds, so a prompt that starts like the previous one (the same
+conversation, the same library prefix) only evaluates what is new. It knows nothing of
+processes or pipes: the worker runs it, tests can run it in-process.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import llama_cpp
+
+from inference.chat_template import ChatTemplate
+from inference.errors import EnclaveError, ModelFileError, ModelLoadError
+from inference.llama_log import LlamaLog
+from inference.overrides import OverrideArray
+from inference.protocol import (
+    ChatMessage,
+    ModelInfo,
+    ModelSettings,
+    Progress,
+    Sampling,
+    Stats,
+    Token,
+)
+from inference.stopping import StopMatcher
+
+_KV_TYPES = {
+    "f32": llama_cpp.GGML_TYPE_F32,
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "bf16": 30,  # GGML_TYPE_BF16
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+    "q4_1": llama_cpp.GGML_TYPE_Q4_1,
+    "q5_0": llama_cpp.GGML_TYPE_Q5_0,
+    "q5_1": llama_cpp.GGML_TYPE_Q5_1,
+    "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
+}
+_FLASH_ATTN = {
+    None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+_backend_ready = False
+FINGERPRINT_BYTES = 1 << 20
+
+
+def _sidecar(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".json")
+
+
+def check_gguf_file(path: Path) -> None:
+    """Refuse what llama.cpp should never see: a missing path, a folder, not a GGUF."""
+    if not path.exists():
+        raise ModelFileError(f"Model file not found: {path}")
+    if not path.is_file():
+        raise ModelFileError(f"Not a file: {path}. Give the path of a .gguf file.")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelFileError(f"Not a GGUF model file: {path} (it does not start with 'GGUF').")
+
+
+def _load_error(path: Path, lines: Sequence[str]) -> ModelLoadError:
+    reason = next((ln for ln in reversed(lines) if re.search(r"error|failed|unknown|invalid", ln, re.I)), "")
+    reason = re.sub(r"^\w+: ", "", reason.strip())
+    message = f"llama.cpp could not load {path.name}" + (f": {reason}" if reason else ".")
+    return ModelLoadError(message, tuple(lines[-20:]))
+
+
+class Engine:
+    def __init__(self, settings: ModelSettings, log: LlamaLog) -> None:
+        global _backend_ready
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+        self.settings = settings
+        self._log = log
+        self._tokens: list[int] = []  # what the KV cache of sequence 0 holds
+        self._fingerprint: dict[str, object] | None = None
+        self._pieces: dict[int, bytes] = {}
+        self._model = None
+        self._ctx = None
+        started = time.perf_counter()
+        mark = log.mark()
+        path = Path(settings.path)
+        check_gguf_file(path)
+        self._model = self._load_model(path)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._ctx = self._create_context()
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self.template = ChatTemplate(
+            self.metadata("tokenizer.chat_template"),
+            bos_token=self.token_text(llama_cpp.llama_vocab_bos(self._vocab)),
+            eos_token=self.token_text(llama_cpp.llama_vocab_eos(self._vocab)),
+        )
+        self.info = ModelInfo(
+            path=str(path),
+            description=self._model_desc(),
+            n_ctx=llama_cpp.llama_n_ctx(self._ctx),
+            n_ctx_train=llama_cpp.llama_model_n_ctx_train(self._model),
+            n_vocab=llama_cpp.llama_vocab_n_tokens(self._vocab),
+            n_params=llama_cpp.llama_model_n_params(self._model),
+            size_bytes=llama_cpp.llama_model_size(self._model),
+            has_chat_template=not self.template.is_fallback,
+            load_seconds=time.perf_counter() - started,
+            log_lines=tuple(log.since(mark)),
+        )
+
+    # Lifetime ----------------------------------------------------------------------
+
+    def _load_model(self, path: Path) -> ctypes.c_void_p:
+        s = self.settings
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = s.n_gpu_layers
+        params.use_mmap = s.use_mmap
+        self._overrides = OverrideArray(s.tensor_overrides)  # must outlive the load
+        params.tensor_buft_overrides = self._overrides.address
+        mark = self._log.mark()
+        model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
+        if not model:
+            raise _load_error(path, self._log.since(mark))
+        return model
+
+    def _create_context(self) -> ctypes.c_void_p:
+        s = self.settings
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = s.n_ctx
+        params.n_batch = s.n_batch
+        params.n_ubatch = min(s.n_ubatch, s.n_batch)
+        params.n_threads = s.n_threads
+        params.n_threads_batch = s.n_threads_batch or s.n_threads
+        params.flash_attn_type = _FLASH_ATTN[s.flash_attn]
+        params.type_k = _KV_TYPES[s.type_k]
+        params.type_v = _KV_TYPES[s.type_v]
+        params.no_perf = True
+        mark = self._log.mark()
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise _load_error(Path(s.path), self._log.since(mark))
+        return ctx
+
+    def close(self) -> None:
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Vocabulary ----------------------------------------------------------------------
+
+    def metadata(self, key: str) -> str | None:
+        size = 1 << 16
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", errors="replace")
+            size = n + 1
+
+    def _model_desc(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self._model, buf, 256)
+        return buf.value.decode(errors="replace")
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return (llama_cpp.llama_vocab_get_text(self._vocab, token) or b"").decode(errors="replace")
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            out = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), out, capacity, add_special, parse_special)
+            if n >= 0:
+                return list(out[:n])
+            capacity = -n
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token as text (special tokens render as nothing)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            cached = self._pieces[token] = self._piece(token)
+        return cached
+
+    def _piece(self, token: int) -> bytes:
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        return self.template.render(messages, add_generation_prompt)
+
+    def chat_tokens(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
+        return self.tokenize_prompt(self.render_chat(messages, add_generation_prompt))
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """Tokenize a whole prompt: BOS is added as the model asks, unless the text
+        (a chat template's output, say) already starts with it."""
+        bos = self.token_text(llama_cpp.llama_vocab_bos(self._vocab))
+        return self.tokenize(text, add_special=not (bos and text.startswith(bos)))
+
+    # KV cache ------------------------------------------------------------------------
+
+    @property
+    def cached_tokens(self) -> tuple[int, ...]:
+        return tuple(self._tokens)
+
+    def _truncate_cache(self, keep: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, keep, -1)
+        del self._tokens[keep:]
+
+    def _decode(self, tokens: Sequence[int]) -> None:
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        rc = llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(array, len(tokens)))
+        if rc != 0:
+            self._truncate_cache(len(self._tokens))
+            raise EnclaveError(f"llama.cpp could not evaluate the prompt (llama_decode returned {rc}).")
+        self._tokens.extend(tokens)
+
+    def ingest(
+        self, prompt: Sequence[int], cancelled: Callable[[], bool] = lambda: False
+    ) -> Iterator[Progress]:
+        """Bring the KV cache to hold exactly ``prompt``, reusing the longest common
+        prefix, in batches of ``n_batch``; yields progress after each batch. The last
+        prompt token is always evaluated again so that its logits are fresh."""
+        common = 0
+        for cached, new in zip(self._tokens, prompt, strict=False):
+            if cached != new:
+                break
+            common += 1
+        self._truncate_cache(min(common, len(prompt) - 1))
+        total = len(prompt)
+        yield Progress(len(self._tokens), total)
+        step = self.settings.n_batch
+        while len(self._tokens) < total:
+            if cancelled():
+                return
+            start = len(self._tokens)
+            self._decode(prompt[start : start + step])
+            yield Progress(len(self._tokens), total)
+
+    def state_fingerprint(self) -> dict[str, object]:
+        """What a saved KV state is only valid for: these exact weights (llama.cpp checks
+        only the shapes, so a state from a fine-tune of the same base would load and
+        quietly give wrong answers) and this KV cache type."""
+        if self._fingerprint is None:
+            path = Path(self.settings.path)
+            size = path.stat().st_size
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                digest.update(f.read(FINGERPRINT_BYTES))
+                f.seek(max(0, size - FINGERPRINT_BYTES))
+                digest.update(f.read(FINGERPRINT_BYTES))
+            self._fingerprint = {"model_size": size, "model_sha256_ends": digest.hexdigest()}
+        return {**self._fingerprint, "type_k": self.settings.type_k, "type_v": self.settings.type_v}
+
+    def save_state(self, path: Path, n_tokens: int | None = None) -> int:
+        """Save the KV cache of the first ``n_tokens`` cached tokens (all by default),
+        with a ``.json`` sidecar saying which model and cache type it belongs to."""
+        if n_tokens is not None and n_tokens < len(self._tokens):
+            self._truncate_cache(n_tokens)
+        tokens = (llama_cpp.llama_token * len(self._tokens))(*self._tokens)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = llama_cpp.llama_state_seq_save_file(self._ctx, os.fsencode(path), 0, tokens, len(self._tokens))
+        if written == 0:
+            raise EnclaveError(f"Could not save the prompt cache to {path}.")
+        _sidecar(path).write_text(json.dumps(self.state_fingerprint()))
+        return len(self._tokens)
+
+    def restore_state(self, path: Path) -> int:
+        if not path.is_file():
+            raise EnclaveError(f"No saved prompt cache at {path}.")
+        try:
+            saved_for = json.loads(_sidecar(path).read_text())
+        except (OSError, ValueError):
+            saved_for = None
+        if saved_for != self.state_fingerprint():
+            raise EnclaveError(
+                f"The prompt cache {path.name} does not fit this model or cache type; it will be rebuilt."
+            )
+        self._truncate_cache(0)
+        capacity = llama_cpp.llama_n_ctx(self._ctx)
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        read = llama_cpp.llama_state_seq_load_file(
+            self._ctx, os.fsencode(path), 0, tokens, capacity, ctypes.byref(count)
+        )
+        if read == 0:
+            self._truncate_cache(0)
+            raise EnclaveError(
+                f"The prompt cache {path.name} does not fit this model or context size; it will be rebuilt."
+            )
+        self._tokens = list(tokens[: count.value])
+        return len(self._tokens)
+
+    # Generation ----------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampling: Sampling,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Progress | Token | Stats]:
+        """Stream ``Progress`` while the prompt is evaluated, then ``Token`` events,
+        then the final ``Stats`` (yielded last, as a plain value)."""
+        n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        if not prompt:
+            raise EnclaveError("The prompt is empty.")
+        if len(prompt) >= n_ctx:
+            raise EnclaveError(
+                f"The prompt is {len(prompt)} tokens but the context holds {n_ctx}. "
+                "Load the model with a longer context or shorten the prompt."
+            )
+        started = time.perf_counter()
+        cached_before: int | None = None
+        for progress in self.ingest(prompt, cancelled):
+            if cached_before is None:
+                cached_before = progress.done
+            yield progress
+        cached_before = cached_before or 0
+        prompt_done = time.perf_counter()
+        if len(self._tokens) < len(prompt):  # cancelled while evaluating the prompt
+            yield Stats(len(prompt), cached_before, 0, prompt_done - started, 0.0, "cancelled")
+            return
+
+        sampler = self._sampler(sampling)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopMatcher(sampling.stop)
+        generated, reason = 0, "length"
+        limit = sampling.max_tokens if sampling.max_tokens is not None else n_ctx
+        try:
+            while generated < limit:
+                if cancelled():
+                    reason = "cancelled"
+                    break
+                token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    reason = "eog"
+                    break
+                generated += 1
+                yield Token(token, stops.push(decoder.decode(self.piece(token))), time.monotonic())
+                if stops.stopped:
+                    reason = "stop"
+                    break
+                if generated >= limit:
+                    break
+                if len(self._tokens) + 1 >= n_ctx:
+                    reason = "context"
+                    break
+                self._decode([token])
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+        if not stops.stopped:
+            tail = stops.push(decoder.decode(b"", final=True)) + stops.flush()
+            if tail:
+                yield Token(None, tail)
+        yield Stats(
+            prompt_tokens=len(prompt),
+            cached_tokens=cached_before,
+            generated_tokens=generated,
+            prompt_seconds=prompt_done - started,
+            generation_seconds=time.perf_counter() - prompt_done,
+            stop_reason=reason,
+        )
+
+    def _sampler(self, s: Sampling) -> ctypes.c_void_p:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: ctypes.c_void_p) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if s.repeat_penalty != 1.0:
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))
+            for token in self._tokens[-s.repeat_last_n :]:
+                llama_cpp.llama_sampler_accept(chain, token)
+        if s.greedy:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+        add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+        add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(s.temperature))
+        seed = s.seed if s.seed is not None else self.settings.seed
+        add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain

@@ -1,0 +1,228 @@
+"""The typed request/response protocol between the app and the worker process.
+
+Every value here is a frozen dataclass of plain data, pickled across the pipe. A request
+goes in; one or more events come back, the last of which is terminal (``Done``,
+``Loaded``, ``Tokens``, ``StateSaved``, ``StateRestored``, ``Unloaded`` or ``Failed``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
+
+
+def default_threads() -> int:
+    """All cores but one on bigger machines; llama.cpp scales poorly onto SMT siblings."""
+    cores = os.cpu_count() or 1
+    return cores if cores <= 4 else cores - 1
+
+
+@dataclass(frozen=True)
+class TensorOverride:
+    """Tensors whose name matches ``pattern`` (a regex, like llama.cpp's ``-ot``) go to
+    the buffer type of ``device`` ("CPU" keeps them in host RAM)."""
+
+    pattern: str
+    device: str = "CPU"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything that decides how a model is loaded and its context created."""
+
+    path: str
+    n_ctx: int = 4096  # 0: the model's trained context
+    n_threads: int = field(default_factory=default_threads)
+    n_threads_batch: int | None = None  # None: same as n_threads
+    n_gpu_layers: int = 0  # -1: all layers
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    type_k: KvCacheType = "f16"
+    type_v: KvCacheType = "f16"
+    n_batch: int = 512
+    n_ubatch: int = 512
+    seed: int = 0xE4C1A7E
+    use_mmap: bool = True
+    tensor_overrides: tuple[TensorOverride, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen. ``temperature <= 0`` is greedy."""
+
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    max_tokens: int | None = None  # None: until end of generation or a full context
+    seed: int | None = None  # None: the model settings' seed
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+# Requests --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    settings: ModelSettings
+
+
+@dataclass(frozen=True)
+class Tokenize:
+    text: str
+    add_special: bool = True
+    parse_special: bool = True
+
+
+@dataclass(frozen=True)
+class RenderChat:
+    """Render messages with the model's chat template and tokenize the result."""
+
+    messages: tuple[ChatMessage, ...]
+    add_generation_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Continue a prompt: chat ``messages`` (rendered with the model's template) or
+    raw ``prompt`` text, exactly one of the two."""
+
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    sampling: Sampling = Sampling()
+
+
+@dataclass(frozen=True)
+class SaveState:
+    """Save the KV cache of the first ``n_tokens`` of the current sequence (all if None)."""
+
+    path: str
+    n_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class RestoreState:
+    path: str
+
+
+@dataclass(frozen=True)
+class Unload:
+    pass
+
+
+Request: TypeAlias = Load | Tokenize | RenderChat | Generate | SaveState | RestoreState | Unload
+
+
+# Events ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the worker knows about the loaded model after load."""
+
+    path: str
+    description: str
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    n_params: int
+    size_bytes: int
+    has_chat_template: bool
+    load_seconds: float
+    log_lines: tuple[str, ...] = ()  # what llama.cpp said while loading
+
+
+@dataclass(frozen=True)
+class Loaded:
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class Tokens:
+    ids: tuple[int, ...]
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Prompt processing: ``done`` of ``total`` prompt tokens are in the KV cache."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int | None  # None: text held back until the end (a stop-string prefix), no new token
+    text: str  # may be empty while a multi-byte character is incomplete
+    at: float = 0.0  # time.monotonic() in the worker when the token was sampled
+
+
+@dataclass(frozen=True)
+class Stats:
+    prompt_tokens: int
+    cached_tokens: int  # prompt tokens reused from the KV cache, not evaluated again
+    generated_tokens: int
+    prompt_seconds: float
+    generation_seconds: float
+    stop_reason: Literal["eog", "length", "stop", "cancelled", "context"]
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def generation_tokens_per_second(self) -> float:
+        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Done:
+    stats: Stats
+
+
+@dataclass(frozen=True)
+class StateSaved:
+    path: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class StateRestored:
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    pass
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A request failed. ``kind`` says how: ``error`` (a clear refusal, the worker lives
+    on), ``crash`` (the worker process died) or ``no_model``."""
+
+    message: str
+    kind: Literal["error", "crash", "no_model", "template"] = "error"
+    log_tail: tuple[str, ...] = ()
+
+
+Event: TypeAlias = (
+    Loaded | Tokens | Progress | Token | Done | StateSaved | StateRestored | Unloaded | Failed
+)
+TERMINAL = (Loaded, Tokens, Done, StateSaved, StateRestored, Unloaded, Failed)

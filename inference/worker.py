@@ -1,0 +1,431 @@
+"""llama.cpp in a child process, so that a native crash never takes the app down.
+
+The parent side, ``Worker``, sends one request at a time over a pipe and yields the
+events that come back; the child side, ``serve``, runs an ``Engine``. A cancel travels
+out of band (a shared event the child checks before every token), so it is seen while
+the child is busy.
+
+When the child dies (llama.cpp's ``GGML_ASSERT`` aborts, an out-of-memory kill) the
+caller gets a ``Failed(kind="crash")`` event quoting the last lines llama.cpp wrote, the
+worker is marked crashed, and the next request starts a fresh child, loading the last
+model again first when one was loaded.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import TypeVar
+
+from inference.errors import ChatTemplateError, EnclaveError, ModelLoadError, NoModelLoaded, WorkerCrashed
+from inference.protocol import (
+    TERMINAL,
+    ChatMessage,
+    Done,
+    Event,
+    Failed,
+    Generate,
+    Load,
+    Loaded,
+    ModelInfo,
+    ModelSettings,
+    RenderChat,
+    Request,
+    RestoreState,
+    SaveState,
+    StateRestored,
+    StateSaved,
+    Tokenize,
+    Tokens,
+    Unload,
+    Unloaded,
+)
+
+log = logging.getLogger(__name__)
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+CRASH_TAIL_LINES = 20
+
+
+class WorkerState(enum.Enum):
+    STOPPED = "stopped"  # no process
+    READY = "ready"  # process up, no model
+    LOADED = "loaded"
+    BUSY = "busy"
+    CRASHED = "crashed"  # the last process died; the next request starts a new one
+
+
+E = TypeVar("E")
+
+
+class Worker:
+    """The parent's handle on the worker process. Not thread-safe except ``cancel``."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._ctx = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        # a flag in shared memory: the child reads it before every token, at no cost
+        self._cancel = self._ctx.RawValue("b", 0)
+        self._lock = threading.Lock()
+        self._log_offset = 0
+        self._settings: ModelSettings | None = None  # what to load again after a crash
+        self.info: ModelInfo | None = None
+        self.state = WorkerState.STOPPED
+        self.last_crash: Failed | None = None
+
+    # Process lifetime -----------------------------------------------------------------
+
+    @property
+    def settings(self) -> ModelSettings | None:
+        """The settings of the loaded model (kept across a crash, to load it again)."""
+        return self._settings
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.is_alive() else None
+
+    def _start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
+            self.log_path.replace(self.log_path.with_suffix(".log.1"))
+        self.log_path.touch()
+        self._log_offset = self.log_path.stat().st_size
+        parent_conn, child_conn = self._ctx.Pipe()
+        self._process = self._ctx.Process(
+            target=serve, args=(child_conn, self._cancel, str(self.log_path)), name="enclave-llama", daemon=True
+        )
+        self._process.start()
+        child_conn.close()  # so that recv() sees EOF when the child dies
+        self._conn = parent_conn
+        self.state = WorkerState.READY
+
+    def _reap(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process = None
+
+    def close(self) -> None:
+        """Stop the worker process (and free every byte the model held)."""
+        with self._lock:
+            if self._conn is not None and self._process is not None and self._process.is_alive():
+                try:
+                    self._conn.send(Unload())
+                    self._conn.recv()
+                except (EOFError, OSError):
+                    pass
+            self._reap()
+            self._settings = None
+            self.info = None
+            self.state = WorkerState.STOPPED
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Requests ---------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the running generation after at most one more token. Any thread."""
+        self._cancel.value = 1
+
+    def request(self, request: Request) -> Iterator[Event]:
+        """Send ``request``; yield its events, the last one terminal. Never raises for a
+        failure of the request itself: that is a ``Failed`` event."""
+        with self._lock:
+            yield from self._request(request)
+
+    def _request(self, request: Request) -> Iterator[Event]:
+        if isinstance(request, Unload):
+            self._reap_after_unload()
+            yield Unloaded()
+            return
+        if self._process is None or not self._process.is_alive():
+            if self.state is WorkerState.BUSY:  # died between requests
+                self.state = WorkerState.CRASHED
+            self._start()
+            if self._settings is not None and not isinstance(request, Load):
+                reloaded = yield from self._exchange(Load(self._settings), forward=False)
+                if isinstance(reloaded, Failed):
+                    yield reloaded
+                    return
+        self._cancel.value = 0
+        terminal = yield from self._exchange(request, forward=True)
+        if isinstance(request, Load):
+            # a failed load leaves no model behind: the old one was unloaded first
+            self._settings = request.settings if isinstance(terminal, Loaded) else None
+
+    def _exchange(self, request: Request, forward: bool) -> Iterator[Event]:
+        """Send one request and relay its events until the terminal one, which is
+        also returned. A dead child becomes a ``Failed(kind="crash")``."""
+        assert self._conn is not None
+        self.state = WorkerState.BUSY
+        terminal: Event | None = None
+        try:
+            self._conn.send(request)
+            while terminal is None:
+                try:
+                    event = self._conn.recv()
+                except (EOFError, OSError):
+                    terminal = self._crashed(request)
+                    yield terminal
+                    return terminal
+                if isinstance(event, TERMINAL):
+                    terminal = event
+                    self._after(request, event)
+                if forward or isinstance(event, Failed):
+                    yield event
+            return terminal
+        finally:
+            if terminal is None:  # the caller stopped listening mid-stream
+                self._drain()
+
+    def _after(self, request: Request, event: Event) -> None:
+        if isinstance(event, Loaded):
+            self.info = event.info
+        elif isinstance(request, Load):
+            self.info = None  # the child unloads the old model before loading a new one
+        self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
+
+    def _drain(self) -> None:
+        self._cancel.value = 1
+        try:
+            while self._conn is not None and not isinstance(self._conn.recv(), TERMINAL):
+                pass
+        except (EOFError, OSError):
+            self._reap()
+            self.state = WorkerState.CRASHED
+            return
+        self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
+
+    def _reap_after_unload(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(Unload())
+                self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        self._reap()
+        self._settings = None
+        self.info = None
+        self.state = WorkerState.STOPPED
+
+    def _crashed(self, request: Request) -> Failed:
+        assert self._process is not None
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        self._reap()
+        self.info = None
+        self.state = WorkerState.CRASHED
+        lines = self.log_tail(n=None)
+        if isinstance(request, Load):
+            doing = f"loading {Path(request.settings.path).name}"
+        else:
+            doing = f"running {type(request).__name__.lower()}"
+        if code is not None and code < 0:
+            how = f"was stopped by {signal.Signals(-code).name}"
+            if -code == signal.SIGKILL:
+                how += " (most often: the system ran out of memory)"
+        else:
+            how = f"exited with code {code}"
+        message = f"llama.cpp crashed while {doing}: the worker process {how}."
+        cause = _crash_cause(lines)
+        if cause:
+            message += f" It said: {cause.rstrip('.')}."
+            if "GGML_ASSERT" in cause and isinstance(request, Load):
+                message += " The model file is probably damaged or made for a newer llama.cpp."
+        failure = Failed(message, kind="crash", log_tail=tuple(lines[-CRASH_TAIL_LINES:]))
+        self.last_crash = failure
+        log.error("%s", message)
+        return failure
+
+    def log_tail(self, n: int | None = CRASH_TAIL_LINES) -> list[str]:
+        """The last ``n`` lines (all if None) the current or last child wrote to the log."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return []
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return lines if n is None else lines[-n:]
+
+    # Typed calls ------------------------------------------------------------------------
+
+    def _call(self, request: Request, expected: type[E]) -> E:
+        terminal = None
+        for event in self.request(request):
+            terminal = event
+        if isinstance(terminal, expected):
+            return terminal
+        assert isinstance(terminal, Failed)
+        raise _as_error(terminal)
+
+    def load(self, settings: ModelSettings) -> ModelInfo:
+        return self._call(Load(settings), Loaded).info
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return list(self._call(Tokenize(text, add_special, parse_special), Tokens).ids)
+
+    def render_chat(self, messages: tuple[ChatMessage, ...], add_generation_prompt: bool = True) -> Tokens:
+        return self._call(RenderChat(messages, add_generation_prompt), Tokens)
+
+    def generate(self, request: Generate) -> Iterator[Event]:
+        return self.request(request)
+
+    def save_state(self, path: Path, n_tokens: int | None = None) -> int:
+        return self._call(SaveState(str(path), n_tokens), StateSaved).n_tokens
+
+    def restore_state(self, path: Path) -> int:
+        return self._call(RestoreState(str(path)), StateRestored).n_tokens
+
+    def unload(self) -> None:
+        self._call(Unload(), Unloaded)
+
+
+def _crash_cause(lines: list[str]) -> str:
+    """The line that best explains a crash: a failed assert, else the last error."""
+    for needle in ("GGML_ASSERT", "GGML_ABORT", "error"):
+        for line in reversed(lines):
+            if needle.lower() in line.lower() and not line.startswith("Fatal Python error"):
+                return re.sub(r"^.*?(?=GGML_)|^\S*/", "", line.strip()) if needle != "error" else line.strip()
+    return ""
+
+
+def _as_error(failed: Failed) -> EnclaveError:
+    if failed.kind == "crash":
+        return WorkerCrashed(failed.message, failed.log_tail)
+    if failed.kind == "no_model":
+        return NoModelLoaded(failed.message)
+    if failed.kind == "template":
+        return ChatTemplateError(failed.message)
+    return ModelLoadError(failed.message, failed.log_tail) if failed.log_tail else EnclaveError(failed.message)
+
+
+# The child ------------------------------------------------------------------------------
+
+
+def _redirect_output(log_path: str) -> None:
+    """Send the process's own stdout and stderr (native writes included: an assert's
+    message, a backtrace) to the llama.cpp log file instead of the user's terminal."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+
+
+def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
+    """The child's main loop: one request at a time until Unload or the pipe closes."""
+    import faulthandler
+
+    _redirect_output(log_path)
+    os.environ["GGML_NO_BACKTRACE"] = "1"  # ggml would attach gdb to print one; useless to users
+    faulthandler.enable(file=sys.stderr)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format=f"%(asctime)s [{os.getpid()}] %(name)s: %(message)s"
+    )
+    from inference.llama_log import LlamaLog
+
+    llama_log = LlamaLog()
+    llama_log.install()
+    handler = _Handler(conn, cancel, llama_log)
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            break
+        if isinstance(request, Unload):
+            handler.close()
+            conn.send(Unloaded())
+            break
+        handler.handle(request)
+    handler.close()
+
+
+class _Handler:
+    def __init__(self, conn: Connection, cancel: Synchronized, llama_log: object) -> None:
+        self._conn = conn
+        self._cancel = cancel
+        self._log = llama_log
+        self._engine = None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def handle(self, request: Request) -> None:
+        try:
+            for event in self._dispatch(request):
+                self._conn.send(event)
+        except ChatTemplateError as exc:
+            self._conn.send(Failed(str(exc), kind="template"))
+        except NoModelLoaded as exc:
+            self._conn.send(Failed(str(exc), kind="no_model"))
+        except ModelLoadError as exc:
+            self._conn.send(Failed(str(exc), log_tail=exc.log_tail))
+        except EnclaveError as exc:
+            self._conn.send(Failed(str(exc)))
+        except Exception as exc:
+            logging.getLogger(__name__).error("request failed:\n%s", traceback.format_exc())
+            self._conn.send(Failed(f"Unexpected error in the worker: {type(exc).__name__}: {exc}"))
+
+    def _need_engine(self):
+        if self._engine is None:
+            raise NoModelLoaded("No model is loaded. Load a model first.")
+        return self._engine
+
+    def _dispatch(self, request: Request) -> Iterator[Event]:
+        from inference.engine import Engine
+        from inference.protocol import Stats
+
+        if isinstance(request, Load):
+            self.close()
+            self._engine = Engine(request.settings, self._log)
+            yield Loaded(self._engine.info)
+        elif isinstance(request, Tokenize):
+            engine = self._need_engine()
+            yield Tokens(tuple(engine.tokenize(request.text, request.add_special, request.parse_special)))
+        elif isinstance(request, RenderChat):
+            engine = self._need_engine()
+            text = engine.render_chat(request.messages, request.add_generation_prompt)
+            yield Tokens(tuple(engine.tokenize_prompt(text)), text)
+        elif isinstance(request, Generate):
+            engine = self._need_engine()
+            if request.prompt is not None:
+                prompt = engine.tokenize_prompt(request.prompt)
+            else:
+                prompt = engine.chat_tokens(request.messages)
+            for item in engine.generate(prompt, request.sampling, lambda: self._cancel.value != 0):
+                if isinstance(item, Stats):
+                    yield Done(item)
+                else:
+                    yield item
+        elif isinstance(request, SaveState):
+            engine = self._need_engine()
+            yield StateSaved(request.path, engine.save_state(Path(request.path), request.n_tokens))
+        elif isinstance(request, RestoreState):
+            yield StateRestored(self._need_engine().restore_state(Path(request.path)))
+        else:
+            raise EnclaveError(f"Unknown request {type(request).__name__}")

@@ -1,0 +1,79 @@
+"""Shared fixtures. Tests never touch the network or the user's home: every test gets
+its own ``ENCLAVE_HOME``, and an audit hook refuses any outbound connection."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inference.protocol import ModelSettings
+from inference.worker import Worker
+from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
+
+
+def _refuse_network(event: str, args: tuple) -> None:
+    if event == "socket.connect":
+        sock, address = args
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"test tried to connect to {address!r}: tests never use the network")
+    elif event == "socket.getaddrinfo":
+        raise RuntimeError(f"test tried to resolve {args[0]!r}: tests never use the network")
+
+
+sys.addaudithook(_refuse_network)
+
+
+@pytest.fixture(autouse=True)
+def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "enclave-home"
+    monkeypatch.setenv("ENCLAVE_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def moe_model(models_dir: Path) -> Path:
+    return write_tiny_model(models_dir / "tiny-moe.gguf", MOE)
+
+
+@pytest.fixture(scope="session")
+def dense_model(models_dir: Path) -> Path:
+    return write_tiny_model(models_dir / "tiny-dense.gguf", DENSE)
+
+
+@pytest.fixture(scope="session")
+def aborting_model(models_dir: Path) -> Path:
+    return write_aborting_model(models_dir / "tiny-abort.gguf")
+
+
+def settings_for(path: Path, **overrides: object) -> ModelSettings:
+    """Settings that match plain llama-cpp-python's defaults where it matters for
+    comparisons (flash attention off), small enough to be quick."""
+    base: dict[str, object] = {"path": str(path), "n_ctx": 512, "flash_attn": False, "n_threads": 2}
+    base.update(overrides)
+    return ModelSettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(tmp_path / "logs" / "llama.log")
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def moe_worker(tmp_path_factory: pytest.TempPathFactory, moe_model: Path) -> Iterator[Worker]:
+    """One worker with the MoE model loaded, shared by a module's tests."""
+    w = Worker(tmp_path_factory.mktemp("logs") / "llama.log")
+    w.load(settings_for(moe_model))
+    yield w
+    w.close()

@@ -1,0 +1,86 @@
+"""The ``enclave`` command as a user runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import __version__
+
+
+def enclave(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ENCLAVE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_version(enclave_home: Path) -> None:
+    result = enclave("--version", home=enclave_home)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"enclave {__version__}"
+
+
+def test_run_streams_a_reply_and_stats(enclave_home: Path, moe_model: Path) -> None:
+    result = enclave("run", str(moe_model), "hello", "--max-tokens", "12", "--temperature", "0", "--stats",
+                     home=enclave_home)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip()) > 0
+    assert "generated: 12 tokens" in result.stderr
+    assert "llama_model_loader" not in result.stdout + result.stderr  # llama.cpp's log stays in the log file
+    assert "llama_model_loader" in (enclave_home / "logs" / "llama.log").read_text()
+
+
+def test_run_is_reproducible_with_temperature_zero(enclave_home: Path, dense_model: Path) -> None:
+    args = ("run", str(dense_model), "the model", "--max-tokens", "8", "--temperature", "0",
+            "--system", "be brief")
+    first, second = enclave(*args, home=enclave_home), enclave(*args, home=enclave_home)
+    assert first.returncode == 0 and first.stdout == second.stdout
+
+
+def truncated(path: Path, out: Path) -> Path:
+    data = path.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda tmp, models: tmp / "missing.gguf", "Model file not found"),
+        (lambda tmp, models: tmp, "Not a file"),
+        (lambda tmp, models: (tmp / "notes.gguf", (tmp / "notes.gguf").write_text("hello"))[0],
+         "Not a GGUF model file"),
+        (lambda tmp, models: truncated(models["moe"], tmp / "cut.gguf"), "could not load cut.gguf"),
+        (lambda tmp, models: models["abort"], "crashed while loading tiny-abort.gguf"),
+    ],
+    ids=["missing", "folder", "not-gguf", "truncated", "llama-abort"],
+)
+def test_user_errors_are_one_line_and_exit_2(make, expected: str, tmp_path: Path, enclave_home: Path,
+                                             moe_model: Path, aborting_model: Path) -> None:
+    path = make(tmp_path, {"moe": moe_model, "abort": aborting_model})
+    result = enclave("run", str(path), "hello", home=enclave_home)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("enclave: error: ")
+    assert expected in lines[0]
+
+
+def test_doctor_reports_backend_devices_and_paths(enclave_home: Path) -> None:
+    result = enclave("doctor", home=enclave_home)
+    assert result.returncode == 0, result.stderr
+    assert "llama.cpp backends: CPU" in result.stdout
+    assert "CPU" in result.stdout and "GiB free of" in result.stdout
+    assert str(enclave_home / "data" / "enclave.db") in result.stdout
+
+
+def test_no_arguments_shows_help_until_the_gui_lands(enclave_home: Path) -> None:
+    result = enclave(home=enclave_home)
+    assert result.returncode == 0
+    for command in ("run", "doctor"):
+        assert command in result.stdout

@@ -1,0 +1,169 @@
+"""Tiny but real GGUF models, written with the `gguf` package.
+
+The tests (and the benchmarks, through ``python -m tests.tiny_models``) load these
+with the real llama.cpp loader, so every code path from file to token runs on a real
+file. Weights are random but seeded, so every run writes the same bytes.
+
+Two shapes, both of llama.cpp's ``llama`` architecture with an SPM tokenizer:
+
+* ``moe``: 8 experts, 2 used per token (Mixtral-style ``ffn_*_exps`` tensors, Q8_0).
+* ``dense``: a plain feed-forward model.
+
+The output rows of the control tokens are zero, so greedy decoding never picks an
+end-of-generation token: generation runs exactly ``max_tokens`` tokens, which keeps
+the tests deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CONTROL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+WORDS = (
+    "hello", "world", "the", "model", "local", "enclave", "answer", "question",
+    "document", "library", "expert", "memory", "token", "context", "secure", "offline",
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """The shape of a tiny model. Defaults give the MoE model."""
+
+    name: str = "tiny-moe"
+    n_layer: int = 4
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 64
+    n_expert: int = 8
+    n_expert_used: int = 2
+    context_length: int = 4096
+    seed: int = 1234
+    chat_template: str | None = CHATML_TEMPLATE
+    expert_type: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.Q8_0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
+
+
+MOE = TinySpec()
+DENSE = TinySpec(name="tiny-dense", n_ff=128, n_expert=0, n_expert_used=0)
+# Big enough that a token takes milliseconds, as with real models: for benchmarks only.
+BENCH = TinySpec(name="bench-moe", n_layer=6, n_embd=1024, n_head=16, n_head_kv=4, n_ff=1024)
+KINDS = {"moe": MOE, "dense": DENSE, "bench": BENCH}
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int]]:
+    """Control tokens, the 256 byte-fallback tokens, single characters and a few words."""
+    tokens: list[str] = list(CONTROL_TOKENS)
+    types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(CONTROL_TOKENS) - 1)
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [gguf.TokenType.BYTE] * 256
+    pieces = ["▁"] + [chr(c) for c in range(33, 127)] + ["▁" + w for w in WORDS]
+    tokens += pieces
+    types += [gguf.TokenType.NORMAL] * len(pieces)
+    # SPM merges prefer higher scores: longer pieces score higher.
+    scores = [0.0] * (len(CONTROL_TOKENS) + 256) + [float(len(p)) for p in pieces]
+    return tokens, scores, [int(t) for t in types]
+
+
+def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
+    """Write the model described by ``spec`` to ``path`` and return the path."""
+    rng = np.random.default_rng(spec.seed)
+    tokens, scores, types = vocabulary()
+    n_vocab = len(tokens)
+    head_dim = spec.n_embd // spec.n_head
+
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_name(spec.name)
+    writer.add_context_length(spec.context_length)
+    writer.add_embedding_length(spec.n_embd)
+    writer.add_block_count(spec.n_layer)
+    writer.add_feed_forward_length(spec.n_ff)
+    writer.add_head_count(spec.n_head)
+    writer.add_head_count_kv(spec.n_head_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    if spec.is_moe:
+        writer.add_expert_count(spec.n_expert)
+        writer.add_expert_used_count(spec.n_expert_used)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(CONTROL_TOKENS.index("<|im_end|>"))
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    if spec.chat_template is not None:
+        writer.add_chat_template(spec.chat_template)
+
+    def weights(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def add_f16(name: str, data: np.ndarray) -> None:
+        writer.add_tensor(name, data.astype(np.float16), raw_dtype=gguf.GGMLQuantizationType.F16)
+
+    add_f16("token_embd.weight", weights(n_vocab, spec.n_embd))
+    for i in range(spec.n_layer):
+        blk = f"blk.{i}"
+        writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+        for name, rows in (("attn_q", spec.n_embd), ("attn_k", spec.n_head_kv * head_dim),
+                           ("attn_v", spec.n_head_kv * head_dim)):
+            add_f16(f"{blk}.{name}.weight", weights(rows, spec.n_embd))
+        add_f16(f"{blk}.attn_output.weight", weights(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+        if spec.is_moe:
+            writer.add_tensor(f"{blk}.ffn_gate_inp.weight", weights(spec.n_expert, spec.n_embd))
+            for name, shape in (("ffn_gate_exps", (spec.n_expert, spec.n_ff, spec.n_embd)),
+                                ("ffn_up_exps", (spec.n_expert, spec.n_ff, spec.n_embd)),
+                                ("ffn_down_exps", (spec.n_expert, spec.n_embd, spec.n_ff))):
+                data = gguf.quants.quantize(weights(*shape), spec.expert_type)
+                writer.add_tensor(f"{blk}.{name}.weight", data, raw_dtype=spec.expert_type)
+        else:
+            add_f16(f"{blk}.ffn_gate.weight", weights(spec.n_ff, spec.n_embd))
+            add_f16(f"{blk}.ffn_up.weight", weights(spec.n_ff, spec.n_embd))
+            add_f16(f"{blk}.ffn_down.weight", weights(spec.n_embd, spec.n_ff))
+    writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+    output = weights(n_vocab, spec.n_embd, scale=1.0)
+    output[: len(CONTROL_TOKENS)] = 0.0  # never an end-of-generation token under greedy
+    add_f16("output.weight", output)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_aborting_model(path: Path) -> Path:
+    """A GGUF that llama.cpp accepts as a file but aborts on (GGML_ASSERT) while loading:
+    it claims more experts used per token than it has."""
+    return write_tiny_model(path, replace(MOE, name="tiny-abort", n_expert=2, n_expert_used=4))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write a tiny test GGUF model.")
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--kind", choices=sorted(KINDS), default="moe")
+    args = parser.parse_args()
+    write_tiny_model(args.path, KINDS[args.kind])
+    print(args.path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The PySide6 desktop app: a view over the ``app`` services."""
