@@ -27,8 +27,9 @@ test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m tests.tiny_models $(VENV)/bench-moe.gguf --kind moe
+	$(BIN)/python -m tests.tiny_models $(VENV)/bench-moe.gguf --kind bench
 	$(BIN)/python bench/engine_overhead.py $(VENV)/bench-moe.gguf
+	$(BIN)/python bench/planner.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,32 +1,58 @@
 """The app's handle on inference: one worker process and the model loaded in it.
 
 The CLI and the GUI both go through ``Runtime``; neither talks to the worker protocol
-directly, so what a model load or a reply means is decided in one place.
+directly. Loading a model here means: inspect the file (so llama.cpp never sees a
+broken one), plan where every tensor goes on this machine, load with that plan, then
+check the plan's figures against what llama.cpp reports it allocated.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.paths import AppPaths
-from inference.engine import check_gguf_file
-from inference.protocol import ChatMessage, Event, Generate, ModelInfo, ModelSettings, Sampling
+from inference.devices import Machine, detect_machine
+from inference.errors import EnclaveError
+from inference.gguf_info import GGUFInfo, inspect_gguf
+from inference.load_report import EstimateCheck, LoadReport, parse_load_log
+from inference.planner import Plan, PlanError, PlanRequest, apply_plan, check_estimates, plan
+from inference.protocol import ChatMessage, Event, Generate, ModelInfo, ModelSettings, Sampling, TensorOverride
 from inference.worker import Worker, WorkerState
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model(model: str) -> Path:
     """The model file a user named. A path for now; the model registry adds ids."""
-    path = Path(model).expanduser()
-    check_gguf_file(path)
-    return path.resolve()
+    return Path(model).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """A loaded model with the plan it was loaded by and how the plan's estimates held up."""
+
+    info: ModelInfo
+    gguf: GGUFInfo
+    plan: Plan | None
+    report: LoadReport
+    checks: tuple[EstimateCheck, ...]
+
+
+def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine | None = None) -> Plan:
+    try:
+        return plan(gguf.shape, machine or detect_machine(), request)
+    except PlanError as exc:
+        raise EnclaveError(str(exc)) from exc
 
 
 class Runtime:
     def __init__(self, paths: AppPaths) -> None:
         self.paths = paths
         self.worker = Worker(paths.llama_log)
+        self.last_load: LoadOutcome | None = None
 
     @property
     def model(self) -> ModelInfo | None:
@@ -36,13 +62,32 @@ class Runtime:
     def state(self) -> WorkerState:
         return self.worker.state
 
-    def load(self, model: str, settings: ModelSettings | None = None) -> ModelInfo:
-        """Load ``model`` (skipped when the same file with the same settings is loaded)."""
-        path = resolve_model(model)
+    def load(self, model: str, settings: ModelSettings | None = None, *, planned: PlanRequest | None = None,
+             extra_overrides: tuple[TensorOverride, ...] = ()) -> LoadOutcome:
+        """Load ``model``. With ``planned`` (the default is a plan at the settings'
+        context), the planner decides GPU layers, expert placement, KV types and flash
+        attention; a plan that does not fit is refused before anything is loaded."""
+        gguf = inspect_gguf(resolve_model(model))  # validates; llama.cpp never sees a broken file
+        path = gguf.path  # the first shard of a split model, which llama.cpp wants
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
-        if self.worker.info is not None and self.worker.settings == wanted:
-            return self.worker.info
-        return self.worker.load(wanted)
+        chosen: Plan | None = None
+        if planned is not None:
+            chosen = make_plan(gguf, planned)
+            if not chosen.fits:
+                tips = "; ".join(chosen.suggestions)
+                raise EnclaveError(f"{chosen.verdict} {'Would help: ' + tips + '.' if tips else ''}".strip())
+            wanted = apply_plan(wanted, chosen, extra_overrides)
+        elif extra_overrides:
+            wanted = replace(wanted, tensor_overrides=extra_overrides + wanted.tensor_overrides)
+        if self.worker.info is not None and self.worker.settings == wanted and self.last_load is not None:
+            return self.last_load
+        info = self.worker.load(wanted)
+        report = parse_load_log(info.log_lines)
+        checks = check_estimates(chosen, report) if chosen is not None else ()
+        for check in checks:
+            (log.info if check.ok else log.warning)("plan vs llama.cpp for %s: %s", path.name, check.describe())
+        self.last_load = LoadOutcome(info, gguf, chosen, report, checks)
+        return self.last_load
 
     def chat(self, messages: Sequence[ChatMessage], sampling: Sampling) -> Iterator[Event]:
         return self.worker.generate(Generate(messages=tuple(messages), sampling=sampling))
@@ -55,6 +100,8 @@ class Runtime:
 
     def unload(self) -> None:
         self.worker.unload()
+        self.last_load = None
 
     def close(self) -> None:
         self.worker.close()
+        self.last_load = None

@@ -72,7 +72,10 @@ def check_gguf_file(path: Path) -> None:
 
 
 def _load_error(path: Path, lines: Sequence[str]) -> ModelLoadError:
-    reason = next((ln for ln in reversed(lines) if re.search(r"error|failed|unknown|invalid", ln, re.I)), "")
+    said = [ln for ln in lines if ln.strip()]
+    reason = next((ln for ln in reversed(said) if re.search(r"error|failed|unknown|invalid", ln, re.I)), "")
+    if not reason and said and not said[-1].startswith(("llama_model_loader", "print_info", "load")):
+        reason = said[-1]
     reason = re.sub(r"^\w+: ", "", reason.strip())
     message = f"llama.cpp could not load {path.name}" + (f": {reason}" if reason else ".")
     return ModelLoadError(message, tuple(lines[-20:]))

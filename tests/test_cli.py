@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,11 +51,11 @@ def truncated(path: Path, out: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        (lambda tmp, models: tmp / "missing.gguf", "Model file not found"),
-        (lambda tmp, models: tmp, "Not a file"),
+        (lambda tmp, models: tmp / "missing.gguf", "missing.gguf: the file does not exist"),
+        (lambda tmp, models: tmp, "this is a folder, not a model file"),
         (lambda tmp, models: (tmp / "notes.gguf", (tmp / "notes.gguf").write_text("hello"))[0],
-         "Not a GGUF model file"),
-        (lambda tmp, models: truncated(models["moe"], tmp / "cut.gguf"), "could not load cut.gguf"),
+         "notes.gguf: this is not a GGUF model file"),
+        (lambda tmp, models: truncated(models["moe"], tmp / "cut.gguf"), "cut.gguf: the file is incomplete"),
         (lambda tmp, models: models["abort"], "crashed while loading tiny-abort.gguf"),
     ],
     ids=["missing", "folder", "not-gguf", "truncated", "llama-abort"],
@@ -84,3 +85,37 @@ def test_no_arguments_shows_help_until_the_gui_lands(enclave_home: Path) -> None
     assert result.returncode == 0
     for command in ("run", "doctor"):
         assert command in result.stdout
+
+
+def test_inspect_describes_the_model(enclave_home: Path, moe_model: Path) -> None:
+    result = enclave("inspect", str(moe_model), home=enclave_home)
+    assert result.returncode == 0, result.stderr
+    assert "tiny-moe  (llama, 8 experts, 2 used per token)" in result.stdout
+    assert "trained context 4,096 tokens" in result.stdout
+    as_json = json.loads(enclave("inspect", str(moe_model), "--json", home=enclave_home).stdout)
+    assert as_json["architecture"] == "llama"
+
+
+def test_plan_for_a_simulated_machine_as_json(enclave_home: Path, moe_model: Path) -> None:
+    result = enclave("plan", str(moe_model), "--vram", "24GiB", "--ram", "64GiB", "--ctx", "2048",
+                     "--cpu-moe-layers", "1", "--json", home=enclave_home)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["fits"] is True
+    assert data["n_gpu_layers"] == 5 and data["cpu_expert_layers"] == [0]
+    gpu, ram = data["devices"]
+    assert gpu["device"] == "GPU0" and gpu["budget"] == 23 * 2**30
+    assert ram["budget"] == 63 * 2**30
+    assert data["contexts"][-1]["n_ctx"] == 4096
+
+
+def test_plan_refusal_says_what_is_missing(enclave_home: Path, moe_model: Path) -> None:
+    result = enclave("plan", str(moe_model), "--ram", "1MiB", "--margin", "0", "--ctx", "4096", home=enclave_home)
+    assert result.returncode == 0
+    assert "Does not fit" in result.stdout and "missing" in result.stdout and "would help:" in result.stdout
+
+
+def test_run_refuses_a_plan_that_does_not_fit(enclave_home: Path, moe_model: Path) -> None:
+    result = enclave("run", str(moe_model), "hi", "--margin", "4096GiB", home=enclave_home)
+    assert result.returncode == 2
+    assert result.stderr.startswith("enclave: error: Does not fit")

@@ -43,7 +43,7 @@ class TinySpec:
 
     name: str = "tiny-moe"
     n_layer: int = 4
-    n_embd: int = 64
+    n_embd: int = 128  # head size 32: quantized KV cache types need a multiple of 32
     n_head: int = 4
     n_head_kv: int = 2
     n_ff: int = 64

@@ -1,0 +1,131 @@
+"""``enclave inspect`` and ``enclave plan``: what a model is, and where it would go."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from app.cli.common import SizeType, cli, user_errors
+from app.runtime import make_plan, resolve_model
+from inference.devices import Machine, detect_machine, format_size, simulated_machine
+from inference.gguf_info import GGUFInfo, inspect_gguf
+from inference.planner import Plan, PlanRequest, context_table
+
+KV_TYPES = click.Choice(["f16", "q8_0", "q4_0"])
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (sizes in bytes).")
+@user_errors
+def inspect(model: str, as_json: bool) -> None:
+    """What MODEL is: architecture, experts, quantization, context, and its size by part."""
+    info = inspect_gguf(resolve_model(model))
+    if as_json:
+        click.echo(json.dumps(info.as_dict(), indent=2))
+        return
+    click.echo(describe_model(info))
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def describe_model(info: GGUFInfo) -> str:
+    s = info.shape
+    experts = (f"{s.expert_count} experts, {s.expert_used_count} used per token"
+               + (f", {s.expert_shared_count} shared" if s.expert_shared_count else "")) if s.is_moe else "dense"
+    window = f", sliding window {s.sliding_window}" if s.sliding_window else ""
+    files = f" in {len(info.files)} files" if len(info.files) > 1 else ""
+    lines = [
+        f"{info.name}  ({info.architecture}, {experts})",
+        f"  parameters      {_count(info.parameter_count)}",
+        f"  quantization    {info.file_type}",
+        f"  size            {format_size(info.total_bytes)}{files}",
+        f"  trained context {info.context_length:,} tokens",
+        f"  layers          {s.n_layer} x {s.n_embd} wide, {s.n_head} attention heads, {s.n_head_kv} KV heads "
+        f"(head size {s.key_length}){window}",
+        f"  chat template   {'yes' if info.chat_template else 'none (Enclave uses ChatML)'}",
+    ]
+    if info.license:
+        lines.append(f"  license         {info.license}")
+    if s.is_moe:
+        non_expert = s.total_bytes - s.expert_bytes
+        lines.append(f"  experts         {format_size(s.expert_bytes)}; everything else {format_size(non_expert)}")
+    return "\n".join(lines)
+
+
+@cli.command("plan")
+@click.argument("model")
+@click.option("--ctx", "n_ctx", type=click.IntRange(min=1), default=None,
+              help="Context length; default: the largest that fits.")
+@click.option("--kv-type", type=KV_TYPES, default="f16", show_default=True, help="KV cache type.")
+@click.option("--vram", type=SizeType(), default=None, help="Plan for a GPU with this much memory, e.g. 24GiB.")
+@click.option("--ram", type=SizeType(), default=None, help="Plan for this much free RAM, e.g. 64GiB.")
+@click.option("--unified", is_flag=True, help="Plan for unified memory (Apple silicon) of --ram.")
+@click.option("--cpu-moe-layers", type=click.IntRange(min=0), default=None,
+              help="Keep the experts of the first N layers in RAM.")
+@click.option("--margin", type=SizeType(), default="1GiB", show_default=True, help="Memory to leave free per device.")
+@click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (sizes in bytes).")
+@user_errors
+def plan_command(model: str, n_ctx: int | None, kv_type: str, vram: int | None, ram: int | None, unified: bool,
+                 cpu_moe_layers: int | None, margin: int, no_flash_attn: bool, as_json: bool) -> None:
+    """Where every part of MODEL would go on this machine (or on --vram/--ram), and what fits."""
+    info = inspect_gguf(resolve_model(model))
+    machine = _machine(vram, ram, unified)
+    request = PlanRequest(n_ctx=n_ctx, type_k=kv_type, type_v=kv_type, flash_attn=not no_flash_attn,  # type: ignore[arg-type]
+                          margin_bytes=margin, cpu_moe_layers=cpu_moe_layers)
+    chosen = make_plan(info, request, machine)
+    table = context_table(info.shape, machine, request)
+    if as_json:
+        click.echo(json.dumps({**chosen.as_dict(), "machine": machine.describe(),
+                               "contexts": [_row(p) for p in table]}, indent=2))
+        return
+    click.echo(f"{info.name} on {machine.describe()}")
+    click.echo(describe_plan(chosen))
+    click.echo("\nWhat fits at which context:")
+    for p in table:
+        click.echo(f"  {p.n_ctx:>9,} tokens  {'fits' if p.fits else 'does not fit':<13} "
+                   f"KV {format_size(p.kv_bytes):>9}  " + _placement(p))
+
+
+def _machine(vram: int | None, ram: int | None, unified: bool) -> Machine:
+    if vram is None and ram is None and not unified:
+        return detect_machine()
+    here = detect_machine()
+    return simulated_machine(vram, ram if ram is not None else here.ram_free_bytes, unified=unified)
+
+
+def describe_plan(p: Plan) -> str:
+    header = f"  {'device':<8}{'weights':>11}{'experts':>11}{'KV cache':>11}{'compute':>11}{'total':>11}{'budget':>11}"
+    rows = [header]
+    for d in p.devices:
+        rows.append(f"  {d.device:<8}" + "".join(f"{format_size(v):>11}" for v in (
+            d.weights_bytes, d.experts_bytes, d.kv_bytes, d.compute_bytes, d.total_bytes, d.budget_bytes))
+            + ("" if d.fits else "  over budget"))
+    rows.append(f"  GPU layers: {p.n_gpu_layers}  context: {p.n_ctx:,}  KV cache: {p.type_k}/{p.type_v}  "
+                f"flash attention: {'on' if p.flash_attn else 'off'}")
+    if p.cpu_expert_layers or p.cpu_expert_tensors:
+        rows.append(f"  experts in RAM: layers {list(p.cpu_expert_layers)}"
+                    + (f" and {', '.join(p.cpu_expert_tensors)}" if p.cpu_expert_tensors else ""))
+    rows.append(p.verdict)
+    rows += [f"  would help: {tip}" for tip in p.suggestions]
+    return "\n".join(rows)
+
+
+def _placement(p: Plan) -> str:
+    if p.gpu is None:
+        return f"needs {format_size(p.devices[0].total_bytes)}"
+    return (f"experts {format_size(p.gpu.experts_bytes)} in VRAM, {format_size(p.ram.experts_bytes)} in RAM; "
+            f"RAM needed {format_size(p.ram.total_bytes)}")
+
+
+def _row(p: Plan) -> dict[str, object]:
+    return {"n_ctx": p.n_ctx, "fits": p.fits, "kv_bytes": p.kv_bytes, "n_gpu_layers": p.n_gpu_layers,
+            "cpu_expert_layers": list(p.cpu_expert_layers),
+            "devices": {d.device: d.total_bytes for d in p.devices}}

@@ -1,0 +1,199 @@
+"""The memory planner on real models' published shapes and simulated machines."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference.devices import GiB, format_size, simulated_machine
+from inference.model_shape import ModelShape
+from inference.planner import KV_CELL_PAD, PlanError, PlanRequest, apply_plan, context_table, plan
+from inference.protocol import ModelSettings
+from tests.model_shapes import real_shapes
+
+SHAPES = real_shapes()
+UNDER_TEST = ["gpt-oss-120b", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "Llama-4-Scout-17B-16E", "Llama-3.1-8B",
+              "Mixtral-8x7B-v0.1", "GLM-4.5-Air", "DeepSeek-V3", "gpt-oss-20b", "OLMoE-1B-7B-0924"]
+MACHINES = {
+    "24 GiB CUDA + 64 GiB RAM": simulated_machine(24 * GiB, 64 * GiB, gpu_name="CUDA0"),
+    "16 GiB card + 128 GiB RAM": simulated_machine(16 * GiB, 128 * GiB, gpu_name="CUDA0"),
+    "Apple unified 128 GiB": simulated_machine(None, 128 * GiB, unified=True),
+    "CPU only 64 GiB": simulated_machine(None, 64 * GiB),
+}
+HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+shape_names = st.sampled_from(UNDER_TEST)
+vram = st.integers(min_value=2, max_value=160).map(lambda g: g * GiB // 2)
+ram = st.integers(min_value=8, max_value=1024).map(lambda g: g * GiB)
+contexts = st.sampled_from([2048, 4096, 8192, 32768, 65536])
+kv_types = st.sampled_from(["f16", "q8_0", "q4_0"])
+
+
+def request(n_ctx: int, kv: str) -> PlanRequest:
+    return PlanRequest(n_ctx=n_ctx, type_k=kv, type_v=kv)  # type: ignore[arg-type]
+
+
+def ram_experts(shape: ModelShape, p) -> list[int]:
+    """Sizes of the expert tensors the plan leaves in RAM."""
+    on_gpu = set(range(shape.n_layer - min(p.n_gpu_layers, shape.n_layer), shape.n_layer))
+    lifted = set(p.gpu_expert_tensors)
+    sizes = []
+    for layer in shape.layers:
+        for t in layer.expert_tensors:
+            in_ram = (layer.index in p.cpu_expert_layers or t.name in p.cpu_expert_tensors
+                      or (layer.index not in on_gpu and t.name not in lifted))
+            if in_ram:
+                sizes.append(t.n_bytes)
+    return sizes
+
+
+@HYPOTHESIS
+@given(name=shape_names, vram=vram, ram=ram, n_ctx=contexts, kv=kv_types)
+def test_never_over_a_devices_budget_and_vram_is_packed(name: str, vram: int, ram: int, n_ctx: int, kv: str) -> None:
+    shape = SHAPES[name]
+    p = plan(shape, simulated_machine(vram, ram), request(n_ctx, kv))
+    gpu = p.gpu
+    assert gpu is not None
+    assert gpu.total_bytes <= gpu.budget_bytes  # VRAM is never overcommitted, fit or not
+    if p.fits:
+        assert all(d.total_bytes <= d.budget_bytes for d in p.devices)
+    left = ram_experts(shape, p)
+    if left and p.n_gpu_layers > 0:
+        assert gpu.unused_bytes < min(left)  # the packing target
+    if p.n_gpu_layers == 0:
+        assert gpu.total_bytes == 0  # no half-measures: without a layer on the GPU nothing goes there
+    # the plan's own accounting adds up: every byte of the model is somewhere, once
+    placed = sum(d.weights_bytes + d.experts_bytes for d in p.devices)
+    assert placed == shape.total_bytes
+    assert p.ram.experts_bytes == sum(left)
+
+
+@HYPOTHESIS
+@given(name=shape_names, small=vram, extra=st.integers(min_value=1, max_value=64).map(lambda g: g * GiB),
+       ram=ram, n_ctx=contexts)
+def test_more_vram_never_puts_fewer_experts_on_the_gpu(name: str, small: int, extra: int, ram: int,
+                                                     n_ctx: int) -> None:
+    shape = SHAPES[name]
+    req = request(n_ctx, "f16")
+    less = plan(shape, simulated_machine(small, ram), req)
+    more = plan(shape, simulated_machine(small + extra, ram), req)
+    assert more.n_gpu_layers >= less.n_gpu_layers
+    assert more.ram.total_bytes <= less.ram.total_bytes
+    assert more.gpu.total_bytes >= less.gpu.total_bytes
+    if less.n_gpu_layers == more.n_gpu_layers == shape.n_layer + 1:
+        # with every layer's attention on the GPU, extra VRAM only ever adds experts; before that,
+        # it goes to attention and KV cache first, by design (they run for every token)
+        assert more.gpu.experts_bytes >= less.gpu.experts_bytes
+
+
+@HYPOTHESIS
+@given(name=shape_names, vram=vram, ram=ram, n_ctx=contexts)
+def test_refusals_name_the_missing_amount(name: str, vram: int, ram: int, n_ctx: int) -> None:
+    p = plan(SHAPES[name], simulated_machine(vram, ram), request(n_ctx, "f16"))
+    if p.fits:
+        assert p.verdict.startswith("Fits")
+        return
+    short = next(d for d in reversed(p.devices) if not d.fits)
+    assert f"({format_size(short.total_bytes - short.budget_bytes)} missing)" in p.verdict
+    assert p.suggestions and "smaller" in p.suggestions[-1]
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+@pytest.mark.parametrize("name", UNDER_TEST)
+def test_largest_context_that_fits_is_proposed(name: str, machine: str) -> None:
+    shape, m = SHAPES[name], MACHINES[machine]
+    p = plan(shape, m, PlanRequest())
+    if not p.fits:
+        assert not plan(shape, m, PlanRequest(n_ctx=512)).fits
+        return
+    assert p.n_ctx <= shape.context_length
+    full_offload = p.gpu is None or p.n_gpu_layers == shape.n_layer + 1
+    if p.n_ctx < shape.context_length:
+        longer = plan(shape, m, PlanRequest(n_ctx=p.n_ctx + KV_CELL_PAD))
+        # one step more either does not fit, or (on a GPU) pushes attention out of VRAM
+        assert not longer.fits or (full_offload and longer.n_gpu_layers <= shape.n_layer)
+    if not full_offload:  # attention could not all be on the GPU even at the smallest context
+        assert plan(shape, m, PlanRequest(n_ctx=512)).n_gpu_layers <= shape.n_layer
+
+
+def test_known_machines_give_sensible_plans() -> None:
+    oss = SHAPES["gpt-oss-120b"]
+    p = plan(oss, MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=32768))
+    assert p.fits and p.n_gpu_layers == oss.n_layer + 1  # all attention on the GPU
+    assert 0 < len(p.cpu_expert_layers) < oss.n_layer  # some experts in VRAM, some in RAM
+    assert p.cpu_expert_layers == tuple(range(len(p.cpu_expert_layers)))  # the first layers' experts go to RAM
+    scout = plan(SHAPES["Llama-4-Scout-17B-16E"], MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=8192))
+    assert scout.n_gpu_layers == 0 and scout.gpu is None
+    small = plan(SHAPES["Qwen3-30B-A3B"], MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=8192))
+    assert small.fits and not small.cpu_expert_layers and not small.cpu_expert_tensors  # all of it in VRAM
+    apple = plan(SHAPES["Qwen3-235B-A22B"], MACHINES["Apple unified 128 GiB"], PlanRequest(n_ctx=8192))
+    assert len(apple.devices) == 1 and apple.unified_memory and apple.fits
+
+
+def test_a_model_too_big_for_ram_is_refused_with_what_would_help() -> None:
+    p = plan(SHAPES["Qwen3-235B-A22B"], MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=32768))
+    assert not p.fits
+    assert "of RAM" in p.verdict and "GiB missing)" in p.verdict
+    assert any("smaller quant" in s for s in p.suggestions)
+
+
+def test_q8_kv_cache_is_offered_when_it_makes_the_context_fit() -> None:
+    shape, m = SHAPES["Llama-3.1-8B"], simulated_machine(None, 20 * GiB)
+    tight = 131072
+    p = plan(shape, m, PlanRequest(n_ctx=tight))
+    assert not p.fits
+    assert plan(shape, m, PlanRequest(n_ctx=tight, type_k="q8_0", type_v="q8_0")).fits
+    assert "a q8_0 KV cache fits at this context" in p.suggestions
+
+
+def test_more_context_never_puts_more_experts_on_the_gpu() -> None:
+    rows = context_table(SHAPES["gpt-oss-120b"], MACHINES["24 GiB CUDA + 64 GiB RAM"])
+    assert [r.n_ctx for r in rows] == sorted(r.n_ctx for r in rows) and rows[-1].n_ctx == 131072
+    experts = [r.gpu.experts_bytes for r in rows]
+    assert experts == sorted(experts, reverse=True)
+    kv = [r.kv_bytes for r in rows]
+    assert kv == sorted(kv) and kv[0] < kv[-1]
+
+
+def test_sliding_window_layers_keep_a_small_cache() -> None:
+    oss = SHAPES["gpt-oss-20b"]
+    short = plan(oss, MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=8192)).kv_bytes
+    long = plan(oss, MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=131072)).kv_bytes
+    # half the layers grow with the context, the other half stay at window + ubatch
+    assert 8 < long / short < 16
+
+
+def test_overrides_select_exactly_the_planned_tensors() -> None:
+    shape = SHAPES["Mixtral-8x7B-v0.1"]
+    p = plan(shape, MACHINES["16 GiB card + 128 GiB RAM"], PlanRequest(n_ctx=8192))
+    assert p.cpu_expert_layers and p.cpu_expert_tensors  # whole layers and one split layer
+    names = [t.name for layer in shape.layers for t in layer.tensors] + [t.name for t in shape.global_tensors]
+    matched = {n for n in names for o in p.tensor_overrides if re.search(o.pattern, n)}
+    wanted = {t.name for i in p.cpu_expert_layers for t in shape.layers[i].expert_tensors} | set(p.cpu_expert_tensors)
+    assert matched == wanted
+
+
+def test_manual_cpu_moe_layers_are_honoured() -> None:
+    shape = SHAPES["gpt-oss-120b"]
+    p = plan(shape, simulated_machine(80 * GiB, 128 * GiB), PlanRequest(n_ctx=8192, cpu_moe_layers=5))
+    assert p.cpu_expert_layers == (0, 1, 2, 3, 4) and not p.cpu_expert_tensors
+
+
+def test_quantized_cache_needs_a_head_size_multiple_of_32() -> None:
+    odd = replace(SHAPES["Llama-3.1-8B"], key_length=48, value_length=48)
+    with pytest.raises(PlanError, match="multiple of 32"):
+        plan(odd, MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=4096, type_k="q8_0", type_v="q8_0"))
+    with pytest.raises(PlanError, match="flash attention"):
+        plan(SHAPES["Llama-3.1-8B"], MACHINES["CPU only 64 GiB"],
+             PlanRequest(n_ctx=4096, type_v="q8_0", flash_attn=False))
+
+
+def test_apply_plan_carries_every_decision_into_the_load_settings() -> None:
+    p = plan(SHAPES["gpt-oss-120b"], MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=16384, type_k="q8_0"))
+    s = apply_plan(ModelSettings(path="m.gguf"), p)
+    assert (s.n_ctx, s.n_gpu_layers, s.type_k, s.flash_attn) == (16384, 37, "q8_0", True)
+    assert s.tensor_overrides == p.tensor_overrides and s.tensor_overrides[0].device == "CPU"
