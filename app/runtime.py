@@ -19,7 +19,16 @@ from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.load_report import EstimateCheck, LoadReport, parse_load_log
 from inference.planner import Plan, PlanError, PlanRequest, apply_plan, check_estimates, plan
-from inference.protocol import ChatMessage, Event, Generate, ModelInfo, ModelSettings, Sampling, TensorOverride
+from inference.protocol import (
+    ChatMessage,
+    Event,
+    Generate,
+    ModelInfo,
+    ModelSettings,
+    Sampling,
+    TensorOverride,
+    Tokens,
+)
 from inference.worker import Worker, WorkerState
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,7 @@ class Runtime:
         self.paths = paths
         self.worker = Worker(paths.llama_log)
         self.last_load: LoadOutcome | None = None
+        self._last_request: tuple[object, ...] | None = None
 
     @property
     def model(self) -> ModelInfo | None:
@@ -66,8 +76,12 @@ class Runtime:
              extra_overrides: tuple[TensorOverride, ...] = ()) -> LoadOutcome:
         """Load ``model``. With ``planned`` (the default is a plan at the settings'
         context), the planner decides GPU layers, expert placement, KV types and flash
-        attention; a plan that does not fit is refused before anything is loaded."""
-        gguf = inspect_gguf(resolve_model(model))  # validates; llama.cpp never sees a broken file
+        attention; a plan that does not fit is refused before anything is loaded. Asking
+        again for what is loaded returns at once."""
+        request = (resolve_model(model), settings and replace(settings, path=""), planned, extra_overrides)
+        if self.last_load is not None and request == self._last_request and self.worker.info is not None:
+            return self.last_load
+        gguf = inspect_gguf(request[0])  # validates; llama.cpp never sees a broken file
         path = gguf.path  # the first shard of a split model, which llama.cpp wants
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
@@ -79,15 +93,18 @@ class Runtime:
             wanted = apply_plan(wanted, chosen, extra_overrides)
         elif extra_overrides:
             wanted = replace(wanted, tensor_overrides=extra_overrides + wanted.tensor_overrides)
-        if self.worker.info is not None and self.worker.settings == wanted and self.last_load is not None:
-            return self.last_load
         info = self.worker.load(wanted)
         report = parse_load_log(info.log_lines)
         checks = check_estimates(chosen, report) if chosen is not None else ()
         for check in checks:
             (log.info if check.ok else log.warning)("plan vs llama.cpp for %s: %s", path.name, check.describe())
         self.last_load = LoadOutcome(info, gguf, chosen, report, checks)
+        self._last_request = request
         return self.last_load
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> Tokens:
+        """The loaded model's prompt for ``messages``: its text and tokens."""
+        return self.worker.render_chat(tuple(messages))
 
     def chat(self, messages: Sequence[ChatMessage], sampling: Sampling) -> Iterator[Event]:
         return self.worker.generate(Generate(messages=tuple(messages), sampling=sampling))

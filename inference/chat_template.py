@@ -25,6 +25,9 @@ FALLBACK_TEMPLATE = (
 )
 
 
+REASONING_KEYS = ("reasoning_content", "thinking")  # Qwen3 / DeepSeek style, gpt-oss
+
+
 class ChatTemplate:
     def __init__(self, template: str | None, bos_token: str, eos_token: str) -> None:
         self.is_fallback = not template
@@ -36,7 +39,7 @@ class ChatTemplate:
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         try:
             formatter = self._formatter(add_generation_prompt)
-            rendered = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+            rendered = formatter(messages=[self._as_dict(m) for m in messages])
         except jinja2.exceptions.SecurityError as exc:
             raise ChatTemplateError(
                 "The model's chat template tried something unsafe and was stopped "
@@ -48,6 +51,16 @@ class ChatTemplate:
                 "The model file may be damaged or made for another program."
             ) from exc
         return rendered.prompt
+
+    def _as_dict(self, message: ChatMessage) -> dict[str, str]:
+        """Earlier reasoning goes back into the prompt only when the template uses it
+        (under the name it uses); otherwise it is left out, as models are trained."""
+        item = {"role": message.role, "content": message.content}
+        if message.reasoning:
+            for key in REASONING_KEYS:
+                if key in self.source:
+                    item[key] = message.reasoning
+        return item
 
     def _formatter(self, add_generation_prompt: bool) -> Jinja2ChatFormatter:
         if add_generation_prompt not in self._formatters:

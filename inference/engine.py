@@ -203,7 +203,9 @@ class Engine:
             capacity = -n
 
     def piece(self, token: int) -> bytes:
-        """The bytes of one token as text (special tokens render as nothing)."""
+        """The bytes of one token as text. Special tokens render as their text too: a
+        reasoning model's channel markup (gpt-oss) is made of them, and the app separates
+        it; end-of-generation tokens never reach here."""
         cached = self._pieces.get(token)
         if cached is None:
             cached = self._pieces[token] = self._piece(token)
@@ -213,7 +215,7 @@ class Engine:
         size = 64
         while True:
             buf = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
             if n >= 0:
                 return buf.raw[:n]
             size = -n

@@ -11,6 +11,10 @@ class ModelFileError(EnclaveError):
     """The model file is missing, not a GGUF, truncated or otherwise unusable."""
 
 
+class GGUFError(ModelFileError):
+    """A GGUF file is missing, not a GGUF, truncated, damaged or incomplete."""
+
+
 class ModelLoadError(EnclaveError):
     """llama.cpp refused or failed to load the model."""
 

@@ -2,65 +2,37 @@
 
 ``inspect_gguf`` checks a file (or every shard of a split model) and describes it: the
 metadata to show, and the ``ModelShape`` the memory planner works from. The ``gguf``
-package's ``GGUFReader`` does the reading. Before it runs, a bounds-checked walk over the
-header validates what ``GGUFReader`` does not: it trusts every length and count it reads
-(a corrupt array length can make it loop for hours), it builds views past the end of a
-truncated file, and its failures are bare ``ValueError``/``IndexError``s. Whatever goes
-wrong, ``inspect_gguf`` raises ``GGUFError`` and nothing else.
+package's ``GGUFReader`` does the reading, once ``gguf_header`` has walked and validated
+each file's header. Whatever goes wrong, ``inspect_gguf`` raises ``GGUFError`` and nothing
+else.
 """
 
 from __future__ import annotations
 
 import math
-import mmap
 import re
-import struct
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, Keys
+from gguf import GGUFReader, GGUFValueType, Keys
 
-from inference.errors import ModelFileError
+from inference.errors import GGUFError
+from inference.gguf_header import DAMAGED, check_file, shown, validate_header
 from inference.model_shape import LayerShape, ModelShape, TensorInfo, TensorRole
 
 Scalar = str | int | float | bool
 
-SUPPORTED_VERSIONS = (2, 3)
-MAX_TENSORS = 1_000_000
-MAX_METADATA_KEYS = 100_000
-MAX_ARRAY_LENGTH = 4_000_000  # a real vocabulary has a few hundred thousand entries
-MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_LAYERS = 4096
-MAX_TENSOR_NAME = 63  # GGML_MAX_NAME (64) minus the terminating NUL
 _U32 = 1 << 32
-_I64_MAX = (1 << 63) - 1
 
-_REDOWNLOAD = "Download the model again."
-_DAMAGED = "The file is damaged; download the model again or choose another file."
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _LAYER_TENSOR = re.compile(r"^blk\.(?P<index>\d+)\.(?P<rest>.+)$")
 _EXPERTS = re.compile(r"^ffn_(up|gate|down|gate_up)_exps(\.|$)")
 _DENSE_FFN = re.compile(r"^ffn_(up|gate|down)(\.|$)")
-_SCALAR_SIZES = {
-    GGUFValueType.UINT8: 1, GGUFValueType.INT8: 1, GGUFValueType.BOOL: 1,
-    GGUFValueType.UINT16: 2, GGUFValueType.INT16: 2,
-    GGUFValueType.UINT32: 4, GGUFValueType.INT32: 4, GGUFValueType.FLOAT32: 4,
-    GGUFValueType.UINT64: 8, GGUFValueType.INT64: 8, GGUFValueType.FLOAT64: 8,
-}
-_OTHER_FORMATS = (  # what a file that is not a GGUF often turns out to be
-    (b"version https://git-lfs", "a Git LFS pointer, not the model itself: download the real file"),
-    (b"<", "a web page, not a model: the download saved an error or login page instead"),
-    (b"{", "a JSON file, not a model"),
-    (b"PK\x03\x04", "a ZIP archive, not a model: unpack it first"),
-    (b"lmgg", "an old GGML model, which llama.cpp no longer loads: get a GGUF version of it"),
-    (b"fmgg", "an old GGML model, which llama.cpp no longer loads: get a GGUF version of it"),
-    (b"tjgg", "an old GGML model, which llama.cpp no longer loads: get a GGUF version of it"),
-)
 
 # llama.cpp's sliding-window layout per architecture when the file has no
 # ``{arch}.attention.sliding_window_pattern`` key (src/llama-model.cpp, load_hparams):
@@ -81,10 +53,6 @@ _SWA_DEFAULTS: dict[str, tuple[int, int]] = {
     "llama4": (4, 8192),  # chunked attention in 8192-token chunks; a window of 0 turns it off
 }
 _FIXED_WINDOW = {"llama4": 8192}  # llama.cpp ignores the key's value (other than 0) here
-
-
-class GGUFError(ModelFileError):
-    """A GGUF file is missing, not a GGUF, truncated, damaged or incomplete."""
 
 
 @dataclass(frozen=True)
@@ -158,16 +126,16 @@ def inspect_gguf(path: Path | str) -> GGUFInfo:
     except Exception as exc:  # a bug here must still reach the user as a file problem
         failure = f"{type(exc).__name__}: {exc}"
     # Raised outside the ``except`` so no traceback keeps a memory map of the file open.
-    raise GGUFError(f"{path}: the model file could not be read ({failure}). {_DAMAGED}")
+    raise GGUFError(f"{path}: the model file could not be read ({failure}). {DAMAGED}")
 
 
 # --- shards ------------------------------------------------------------------------------
 
 
 def _inspect(path: Path) -> GGUFInfo:
-    files = [(shard, _check_file(shard)) for shard in _shard_paths(path)]
+    files = [(shard, check_file(shard)) for shard in _shard_paths(path)]
     for shard, size in files:
-        _validate_header(shard, size)
+        validate_header(shard, size)
     shards = [_read_shard(shard, size) for shard, size in files]
     _check_split_keys(shards)
     return _build_info(shards)
@@ -188,257 +156,6 @@ def _shard_paths(path: Path) -> list[Path]:
                             f"'{path.name}' needs all of them in the same folder; part {i} is not there. "
                             "Download the missing part.")
     return paths
-
-
-def _check_file(path: Path) -> int:
-    try:
-        if not path.exists():
-            raise GGUFError(f"{path}: the file does not exist. Check the path, or download the model again.")
-        if path.is_dir():
-            raise GGUFError(f"{path}: this is a folder, not a model file. Choose the .gguf file inside it.")
-        if not path.is_file():
-            raise GGUFError(f"{path}: this is not a regular file (a device or a pipe?). Choose a .gguf model file.")
-        size = path.stat().st_size
-    except OSError as exc:
-        raise GGUFError(f"{path}: the file cannot be read ({exc.strerror or exc}). "
-                        "Check that it is not locked by another program and that you may read it.") from None
-    if size == 0:
-        raise GGUFError(f"{path}: the file is empty (0 bytes): the download did not complete. {_REDOWNLOAD}")
-    return size
-
-
-# --- header validation -------------------------------------------------------------------
-
-
-class _HeaderEnds(Exception):
-    """The header runs past the end of the file."""
-
-
-class _Cursor:
-    """Bounds-checked little-endian reads from a memory-mapped file."""
-
-    def __init__(self, data: mmap.mmap, size: int, pos: int = 0) -> None:
-        self.data = data
-        self.size = size
-        self.pos = pos
-
-    def take(self, n: int) -> int:
-        """Advance by ``n`` bytes and return where they start."""
-        start = self.pos
-        if n < 0 or start + n > self.size:
-            raise _HeaderEnds
-        self.pos = start + n
-        return start
-
-    def u32(self) -> int:
-        return struct.unpack_from("<I", self.data, self.take(4))[0]
-
-    def u64(self) -> int:
-        return struct.unpack_from("<Q", self.data, self.take(8))[0]
-
-    def string(self) -> bytes:
-        length = self.u64()
-        start = self.take(length)
-        return self.data[start:start + length]
-
-    def remaining(self) -> int:
-        return self.size - self.pos
-
-
-def _validate_header(path: Path, size: int) -> None:
-    try:
-        with path.open("rb") as file:
-            head = file.read(64)
-            _check_magic(path, head)
-            _check_version(path, head)
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                _walk_header(path, _Cursor(data, len(data), pos=8))
-    except _HeaderEnds:
-        raise GGUFError(f"{path}: the file ends inside its header, after {size:,} bytes: it is incomplete "
-                        f"(an interrupted download?) or damaged. {_REDOWNLOAD}") from None
-    except OSError as exc:
-        raise GGUFError(f"{path}: the file cannot be read ({exc.strerror or exc}).") from None
-
-
-def _check_magic(path: Path, head: bytes) -> None:
-    if head[:4] == b"GGUF":
-        return
-    hint = next((what for prefix, what in _OTHER_FORMATS if head.lstrip().startswith(prefix)), None)
-    detail = f": it looks like {hint}" if hint else f" (it starts with {head[:4]!r}, not b'GGUF')"
-    raise GGUFError(f"{path}: this is not a GGUF model file{detail}. Enclave runs models in the GGUF "
-                    "format: choose a .gguf file.")
-
-
-def _check_version(path: Path, head: bytes) -> None:
-    if len(head) < 8:
-        raise _HeaderEnds
-    version = struct.unpack_from("<I", head, 4)[0]
-    if version in SUPPORTED_VERSIONS:
-        return
-    swapped = struct.unpack_from(">I", head, 4)[0]
-    if swapped in SUPPORTED_VERSIONS:
-        raise GGUFError(f"{path}: this GGUF file is big-endian (made for a different kind of computer), which "
-                        "Enclave does not support. Download the ordinary (little-endian) file.")
-    if version == 1:
-        why = "an early format llama.cpp no longer loads: download a recent conversion of the model"
-    elif max(SUPPORTED_VERSIONS) < version < 1000:
-        why = "a newer format than this Enclave understands: update Enclave, or choose another file"
-    else:
-        why = f"not a version that exists, so the file is damaged. {_REDOWNLOAD}"
-    raise GGUFError(f"{path}: unsupported GGUF version {version} (Enclave reads versions 2 and 3); this is {why}.")
-
-
-def _walk_header(path: Path, cur: _Cursor) -> None:
-    tensor_count, kv_count = cur.u64(), cur.u64()
-    if tensor_count > MAX_TENSORS:
-        raise GGUFError(f"{path}: the header claims {tensor_count:,} tensors, more than any model has "
-                        f"(at most {MAX_TENSORS:,}). {_DAMAGED}")
-    if kv_count > MAX_METADATA_KEYS:
-        raise GGUFError(f"{path}: the header claims {kv_count:,} metadata keys, more than any model has "
-                        f"(at most {MAX_METADATA_KEYS:,}). {_DAMAGED}")
-    alignment = _walk_metadata(path, cur, kv_count)
-    ends = _walk_tensor_infos(path, cur, tensor_count, alignment)
-    data_offset = -(-cur.pos // alignment) * alignment
-    needed = data_offset + max(ends, default=0)
-    if needed > cur.size:
-        missing = needed - cur.size
-        raise GGUFError(f"{path}: the file is incomplete: {_count(missing, 'byte')} of tensor data are missing (it has "
-                        f"{cur.size:,} bytes, its tensors need {needed:,}). The download was interrupted or "
-                        f"the file was cut short. {_REDOWNLOAD}")
-
-
-def _walk_metadata(path: Path, cur: _Cursor, count: int) -> int:
-    """Check every key and value; return the data alignment."""
-    seen: set[bytes] = set()
-    alignment = gguf.GGUF_DEFAULT_ALIGNMENT
-    for _ in range(count):
-        raw_key = cur.string()
-        key = _decode(path, raw_key, "a metadata key")
-        if raw_key in seen:
-            raise GGUFError(f"{path}: the metadata key '{_shown(key)}' appears twice. {_DAMAGED}")
-        seen.add(raw_key)
-        value_type = cur.u32()
-        if key == Keys.General.ALIGNMENT:
-            alignment = _read_alignment(path, cur, value_type)
-        else:
-            _skip_value(path, cur, key, value_type)
-    return alignment
-
-
-def _read_alignment(path: Path, cur: _Cursor, value_type: int) -> int:
-    if value_type != GGUFValueType.UINT32:
-        raise GGUFError(f"{path}: the metadata key '{Keys.General.ALIGNMENT}' has the wrong type. {_DAMAGED}")
-    alignment = cur.u32()
-    if alignment == 0 or alignment & (alignment - 1):
-        raise GGUFError(f"{path}: the data alignment {alignment} is not a power of two. {_DAMAGED}")
-    return alignment
-
-
-def _skip_value(path: Path, cur: _Cursor, key: str, value_type: int) -> None:
-    if value_type in _SCALAR_SIZES:
-        cur.take(_SCALAR_SIZES[GGUFValueType(value_type)])
-    elif value_type == GGUFValueType.STRING:
-        cur.take(cur.u64())
-    elif value_type == GGUFValueType.ARRAY:
-        _skip_array(path, cur, key)
-    else:
-        raise GGUFError(f"{path}: the metadata key '{_shown(key)}' has an unknown value type ({value_type}). "
-                        f"{_DAMAGED}")
-
-
-def _skip_array(path: Path, cur: _Cursor, key: str) -> None:
-    item_type, length = cur.u32(), cur.u64()
-    if length > MAX_ARRAY_LENGTH:
-        raise GGUFError(f"{path}: the metadata array '{_shown(key)}' claims {length:,} entries, more than any model "
-                        f"has. {_DAMAGED}")
-    if item_type in _SCALAR_SIZES:
-        cur.take(length * _SCALAR_SIZES[GGUFValueType(item_type)])
-    elif item_type == GGUFValueType.STRING:
-        if length * 8 > cur.remaining():
-            raise _HeaderEnds
-        for _ in range(length):
-            cur.take(cur.u64())
-    elif item_type == GGUFValueType.ARRAY:
-        raise GGUFError(f"{path}: the metadata key '{_shown(key)}' is an array of arrays, which llama.cpp cannot load. "
-                        f"{_DAMAGED}")
-    else:
-        raise GGUFError(f"{path}: the metadata array '{_shown(key)}' has an unknown item type ({item_type}). "
-                        f"{_DAMAGED}")
-
-
-def _walk_tensor_infos(path: Path, cur: _Cursor, count: int, alignment: int) -> list[int]:
-    """Check every tensor's description; return where each tensor's data ends (relative)."""
-    seen: set[str] = set()
-    ends: list[int] = []
-    for _ in range(count):
-        name = _decode(path, cur.string(), "a tensor name")
-        if name in seen:
-            raise GGUFError(f"{path}: the tensor name '{_shown(name)}' appears twice: the file is damaged or was "
-                            "written by a faulty converter. Download or convert the model again.")
-        seen.add(name)
-        if len(name.encode()) > MAX_TENSOR_NAME:
-            raise GGUFError(f"{path}: the tensor name '{_shown(name)}' is longer than llama.cpp allows "
-                            f"({MAX_TENSOR_NAME} bytes). {_DAMAGED}")
-        dims = _read_dims(path, cur, name)
-        ggml_type = _read_tensor_type(path, cur, name)
-        offset = cur.u64()
-        if offset % alignment:
-            raise GGUFError(f"{path}: the tensor '{_shown(name)}' starts at offset {offset}, which is not a multiple "
-                            f"of the alignment {alignment}. {_DAMAGED}")
-        ends.append(offset + _tensor_bytes(path, name, dims, ggml_type))
-    return ends
-
-
-def _read_dims(path: Path, cur: _Cursor, name: str) -> list[int]:
-    n_dims = cur.u32()
-    if n_dims > MAX_DIMS:
-        raise GGUFError(f"{path}: the tensor '{_shown(name)}' claims {n_dims} dimensions (at most {MAX_DIMS}). "
-                        f"{_DAMAGED}")
-    dims = [cur.u64() for _ in range(n_dims)]
-    for dim in dims:
-        if dim == 0 or dim > _I64_MAX:
-            shown = dim if dim == 0 else dim - (1 << 64)
-            raise GGUFError(f"{path}: the tensor '{_shown(name)}' has a dimension of {shown}. {_DAMAGED}")
-    if math.prod(dims) > _I64_MAX:
-        raise GGUFError(f"{path}: the tensor '{_shown(name)}' claims more elements than can exist. {_DAMAGED}")
-    return dims
-
-
-def _read_tensor_type(path: Path, cur: _Cursor, name: str) -> GGMLQuantizationType:
-    type_id = cur.u32()
-    try:
-        ggml_type = GGMLQuantizationType(type_id)
-    except ValueError:
-        raise GGUFError(f"{path}: the tensor '{_shown(name)}' has the unknown type {type_id}: the file is damaged, or "
-                        "uses a type newer than this Enclave understands (update Enclave).") from None
-    if ggml_type not in gguf.GGML_QUANT_SIZES:
-        raise GGUFError(f"{path}: the tensor '{_shown(name)}' has the unsupported type {ggml_type.name}.")
-    return ggml_type
-
-
-def _tensor_bytes(path: Path, name: str, dims: Sequence[int], ggml_type: GGMLQuantizationType) -> int:
-    block_size, type_size = gguf.GGML_QUANT_SIZES[ggml_type]
-    if dims and dims[0] % block_size:
-        raise GGUFError(f"{path}: the tensor '{_shown(name)}' has rows of {dims[0]} values, not a multiple of the "
-                        f"{ggml_type.name} block size {block_size}. {_DAMAGED}")
-    return math.prod(dims) * type_size // block_size
-
-
-def _shown(text: str) -> str:
-    """A name read from the file, safe to show: printable and short."""
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _count(n: int, unit: str) -> str:
-    return f"{n:,} {unit}" + ("" if n == 1 else "s")
-
-
-def _decode(path: Path, raw: bytes, what: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise GGUFError(f"{path}: {what} is not valid UTF-8 text ({raw[:40]!r}). {_DAMAGED}") from None
 
 
 # --- reading with GGUFReader -------------------------------------------------------------
@@ -489,7 +206,7 @@ def _read_shard(path: Path, size: int) -> _Shard:
         raise
     except Exception as exc:  # GGUFReader fails with anything from IndexError to MemoryError
         failure = f"{type(exc).__name__}: {exc}"
-    raise GGUFError(f"{path}: the model file could not be read ({failure}). {_DAMAGED}")
+    raise GGUFError(f"{path}: the model file could not be read ({failure}). {DAMAGED}")
 
 
 def _extract(path: Path, size: int, reader: GGUFReader) -> _Shard:
@@ -520,7 +237,7 @@ def _check_split_keys(shards: list[_Shard]) -> None:
     count = len(shards)
     claimed = shards[0].scalars.get(Keys.Split.LLM_KV_SPLIT_COUNT)
     if count == 1 and claimed not in (None, 0, 1):
-        raise shards[0].fail(f"this file is one part of a model split into {_shown(repr(claimed))} files, but its "
+        raise shards[0].fail(f"this file is one part of a model split into {shown(repr(claimed))} files, but its "
                              "name does not end in '-00001-of-0000N.gguf' as llama.cpp needs. Keep the parts' "
                              "original names.")
     if count > 1:
@@ -530,7 +247,7 @@ def _check_split_keys(shards: list[_Shard]) -> None:
             if (split_no, split_count) != (number, count):
                 said = f"part {split_no + 1} of {split_count}" if isinstance(split_no, int) else "something else"
                 raise shard.fail(f"its name says it is part {number + 1} of {count} of a split model, but its "
-                                 f"metadata says {_shown(said)}. Keep the parts' original names and download "
+                                 f"metadata says {shown(said)}. Keep the parts' original names and download "
                                  "them again.")
     _check_tensor_names(shards)
 
@@ -540,12 +257,12 @@ def _check_tensor_names(shards: list[_Shard]) -> None:
     for shard in shards:
         for tensor in shard.tensors:
             if tensor.name in owner:
-                raise shard.fail(f"the tensor '{_shown(tensor.name)}' is also in {owner[tensor.name]}: the parts "
+                raise shard.fail(f"the tensor '{shown(tensor.name)}' is also in {owner[tensor.name]}: the parts "
                                  "of this split model do not belong together. Download all of them again.")
             owner[tensor.name] = shard.path
     expected = shards[0].scalars.get(Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT, len(owner))
     if len(shards) > 1 and expected != len(owner):
-        raise shards[0].fail(f"the split model should have {_shown(repr(expected))} tensors, but its "
+        raise shards[0].fail(f"the split model should have {shown(repr(expected))} tensors, but its "
                              f"{len(shards)} parts hold {len(owner)}. Download all the parts again.")
 
 
@@ -570,7 +287,7 @@ class _Metadata:
         value = self.shard.scalars.get(key)
         if value is None:
             if default is None:
-                raise self.shard.fail(f"the metadata has no '{_shown(key)}', which every model needs. {_DAMAGED}")
+                raise self.shard.fail(f"the metadata has no '{shown(key)}', which every model needs. {DAMAGED}")
             return default
         return self._check_int(key, value)
 
@@ -593,8 +310,8 @@ class _Metadata:
 
     def _array(self, key: str) -> list[Scalar]:
         if key not in self.shard.arrays:
-            raise self.shard.fail(f"the metadata '{_shown(key)}' holds {self.shard.array_lengths[key]:,} entries "
-                                  f"that are not per-layer numbers. {_DAMAGED}")
+            raise self.shard.fail(f"the metadata '{shown(key)}' holds {self.shard.array_lengths[key]:,} entries "
+                                  f"that are not per-layer numbers. {DAMAGED}")
         return self.shard.arrays[key]
 
     def _array_ints(self, key: str) -> list[int]:
@@ -602,17 +319,17 @@ class _Metadata:
 
     def _check_length(self, key: str, values: list[Any], n_layer: int) -> list[Any]:
         if len(values) != n_layer:
-            raise self.shard.fail(f"the metadata '{_shown(key)}' has {len(values)} entries for {n_layer} layers. "
-                                  f"{_DAMAGED}")
+            raise self.shard.fail(f"the metadata '{shown(key)}' has {len(values)} entries for {n_layer} layers. "
+                                  f"{DAMAGED}")
         return values
 
     def _check_int(self, key: str, value: Scalar) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.shard.fail(f"the metadata '{_shown(key)}' should be a whole number but is "
-                                  f"{_shown(repr(value))}. {_DAMAGED}")
+            raise self.shard.fail(f"the metadata '{shown(key)}' should be a whole number but is "
+                                  f"{shown(repr(value))}. {DAMAGED}")
         if not 0 <= value < _U32:
-            raise self.shard.fail(f"the metadata '{_shown(key)}' is {value}, outside the range llama.cpp reads. "
-                                  f"{_DAMAGED}")
+            raise self.shard.fail(f"the metadata '{shown(key)}' is {value}, outside the range llama.cpp reads. "
+                                  f"{DAMAGED}")
         return value
 
 
@@ -620,10 +337,10 @@ def _build_info(shards: list[_Shard]) -> GGUFInfo:
     first = shards[0]
     arch = first.scalars.get(Keys.General.ARCHITECTURE)
     if arch is None:
-        raise first.fail(f"the metadata has no '{Keys.General.ARCHITECTURE}', which every model needs. {_DAMAGED}")
+        raise first.fail(f"the metadata has no '{Keys.General.ARCHITECTURE}', which every model needs. {DAMAGED}")
     if not isinstance(arch, str) or not arch.strip():
         raise first.fail(f"the metadata '{Keys.General.ARCHITECTURE}' should name the architecture but is "
-                         f"{_shown(repr(arch))}. {_DAMAGED}")
+                         f"{shown(repr(arch))}. {DAMAGED}")
     meta = _Metadata(first, arch)
     raw = [t for shard in shards for t in shard.tensors]
     name = meta.text(Keys.General.NAME) or _display_stem(first.path)
@@ -647,7 +364,7 @@ def _build_info(shards: list[_Shard]) -> GGUFInfo:
 def _build_shape(meta: _Metadata, raw: list[_RawTensor], name: str) -> ModelShape:
     n_layer = meta.integer(Keys.LLM.BLOCK_COUNT)
     if not 1 <= n_layer <= MAX_LAYERS:
-        raise meta.shard.fail(f"the model claims {n_layer} layers (from 1 to {MAX_LAYERS} are plausible). {_DAMAGED}")
+        raise meta.shard.fail(f"the model claims {n_layer} layers (from 1 to {MAX_LAYERS} are plausible). {DAMAGED}")
     tensors = [_tensor_info(meta.shard, t, n_layer) for t in raw]
     embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
     n_embd = meta.integer(Keys.LLM.EMBEDDING_LENGTH, embd.shape[0] if embd else 0)
@@ -712,8 +429,8 @@ def _tensor_info(shard: _Shard, raw: _RawTensor, n_layer: int) -> TensorInfo:
     match = _LAYER_TENSOR.match(raw.name)
     layer = int(match["index"]) if match else None
     if layer is not None and layer >= n_layer:
-        raise shard.fail(f"the tensor '{_shown(raw.name)}' belongs to layer {layer}, but the model has only {n_layer} "
-                         f"layers. {_DAMAGED}")
+        raise shard.fail(f"the tensor '{shown(raw.name)}' belongs to layer {layer}, but the model has only {n_layer} "
+                         f"layers. {DAMAGED}")
     role = tensor_role(raw.name)
     return TensorInfo(name=raw.name, shape=raw.shape, type=raw.type, n_bytes=raw.n_bytes, role=role, layer=layer)
 

@@ -71,6 +71,7 @@ class Sampling:
 class ChatMessage:
     role: str
     content: str
+    reasoning: str = ""  # an assistant turn's thinking: given to templates that ask for it
 
 
 # Requests --------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 import click
 
@@ -16,6 +16,7 @@ from inference.devices import parse_size
 from inference.errors import EnclaveError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 EXIT_USER_ERROR = 2
 
 
@@ -35,6 +36,46 @@ def user_errors(fn: F) -> F:
             fail(str(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+class Cancellable(Generic[T]):
+    """Iterate a stream of events; Ctrl-C asks the producer to stop (``cancel``) and the
+    stream is read on to its end, so the worker and the database stay consistent."""
+
+    def __init__(self, events: Iterable[T], cancel: Callable[[], None]) -> None:
+        self._events = iter(events)
+        self._cancel = cancel
+        self.interrupted = False
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            try:
+                yield next(self._events)
+            except StopIteration:
+                return
+            except KeyboardInterrupt:
+                self.interrupted = True
+                self._cancel()
+
+
+class ProgressLine:
+    """'Reading the prompt: 1,024/200,000 tokens' on stderr while a long prompt is
+    evaluated (only on a terminal, only for prompts worth waiting for)."""
+
+    MIN_TOKENS = 1024
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def show(self, done: int, total: int) -> None:
+        if total >= self.MIN_TOKENS and sys.stderr.isatty():
+            click.echo(f"\rReading the prompt: {done:,}/{total:,} tokens", err=True, nl=False)
+            self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            click.echo("\r\033[K", err=True, nl=False)
+            self._shown = False
 
 
 class SizeType(click.ParamType):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import click
 
-from app.cli.common import SizeType, cli, user_errors
+from app.cli.common import Cancellable, ProgressLine, SizeType, cli, user_errors
 from app.paths import app_paths
 from inference.errors import EnclaveError
 from inference.planner import PlanRequest
@@ -90,25 +90,13 @@ def run(model: str, prompt: str, max_tokens: int, temperature: float, seed: int 
 
 def stream_reply(events: Iterable[Event], cancel: Callable[[], None], show_stats: bool) -> None:
     """Write tokens to stdout as they come; Ctrl-C stops the reply, not the program."""
-    progress_shown = False
-    interrupted = False
-    iterator = iter(events)
-    while True:
-        try:
-            event = next(iterator)
-        except StopIteration:
-            break
-        except KeyboardInterrupt:
-            cancel()  # the worker stops after at most one more token; keep reading to its end
-            interrupted = True
-            continue
-        if isinstance(event, Progress) and event.total >= 1024 and sys.stderr.isatty():
-            click.echo(f"\rReading the prompt: {event.done}/{event.total} tokens", err=True, nl=False)
-            progress_shown = True
+    progress = ProgressLine()
+    stream = Cancellable(events, cancel)
+    for event in stream:
+        if isinstance(event, Progress):
+            progress.show(event.done, event.total)
         elif isinstance(event, Token):
-            if progress_shown:
-                click.echo("\r\033[K", err=True, nl=False)
-                progress_shown = False
+            progress.clear()
             sys.stdout.write(event.text)
             sys.stdout.flush()
         elif isinstance(event, Done):
@@ -117,7 +105,7 @@ def stream_reply(events: Iterable[Event], cancel: Callable[[], None], show_stats
                 click.echo(describe_stats(event), err=True)
         elif isinstance(event, Failed):
             raise EnclaveError(event.message)
-    if interrupted:
+    if stream.interrupted:
         sys.exit(130)
 
 

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 
-from app.cli.common import cli, user_errors
+from app.cli.common import EXIT_USER_ERROR, cli, user_errors
 from app.paths import app_paths
+from app.services import Services
+from app.settings import parse_value
 from inference.devices import format_size
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--check-db", is_flag=True, help="Check the app database's integrity (read-only).")
 @user_errors
-def doctor(as_json: bool) -> None:
+def doctor(as_json: bool, check_db: bool) -> None:
     """What llama.cpp was built with, the devices it sees, and where Enclave keeps data."""
     from app.diagnostics import collect
 
+    if check_db:
+        _check_database()
+        return
     report = collect(app_paths())
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -33,3 +40,44 @@ def doctor(as_json: bool) -> None:
     click.echo("Data:")
     for name, path in report["paths"].items():
         click.echo(f"  {name:<9} {path}")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+@user_errors
+def settings(ctx: click.Context) -> None:
+    """Show your settings; 'settings set KEY VALUE' changes one."""
+    if ctx.invoked_subcommand is None:
+        with Services.open(readonly=True) as services:
+            for key, value in asdict(services.current_settings()).items():
+                click.echo(f"{key:<16} {json.dumps(value)}")
+
+
+@settings.command("set")
+@click.argument("key")
+@click.argument("value")
+@user_errors
+def set_setting(key: str, value: str) -> None:
+    """Set KEY to VALUE (none clears an optional setting)."""
+    with Services.open() as services:
+        updated = services.settings.set(key, parse_value(key, value))
+    click.echo(f"{key} = {json.dumps(getattr(updated, key))}")
+
+
+def _check_database() -> None:
+    paths = app_paths()
+    if not paths.database.exists():
+        click.echo(f"No database yet at {paths.database}.")
+        return
+    with Services.open(readonly=True) as services:
+        result = services.store.integrity_check()
+        migrations = services.store.applied_migrations()
+    if result == ["ok"]:
+        click.echo(f"{paths.database}: ok ({len(migrations)} migrations applied, last {migrations[-1]}).")
+        return
+    click.echo(f"{paths.database}: damaged:", err=True)
+    for line in result[:20]:
+        click.echo(f"  {line}", err=True)
+    click.echo("Enclave did not change it. Keep a copy, then restore a backup or move it away to start anew.",
+               err=True)
+    raise SystemExit(EXIT_USER_ERROR)

@@ -1,0 +1,271 @@
+"""The chat service: conversations stored as they happen, replies streamed from the worker.
+
+Crash safety is the order of writes: the user's message is committed before generation
+starts; the reply row exists from the first moment with status ``partial`` and its text
+is written every few tokens; it becomes ``complete`` at the end. A stop by the user keeps
+the partial text (status ``partial``, stop reason ``cancelled``); a worker crash marks it
+``error`` with the reason. Killing the process at any point leaves a consistent history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from app.conversations import Conversation, ConversationRepository, Message
+from app.reasoning import ReasoningSplitter, Split, detect_style, prompt_opens_reasoning
+from app.runtime import Runtime
+from app.settings import Settings
+from inference.errors import EnclaveError
+from inference.planner import PlanRequest
+from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress, Sampling, Token
+
+FLUSH_SECONDS = 0.25  # how often a streaming reply is written to the database
+TITLE_LENGTH = 60
+
+
+@dataclass(frozen=True)
+class UserMessageSaved:
+    message: Message
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    dropped: int  # earlier messages left out of the prompt
+    prompt_tokens: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ReplyDelta:
+    message_id: int
+    answer: str
+    reasoning: str
+
+
+@dataclass(frozen=True)
+class ReplyFinished:
+    message: Message
+
+
+ChatEvent = UserMessageSaved | ContextTrimmed | PromptProgress | ReplyDelta | ReplyFinished
+
+
+def title_from(text: str) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "New chat")
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def fit_history(messages: Sequence[ChatMessage], count: Callable[[Sequence[ChatMessage]], int],
+                budget: int) -> tuple[list[ChatMessage], int, int]:
+    """The most recent messages that fit ``budget`` tokens: the system prompt is always
+    kept, then the oldest turns are dropped first. Returns (messages, dropped, tokens)."""
+    system = [m for m in messages[:1] if m.role == "system"]
+    turns = list(messages[len(system):])
+    dropped = 0
+    while True:
+        candidate = system + turns
+        tokens = count(candidate)
+        if tokens <= budget or len(turns) <= 1:
+            return candidate, dropped, tokens
+        cut = 2 if len(turns) > 2 and turns[0].role == "user" and turns[1].role == "assistant" else 1
+        turns = turns[cut:]
+        dropped += cut
+
+
+class ChatService:
+    def __init__(self, conversations: ConversationRepository, runtime: Runtime,
+                 settings: Callable[[], Settings]) -> None:
+        self.conversations = conversations
+        self.runtime = runtime
+        self._settings = settings
+
+    # Conversations --------------------------------------------------------------------
+
+    def start(self, *, model: str | None = None, system_prompt: str | None = None,
+              sampling: dict | None = None) -> Conversation:
+        settings = self._settings()
+        return self.conversations.create(
+            model=model or settings.default_model,
+            system_prompt=settings.system_prompt if system_prompt is None else system_prompt,
+            sampling=sampling or {},
+        )
+
+    def cancel(self) -> None:
+        """Stop the reply being generated (from any thread); its text so far is kept."""
+        self.runtime.cancel()
+
+    # Turns ---------------------------------------------------------------------------
+
+    def send(self, conversation_id: int, text: str) -> Iterator[ChatEvent]:
+        """Save the user's message, then stream the reply."""
+        conversation = self.conversations.get(conversation_id)
+        model = self._model_of(conversation)
+        user = self.conversations.add_message(conversation_id, "user", text)
+        yield UserMessageSaved(user)
+        if not conversation.title:
+            self.conversations.rename(conversation_id, title_from(text))
+        yield from self._reply(conversation, model)
+
+    def regenerate(self, conversation_id: int) -> Iterator[ChatEvent]:
+        """Replace the last reply with a new one."""
+        conversation = self.conversations.get(conversation_id)
+        model = self._model_of(conversation)
+        history = self.conversations.messages(conversation_id, limit=1)
+        if not history:
+            raise EnclaveError("This conversation has no messages to answer yet.")
+        if history[-1].role == "assistant":
+            self.conversations.delete_messages_from(conversation_id, history[-1].id)
+        yield from self._reply(conversation, model)
+
+    def edit_and_resend(self, conversation_id: int, text: str) -> Iterator[ChatEvent]:
+        """Replace the last user message (and the reply to it) with ``text``, and answer it."""
+        conversation = self.conversations.get(conversation_id)
+        model = self._model_of(conversation)
+        last_user = next((m for m in reversed(self.conversations.messages(conversation_id)) if m.role == "user"), None)
+        if last_user is None:
+            raise EnclaveError("This conversation has no message of yours to edit.")
+        self.conversations.delete_messages_from(conversation_id, last_user.id)
+        user = self.conversations.add_message(conversation_id, "user", text)
+        yield UserMessageSaved(user)
+        yield from self._reply(conversation, model)
+
+    # The reply -------------------------------------------------------------------------
+
+    def _model_of(self, conversation: Conversation) -> str:
+        model = conversation.model or self._settings().default_model
+        if not model:
+            raise EnclaveError("No model chosen for this chat. Pass --model PATH, or set a default with "
+                               "'enclave settings set default_model PATH'.")
+        return model
+
+    def _sampling(self, conversation: Conversation) -> Sampling:
+        settings = self._settings()
+        known = {k: v for k, v in conversation.sampling.items() if k in Sampling.__dataclass_fields__}
+        return settings.sampling(**known)
+
+    def _load(self, model: str) -> int:
+        settings = self._settings()
+        extra = {"n_threads": settings.threads} if settings.threads else {}
+        outcome = self.runtime.load(model, ModelSettings(path=model, n_ctx=settings.context_length, **extra),
+                                    planned=PlanRequest(n_ctx=settings.context_length))
+        return outcome.info.n_ctx
+
+    def _prompt(self, conversation: Conversation, n_ctx: int, sampling: Sampling
+                ) -> tuple[list[ChatMessage], str, ContextTrimmed | None]:
+        """The messages to send (trimmed to fit), the prompt text they render to, and
+        whether anything was left out."""
+        history = [ChatMessage(m.role, m.content, m.reasoning) for m in self.conversations.messages(conversation.id)
+                   if m.role in ("user", "assistant") and (m.content or m.role == "user")]
+        if conversation.system_prompt:
+            history.insert(0, ChatMessage("system", conversation.system_prompt))
+        reserve = min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
+        rendered: list[str] = []
+
+        def count(candidate: Sequence[ChatMessage]) -> int:
+            prompt = self.runtime.render_chat(candidate)
+            rendered.append(prompt.text)
+            return len(prompt.ids)
+
+        messages, dropped, tokens = fit_history(history, count, n_ctx - reserve)
+        if tokens >= n_ctx:
+            raise EnclaveError(f"Your message is about {tokens:,} tokens, more than this model's context of "
+                               f"{n_ctx:,}. Shorten it, or raise the context length in the settings.")
+        return messages, rendered[-1], (ContextTrimmed(dropped, tokens, n_ctx) if dropped else None)
+
+    def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
+        n_ctx = self._load(model)
+        sampling = self._sampling(conversation)
+        messages, prompt_text, trimmed = self._prompt(conversation, n_ctx, sampling)
+        if trimmed:
+            yield trimmed
+        reply = self.conversations.add_message(conversation.id, "assistant", "", status="partial", model=model)
+        template = self.runtime.last_load.gguf.chat_template if self.runtime.last_load else None
+        opens = prompt_opens_reasoning(prompt_text)
+        splitter = ReasoningSplitter(detect_style(template, opens), starts_in_reasoning=opens)
+        writer = _ReplyWriter(self.conversations, reply.id, splitter)
+        finished = False
+        try:
+            for event in self.runtime.chat(messages, sampling):
+                if isinstance(event, Progress):
+                    yield PromptProgress(event.done, event.total)
+                elif isinstance(event, Token):
+                    delta = writer.add(event.text)
+                    if delta.answer or delta.reasoning:
+                        yield ReplyDelta(reply.id, delta.answer, delta.reasoning)
+                elif isinstance(event, Done):
+                    writer.finish(event)
+                    finished = True
+                elif isinstance(event, Failed):
+                    writer.fail(event.message)
+                    finished = True
+        finally:
+            if not finished:  # the caller stopped listening, or something raised: keep what we have
+                writer.fail(None)
+        yield ReplyFinished(self.conversations.message(reply.id))
+
+
+class _ReplyWriter:
+    """Accumulates a streaming reply and writes it to its row every ``FLUSH_SECONDS``."""
+
+    def __init__(self, conversations: ConversationRepository, message_id: int, splitter: ReasoningSplitter) -> None:
+        self._conversations = conversations
+        self._id = message_id
+        self._splitter = splitter
+        self._answer: list[str] = []
+        self._reasoning: list[str] = []
+        self._started = time.monotonic()
+        self._reasoning_ended: float | None = None
+        self._last_flush = self._started
+
+    def add(self, text: str):
+        split = self._splitter.push(text)
+        self._collect(split)
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self._flush(status="partial")
+        return split
+
+    def _collect(self, split: Split) -> None:
+        if split.reasoning:
+            self._reasoning.append(split.reasoning)
+        if split.answer:
+            if self._reasoning and self._reasoning_ended is None:
+                self._reasoning_ended = time.monotonic()
+            self._answer.append(split.answer)
+
+    def _flush(self, **fields: object) -> None:
+        answer, reasoning = "".join(self._answer), "".join(self._reasoning)
+        misfiled = self._splitter.misfiled_reasoning  # thinking that streamed before we knew it was
+        if misfiled and answer.startswith(misfiled):
+            answer, reasoning = answer[len(misfiled):].lstrip(), misfiled + reasoning
+        self._conversations.update_message(self._id, content=answer, reasoning=reasoning, **fields)
+        self._last_flush = time.monotonic()
+
+    def _reasoning_seconds(self) -> float | None:
+        if not self._reasoning:
+            return None
+        return (self._reasoning_ended or time.monotonic()) - self._started
+
+    def finish(self, done: Done) -> None:
+        self._collect(self._splitter.finish())
+        s = done.stats
+        self._flush(
+            status="partial" if s.stop_reason == "cancelled" else "complete",
+            stop_reason=s.stop_reason, prompt_tokens=s.prompt_tokens, completion_tokens=s.generated_tokens,
+            cached_tokens=s.cached_tokens, prompt_seconds=s.prompt_seconds,
+            generation_seconds=s.generation_seconds, reasoning_seconds=self._reasoning_seconds(),
+        )
+
+    def fail(self, reason: str | None) -> None:
+        self._collect(self._splitter.finish())
+        if reason is None:
+            self._flush(status="partial", stop_reason="cancelled", reasoning_seconds=self._reasoning_seconds())
+        else:
+            self._flush(status="error", error=reason, reasoning_seconds=self._reasoning_seconds())

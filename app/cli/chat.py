@@ -1,0 +1,99 @@
+"""``enclave chat``: an interactive chat in the terminal, stored like any other."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from app.chat import ContextTrimmed, PromptProgress, ReplyDelta, ReplyFinished
+from app.cli.common import Cancellable, ProgressLine, cli, user_errors
+from app.conversations import Conversation
+from app.services import Services
+from inference.errors import EnclaveError
+
+HELP = "Type a message and press Enter. /new starts a new chat, /regen answers again, /exit leaves. " \
+       "Ctrl-C stops a reply."
+
+
+@cli.command()
+@click.option("--model", default=None, help="The model file (default: the default_model setting).")
+@click.option("--conversation", "conversation_id", type=int, default=None, help="Continue this conversation.")
+@click.option("--system", default=None, help="A system prompt for a new conversation.")
+@click.option("--no-reasoning", is_flag=True, help="Hide a reasoning model's thinking.")
+@user_errors
+def chat(model: str | None, conversation_id: int | None, system: str | None, no_reasoning: bool) -> None:
+    """Chat with a model in the terminal. The conversation is saved as you go."""
+    with Services.open() as services:
+        conversation = _open_conversation(services, model, conversation_id, system)
+        click.echo(f"Chat {conversation.id} with {conversation.model}. {HELP}", err=True)
+        show_reasoning = not no_reasoning and services.current_settings().show_reasoning
+        while True:
+            try:
+                line = input("> " if sys.stdin.isatty() else "")
+            except (EOFError, KeyboardInterrupt):
+                click.echo("", err=True)
+                return
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                return
+            if text == "/new":
+                conversation = services.chat.start(model=conversation.model, system_prompt=conversation.system_prompt)
+                click.echo(f"New chat {conversation.id}.", err=True)
+                continue
+            if text == "/regen":
+                events = services.chat.regenerate(conversation.id)
+            else:
+                events = services.chat.send(conversation.id, text)
+            try:
+                _show_reply(events, services.chat.cancel, show_reasoning)
+            except EnclaveError as exc:  # one turn failed: say so, keep chatting
+                click.echo(f"enclave: error: {exc}", err=True)
+
+
+def _open_conversation(services: Services, model: str | None, conversation_id: int | None,
+                       system: str | None) -> Conversation:
+    if conversation_id is not None:
+        conversation = services.conversations.get(conversation_id)
+        if model and model != conversation.model:
+            conversation = services.conversations.update(conversation_id, model=model)
+        for message in services.conversations.messages(conversation_id, limit=6):
+            click.echo(f"{message.role}: {message.content}", err=True)
+        return conversation
+    conversation = services.chat.start(model=model, system_prompt=system)
+    if not conversation.model:
+        services.conversations.delete(conversation.id)
+        raise EnclaveError("No model chosen. Pass --model PATH, or set a default with "
+                           "'enclave settings set default_model PATH'.")
+    return conversation
+
+
+def _show_reply(events: object, cancel: object, show_reasoning: bool) -> None:
+    progress = ProgressLine()
+    in_reasoning = False
+    stream = Cancellable(events, cancel)  # type: ignore[arg-type]
+    for event in stream:
+        if isinstance(event, ContextTrimmed):
+            click.echo(f"(Left out {event.dropped} earlier messages so the chat fits the model's "
+                       f"{event.n_ctx:,}-token context.)", err=True)
+        elif isinstance(event, PromptProgress):
+            progress.show(event.done, event.total)
+        elif isinstance(event, ReplyDelta):
+            progress.clear()
+            if event.reasoning and show_reasoning:
+                click.echo(click.style(event.reasoning, dim=True), nl=False)
+                in_reasoning = True
+            if event.answer:
+                if in_reasoning:
+                    click.echo("\n")
+                    in_reasoning = False
+                click.echo(event.answer, nl=False)
+        elif isinstance(event, ReplyFinished):
+            message = event.message
+            click.echo("")
+            if message.status == "error":
+                click.echo(f"enclave: error: {message.error}", err=True)
+            elif message.stop_reason == "cancelled" or stream.interrupted:
+                click.echo("[stopped]", err=True)

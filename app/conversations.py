@@ -1,0 +1,229 @@
+"""Conversations and their messages in the app database: the only module with their SQL.
+
+Rows come back as frozen dataclasses. Lists are paged (``limit``/``offset`` or
+``before_id``) so a view can load a long history a page at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from app.store import Store
+from inference.errors import EnclaveError
+
+Status = Literal["complete", "partial", "error"]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    model: str | None
+    library_id: int | None
+    system_prompt: str
+    sampling: dict[str, Any]
+    created_at: str
+    updated_at: str
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    reasoning: str = ""
+    status: Status = "complete"
+    error: str | None = None
+    stop_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    prompt_seconds: float | None = None
+    generation_seconds: float | None = None
+    reasoning_seconds: float | None = None
+    model: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation_id: int
+    conversation_title: str
+    message_id: int | None  # None: the title matched
+    role: str | None
+    snippet: str  # the match marked with [ and ]
+    updated_at: str = field(default="")
+
+
+class NotFound(EnclaveError):
+    pass
+
+
+MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)
+_CONVERSATION_SELECT = """
+    SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
+    FROM conversations c"""
+
+
+def _conversation(row: dict[str, Any]) -> Conversation:
+    return Conversation(**{**row, "sampling": json.loads(row["sampling"] or "{}")})
+
+
+def _message(row: dict[str, Any]) -> Message:
+    return Message(**{k: row[k] for k in MESSAGE_FIELDS})
+
+
+class ConversationRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # Conversations -------------------------------------------------------------------
+
+    def create(self, *, title: str = "", model: str | None = None, system_prompt: str = "",
+               sampling: dict[str, Any] | None = None, library_id: int | None = None) -> Conversation:
+        stamp = now()
+        with self.store.write() as db:
+            cursor = db.execute(
+                "INSERT INTO conversations (title, model, library_id, system_prompt, sampling, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [title, model, library_id, system_prompt, json.dumps(sampling or {}), stamp, stamp],
+            )
+            new_id = cursor.lastrowid
+        return self.get(new_id)
+
+    def get(self, conversation_id: int) -> Conversation:
+        rows = list(self.store.read().query(f"{_CONVERSATION_SELECT} WHERE c.id = ?", [conversation_id]))
+        if not rows:
+            raise NotFound(f"There is no conversation {conversation_id}. 'enclave history list' shows them.")
+        return _conversation(rows[0])
+
+    def recent(self, limit: int = 50, offset: int = 0) -> list[Conversation]:
+        """Newest first (by last activity)."""
+        rows = self.store.read().query(
+            f"{_CONVERSATION_SELECT} ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?", [limit, offset])
+        return [_conversation(r) for r in rows]
+
+    def count(self) -> int:
+        return self.store.read().execute("SELECT count(*) FROM conversations").fetchone()[0]
+
+    def update(self, conversation_id: int, **fields: Any) -> Conversation:
+        allowed = {"title", "model", "library_id", "system_prompt", "sampling"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {unknown}")
+        if "sampling" in fields:
+            fields["sampling"] = json.dumps(fields["sampling"])
+        self.get(conversation_id)
+        with self.store.write() as db:
+            assignments = ", ".join(f"{k} = ?" for k in fields)
+            db.execute(f"UPDATE conversations SET {assignments}, updated_at = ? WHERE id = ?",
+                       [*fields.values(), now(), conversation_id])
+        return self.get(conversation_id)
+
+    def rename(self, conversation_id: int, title: str) -> Conversation:
+        return self.update(conversation_id, title=title.strip())
+
+    def delete(self, conversation_id: int) -> None:
+        self.get(conversation_id)
+        with self.store.write() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
+
+    # Messages --------------------------------------------------------------------------
+
+    def add_message(self, conversation_id: int, role: str, content: str, **fields: Any) -> Message:
+        stamp = now()
+        values = {"conversation_id": conversation_id, "role": role, "content": content, "created_at": stamp,
+                  "updated_at": stamp, **fields}
+        with self.store.write() as db:
+            cursor = db.execute(
+                f"INSERT INTO messages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                list(values.values()),
+            )
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id])
+            new_id = cursor.lastrowid
+        return self.message(new_id)
+
+    def update_message(self, message_id: int, **fields: Any) -> None:
+        unknown = set(fields) - set(MESSAGE_FIELDS)
+        if unknown or {"id", "conversation_id"} & set(fields):
+            raise ValueError(f"cannot update {set(fields) & ({'id', 'conversation_id'} | unknown)}")
+        stamp = now()
+        with self.store.write() as db:
+            assignments = ", ".join(f"{k} = ?" for k in fields)
+            db.execute(f"UPDATE messages SET {assignments}, updated_at = ? WHERE id = ?",
+                       [*fields.values(), stamp, message_id])
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = "
+                       "(SELECT conversation_id FROM messages WHERE id = ?)", [stamp, message_id])
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+        """Delete ``message_id`` and every later message of the conversation."""
+        with self.store.write() as db:
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", [conversation_id, message_id])
+
+    def message(self, message_id: int) -> Message:
+        rows = list(self.store.read().query("SELECT * FROM messages WHERE id = ?", [message_id]))
+        if not rows:
+            raise NotFound(f"There is no message {message_id}.")
+        return _message(rows[0])
+
+    def messages(self, conversation_id: int, *, limit: int | None = None, before_id: int | None = None
+                 ) -> list[Message]:
+        """The conversation's messages in order; with ``limit``, the last ``limit``
+        before ``before_id`` (a page of a long history, scrolling up)."""
+        where, params = "conversation_id = ?", [conversation_id]
+        if before_id is not None:
+            where += " AND id < ?"
+            params.append(before_id)
+        if limit is None:
+            rows = self.store.read().query(f"SELECT * FROM messages WHERE {where} ORDER BY id", params)
+            return [_message(r) for r in rows]
+        rows = self.store.read().query(
+            f"SELECT * FROM (SELECT * FROM messages WHERE {where} ORDER BY id DESC LIMIT ?) ORDER BY id",
+            [*params, limit])
+        return [_message(r) for r in rows]
+
+    def message_ids(self, conversation_id: int) -> list[int]:
+        """Only the ids, for a lazy list view of a long conversation."""
+        return [r[0] for r in self.store.read().execute(
+            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]).fetchall()]
+
+    # Search ----------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        """Full-text search over message content and conversation titles, newest matches
+        first (FTS5 walks its index in rowid order, so a word found in every message
+        costs no more than a rare one). The query is plain words: FTS syntax characters
+        (quotes, *, -, NEAR, parentheses) are taken literally and never raise."""
+        db = self.store.read()
+        words = [w for w in query.replace('"', " ").split() if w]
+        if not words:
+            return []
+        match = db.quote_fts(" ".join(words))
+        hits = [
+            SearchHit(r["conversation_id"], r["title"], r["id"], r["role"], r["snippet"], r["updated_at"])
+            for r in db.query(
+                """SELECT m.id, m.conversation_id, m.role, c.title, c.updated_at,
+                          snippet(messages_fts, 0, '[', ']', '…', 12) AS snippet
+                   FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+                   JOIN conversations c ON c.id = m.conversation_id
+                   WHERE messages_fts MATCH ? ORDER BY messages_fts.rowid DESC LIMIT ?""", [match, limit])
+        ]
+        titles = [
+            SearchHit(r["id"], r["title"], None, None, r["snippet"], r["updated_at"])
+            for r in db.query(
+                """SELECT c.id, c.title, c.updated_at, highlight(conversations_fts, 0, '[', ']') AS snippet
+                   FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid
+                   WHERE conversations_fts MATCH ? ORDER BY conversations_fts.rowid DESC LIMIT ?""",
+                [match, limit])
+        ]
+        return titles + hits

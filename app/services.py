@@ -1,0 +1,57 @@
+"""Everything a front end needs, opened once: the store, the repositories, the runtime
+and the chat service. The CLI and the GUI build one ``Services`` and use only it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.chat import ChatService
+from app.conversations import ConversationRepository
+from app.paths import AppPaths, app_paths
+from app.runtime import Runtime
+from app.settings import Settings, SettingsRepository
+from app.store import Store, open_store
+
+
+@dataclass
+class Services:
+    paths: AppPaths
+    store: Store
+    conversations: ConversationRepository
+    settings: SettingsRepository
+    _runtime: Runtime | None = field(default=None, repr=False)
+    _chat: ChatService | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, paths: AppPaths | None = None, *, readonly: bool = False) -> Services:
+        """``readonly``: for commands that only read, which may run beside a running Enclave."""
+        paths = (paths or app_paths()).ensure()
+        store = open_store(paths.database, readonly=readonly)
+        return cls(paths, store, ConversationRepository(store), SettingsRepository(store))
+
+    @property
+    def runtime(self) -> Runtime:
+        """The worker process starts only when something needs a model."""
+        if self._runtime is None:
+            self._runtime = Runtime(self.paths)
+        return self._runtime
+
+    @property
+    def chat(self) -> ChatService:
+        if self._chat is None:
+            self._chat = ChatService(self.conversations, self.runtime, self.current_settings)
+        return self._chat
+
+    def current_settings(self) -> Settings:
+        return self.settings.load()
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+        self.store.close()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,158 @@
+"""The app database: one SQLite file, WAL mode, one serialised writer, many readers.
+
+Readers use their own connections (one per thread), so in WAL mode they never wait on a
+long write such as a library ingest. Writes go through ``write()``, one at a time, each a
+transaction. The schema comes from ``app.schema.MIGRATIONS``.
+
+One Enclave process owns a data folder at a time: ``open_store`` takes an exclusive lock
+file next to the database and tells a second instance plainly that the folder is in use.
+Enclave never overwrites a file it did not create: a damaged or foreign database is
+refused with what to do, and left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from sqlite_utils import Database
+
+from app.schema import MIGRATIONS
+from inference.errors import EnclaveError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreError(EnclaveError):
+    """The database cannot be used: damaged, foreign, or in use by another Enclave."""
+
+
+class AnotherInstanceError(StoreError):
+    pass
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+class Store:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._lock: FileLock | None = None
+        _refuse_foreign_file(path)
+        if not readonly:
+            self._lock = _take_instance_lock(path)
+        try:
+            self._writer = Database(_connect(path, readonly), execute_plugins=False)
+            _refuse_foreign_schema(self._writer, path)  # before anything could write to it
+            if not readonly:
+                self._writer.execute("PRAGMA journal_mode = WAL")
+                self._writer.execute("PRAGMA synchronous = NORMAL")
+                MIGRATIONS.apply(self._writer)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(_damaged(path, exc)) from exc
+        self._write_lock = threading.RLock()
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+
+    # Access -------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Database]:
+        """The writer, inside a transaction; one writer at a time across threads."""
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only.")
+        with self._write_lock, self._writer.atomic():
+            yield self._writer
+
+    def read(self) -> Database:
+        """This thread's reading connection: it sees the last committed state and never
+        waits for a writer."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            conn = _connect(self.path, readonly=True)
+            self._all_readers.append(conn)
+            db = self._readers.db = Database(conn, execute_plugins=False)
+        return db
+
+    def applied_migrations(self) -> list[str]:
+        return [m.name for m in MIGRATIONS.applied(self.read())]
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's own check: ['ok'] when the file is sound."""
+        return [row[0] for row in self.read().execute("PRAGMA integrity_check").fetchall()]
+
+    def close(self) -> None:
+        for conn in getattr(self, "_all_readers", []):
+            conn.close()
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise StoreError(_damaged(path, "it is not an SQLite database"))
+
+
+def _refuse_foreign_schema(db: Database, path: Path) -> None:
+    tables = set(db.table_names())
+    if tables and "_sqlite_migrations" not in tables:
+        raise StoreError(
+            f"{path} is an SQLite database, but not Enclave's (it has tables {', '.join(sorted(tables)[:5])}). "
+            "Enclave did not change it. Move it elsewhere, or set ENCLAVE_HOME to another folder."
+        )
+
+
+def _damaged(path: Path, reason: object) -> str:
+    return (f"The database {path} cannot be used: {reason}. Enclave did not change it. Rename or move the file "
+            "to start with an empty database, or put back a backup; 'enclave doctor --check-db' checks it.")
+
+
+def _take_instance_lock(path: Path) -> FileLock:
+    lock_path = path.with_name(path.name + ".lock")
+    pid_path = path.with_name(path.name + ".pid")
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = pid_path.read_text().strip() if pid_path.exists() else "unknown"
+        raise AnotherInstanceError(
+            f"Enclave is already running with this data folder ({path.parent}, process {holder}). "
+            "Close the other Enclave first, or set ENCLAVE_HOME to use another folder."
+        ) from None
+    pid_path.write_text(str(os.getpid()))
+    return lock
+
+
+def open_store(database: Path, *, readonly: bool = False) -> Store:
+    database.parent.mkdir(parents=True, exist_ok=True)
+    if readonly and not database.exists():
+        readonly = False  # nothing to read yet: create it
+    return Store(database, readonly=readonly)
