@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from app.conversations import Conversation, ConversationRepository, Message
+from app.library_chat import LibraryChat
+from app.prompting import fit_history
 from app.reasoning import ReasoningSplitter, Split, detect_style, prompt_opens_reasoning
 from app.runtime import Runtime
 from app.settings import Settings
 from inference.errors import EnclaveError
 from inference.planner import PlanRequest
-from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress, Sampling, Token
+from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress, Sampling, Token, Tokens
 
 FLUSH_SECONDS = 0.25  # how often a streaming reply is written to the database
 TITLE_LENGTH = 60
@@ -35,6 +37,13 @@ class ContextTrimmed:
     dropped: int  # earlier messages left out of the prompt
     prompt_tokens: int
     n_ctx: int
+
+
+@dataclass(frozen=True)
+class LibraryNote:
+    """What of the library the prompt holds: shown before the answer, stored with it."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class ReplyFinished:
     message: Message
 
 
-ChatEvent = UserMessageSaved | ContextTrimmed | PromptProgress | ReplyDelta | ReplyFinished
+ChatEvent = UserMessageSaved | ContextTrimmed | LibraryNote | PromptProgress | ReplyDelta | ReplyFinished
 
 
 def title_from(text: str) -> str:
@@ -63,39 +72,24 @@ def title_from(text: str) -> str:
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-def fit_history(messages: Sequence[ChatMessage], count: Callable[[Sequence[ChatMessage]], int],
-                budget: int) -> tuple[list[ChatMessage], int, int]:
-    """The most recent messages that fit ``budget`` tokens: the system prompt is always
-    kept, then the oldest turns are dropped first. Returns (messages, dropped, tokens)."""
-    system = [m for m in messages[:1] if m.role == "system"]
-    turns = list(messages[len(system):])
-    dropped = 0
-    while True:
-        candidate = system + turns
-        tokens = count(candidate)
-        if tokens <= budget or len(turns) <= 1:
-            return candidate, dropped, tokens
-        cut = 2 if len(turns) > 2 and turns[0].role == "user" and turns[1].role == "assistant" else 1
-        turns = turns[cut:]
-        dropped += cut
-
-
 class ChatService:
     def __init__(self, conversations: ConversationRepository, runtime: Runtime,
-                 settings: Callable[[], Settings]) -> None:
+                 settings: Callable[[], Settings], library_chat: LibraryChat | None = None) -> None:
         self.conversations = conversations
         self.runtime = runtime
         self._settings = settings
+        self.library_chat = library_chat
 
     # Conversations --------------------------------------------------------------------
 
     def start(self, *, model: str | None = None, system_prompt: str | None = None,
-              sampling: dict | None = None) -> Conversation:
+              sampling: dict | None = None, library_id: int | None = None) -> Conversation:
         settings = self._settings()
         return self.conversations.create(
             model=model or settings.default_model,
             system_prompt=settings.system_prompt if system_prompt is None else system_prompt,
             sampling=sampling or {},
+            library_id=library_id,
         )
 
     def cancel(self) -> None:
@@ -151,49 +145,75 @@ class ChatService:
         known = {k: v for k, v in conversation.sampling.items() if k in Sampling.__dataclass_fields__}
         return settings.sampling(**known)
 
-    def _load(self, model: str) -> int:
+    def _load(self, model: str, conversation: Conversation, reserve: int) -> int:
+        """Load ``model`` (if it is not already) with the settings' context, or, for a
+        library conversation, one that holds the library when it can."""
         settings = self._settings()
+        n_ctx = settings.context_length
+        if conversation.library_id is not None and self.library_chat is not None:
+            n_ctx = self.library_chat.context_for(conversation.library_id, model, n_ctx, reserve)
         extra = {"n_threads": settings.threads} if settings.threads else {}
-        outcome = self.runtime.load(model, ModelSettings(path=model, n_ctx=settings.context_length, **extra),
-                                    planned=PlanRequest(n_ctx=settings.context_length))
+        outcome = self.runtime.load(model, ModelSettings(path=model, n_ctx=n_ctx, **extra),
+                                    planned=PlanRequest(n_ctx=n_ctx))
         return outcome.info.n_ctx
 
-    def _prompt(self, conversation: Conversation, n_ctx: int, sampling: Sampling
-                ) -> tuple[list[ChatMessage], str, ContextTrimmed | None]:
-        """The messages to send (trimmed to fit), the prompt text they render to, and
-        whether anything was left out."""
-        history = [ChatMessage(m.role, m.content, m.reasoning) for m in self.conversations.messages(conversation.id)
-                   if m.role in ("user", "assistant") and (m.content or m.role == "user")]
+    def _history(self, conversation: Conversation) -> list[ChatMessage]:
+        """The conversation as the model sees it: finished text, reasoning attached."""
+        return [ChatMessage(m.role, m.content, m.reasoning) for m in self.conversations.messages(conversation.id)
+                if m.role in ("user", "assistant") and (m.content or m.role == "user")]
+
+    def _plain_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> _Turn:
+        history = self._history(conversation)
         if conversation.system_prompt:
             history.insert(0, ChatMessage("system", conversation.system_prompt))
-        reserve = min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
-        rendered: list[str] = []
+        rendered: list[Tokens] = []
 
         def count(candidate: Sequence[ChatMessage]) -> int:
-            prompt = self.runtime.render_chat(candidate)
-            rendered.append(prompt.text)
-            return len(prompt.ids)
+            rendered.append(self.runtime.render_chat(candidate))
+            return len(rendered[-1].ids)
 
-        messages, dropped, tokens = fit_history(history, count, n_ctx - reserve)
+        _kept, dropped, tokens = fit_history(history, count, n_ctx - reserve)
         if tokens >= n_ctx:
             raise EnclaveError(f"Your message is about {tokens:,} tokens, more than this model's context of "
                                f"{n_ctx:,}. Shorten it, or raise the context length in the settings.")
-        return messages, rendered[-1], (ContextTrimmed(dropped, tokens, n_ctx) if dropped else None)
+        note = ContextTrimmed(dropped, tokens, n_ctx) if dropped else None
+        return _Turn(rendered[-1].ids, rendered[-1].text, None, note, None)
+
+    def _library_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> Iterator[ChatEvent]:
+        if self.library_chat is None:
+            raise EnclaveError("Libraries are not available here.")
+        preparing = self.library_chat.prepare(conversation.library_id or 0, conversation.system_prompt,
+                                              self._history(conversation), n_ctx, reserve)
+        try:
+            while True:
+                progress = next(preparing)
+                yield PromptProgress(progress.done, progress.total)
+        except StopIteration as finished:
+            turn = finished.value
+        trimmed = ContextTrimmed(turn.dropped_turns, len(turn.tokens), n_ctx) if turn.dropped_turns else None
+        return _Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note)
 
     def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
-        n_ctx = self._load(model)
         sampling = self._sampling(conversation)
-        messages, prompt_text, trimmed = self._prompt(conversation, n_ctx, sampling)
-        if trimmed:
-            yield trimmed
-        reply = self.conversations.add_message(conversation.id, "assistant", "", status="partial", model=model)
+        n_ctx = self._load(model, conversation, sampling.max_tokens or 2048)
+        reserve = min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
+        if conversation.library_id is not None:
+            turn = yield from self._library_turn(conversation, n_ctx, reserve)
+        else:
+            turn = self._plain_turn(conversation, n_ctx, reserve)
+        if turn.trimmed:
+            yield turn.trimmed
+        if turn.library_note:
+            yield LibraryNote(turn.library_note)
+        reply = self.conversations.add_message(conversation.id, "assistant", "", status="partial", model=model,
+                                               context_note=turn.library_note)
         template = self.runtime.last_load.gguf.chat_template if self.runtime.last_load else None
-        opens = prompt_opens_reasoning(prompt_text)
+        opens = prompt_opens_reasoning(turn.text)
         splitter = ReasoningSplitter(detect_style(template, opens), starts_in_reasoning=opens)
         writer = _ReplyWriter(self.conversations, reply.id, splitter)
         finished = False
         try:
-            for event in self.runtime.chat(messages, sampling):
+            for event in self.runtime.continue_tokens(turn.tokens, sampling, turn.prefix_key):
                 if isinstance(event, Progress):
                     yield PromptProgress(event.done, event.total)
                 elif isinstance(event, Token):
@@ -210,6 +230,15 @@ class ChatService:
             if not finished:  # the caller stopped listening, or something raised: keep what we have
                 writer.fail(None)
         yield ReplyFinished(self.conversations.message(reply.id))
+
+
+@dataclass(frozen=True)
+class _Turn:
+    tokens: tuple[int, ...]  # the whole prompt
+    text: str  # its text, where known (to see whether it opens a reasoning block)
+    prefix_key: str | None
+    trimmed: ContextTrimmed | None
+    library_note: str | None
 
 
 class _ReplyWriter:

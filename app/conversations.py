@@ -53,6 +53,7 @@ class Message:
     model: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    context_note: str | None = None  # what a library prompt included and left out
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ FORMAT = "enclave-conversation"
 FORMAT_VERSION = 1
 _MESSAGE_KEEP = ("role", "content", "reasoning", "status", "error", "stop_reason", "prompt_tokens",
                  "completion_tokens", "cached_tokens", "prompt_seconds", "generation_seconds", "reasoning_seconds",
-                 "model", "created_at", "updated_at")
+                 "model", "created_at", "updated_at", "context_note")
 
 
 def export_json(conversation: Conversation, messages: list[Message]) -> str:
@@ -38,6 +38,8 @@ def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
         lines += ["## System", "", conversation.system_prompt, ""]
     for m in messages:
         lines += [f"## {m.role.capitalize()}", ""]
+        if m.context_note:
+            lines += [f"> {m.context_note}", ""]
         if m.reasoning:
             lines += ["<details><summary>Reasoning</summary>", "", m.reasoning.strip(), "", "</details>", ""]
         lines += [m.content, ""]

@@ -21,6 +21,7 @@ from inference.load_report import EstimateCheck, LoadReport, parse_load_log
 from inference.planner import Plan, PlanError, PlanRequest, apply_plan, check_estimates, plan
 from inference.protocol import (
     ChatMessage,
+    Done,
     Event,
     Generate,
     ModelInfo,
@@ -63,6 +64,8 @@ class Runtime:
         self.worker = Worker(paths.llama_log)
         self.last_load: LoadOutcome | None = None
         self._last_request: tuple[object, ...] | None = None
+        self._resident: tuple[int, str] | None = None  # (worker pid, saved prefix key) in the KV cache
+        self._inspected: dict[tuple[Path, int, int], GGUFInfo] = {}
 
     @property
     def model(self) -> ModelInfo | None:
@@ -71,6 +74,17 @@ class Runtime:
     @property
     def state(self) -> WorkerState:
         return self.worker.state
+
+    def inspect(self, model: str) -> GGUFInfo:
+        """What ``model`` is (validated), remembered while the file is unchanged."""
+        path = resolve_model(model)
+        try:
+            stamp = (path, path.stat().st_mtime_ns, path.stat().st_size)
+        except OSError:
+            return inspect_gguf(path)  # it raises the right error
+        if stamp not in self._inspected:
+            self._inspected[stamp] = inspect_gguf(path)
+        return self._inspected[stamp]
 
     def load(self, model: str, settings: ModelSettings | None = None, *, planned: PlanRequest | None = None,
              extra_overrides: tuple[TensorOverride, ...] = ()) -> LoadOutcome:
@@ -81,7 +95,7 @@ class Runtime:
         request = (resolve_model(model), settings and replace(settings, path=""), planned, extra_overrides)
         if self.last_load is not None and request == self._last_request and self.worker.info is not None:
             return self.last_load
-        gguf = inspect_gguf(request[0])  # validates; llama.cpp never sees a broken file
+        gguf = self.inspect(model)  # validates; llama.cpp never sees a broken file
         path = gguf.path  # the first shard of a split model, which llama.cpp wants
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
@@ -102,15 +116,51 @@ class Runtime:
         self._last_request = request
         return self.last_load
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> Tokens:
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> Tokens:
         """The loaded model's prompt for ``messages``: its text and tokens."""
-        return self.worker.render_chat(tuple(messages))
+        return self.worker.render_chat(tuple(messages), add_generation_prompt)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.worker.count_tokens(tuple(texts))
 
     def chat(self, messages: Sequence[ChatMessage], sampling: Sampling) -> Iterator[Event]:
-        return self.worker.generate(Generate(messages=tuple(messages), sampling=sampling))
+        return self._generate(Generate(messages=tuple(messages), sampling=sampling))
 
     def complete(self, prompt: str, sampling: Sampling) -> Iterator[Event]:
-        return self.worker.generate(Generate(prompt=prompt, sampling=sampling))
+        return self._generate(Generate(prompt=prompt, sampling=sampling))
+
+    def continue_tokens(self, tokens: Sequence[int], sampling: Sampling, prefix_key: str | None = None
+                        ) -> Iterator[Event]:
+        """Generate after exact ``tokens``. ``prefix_key`` names the saved prefix they
+        start with, which then counts as held in the worker's KV cache."""
+        return self._generate(Generate(tokens=tuple(tokens), sampling=sampling), prefix_key)
+
+    def prefill(self, tokens: Sequence[int], prefix_key: str) -> Iterator[Event]:
+        """Bring ``tokens`` into the KV cache without generating (progress events)."""
+        return self._generate(Generate(tokens=tuple(tokens), sampling=Sampling(max_tokens=0)), prefix_key)
+
+    def _generate(self, request: Generate, prefix_key: str | None = None) -> Iterator[Event]:
+        self._resident = None  # whatever the KV cache held is being replaced
+        last: Event | None = None
+        for last in self.worker.generate(request):
+            yield last
+        whole = isinstance(last, Done) and last.stats.stop_reason != "cancelled"
+        if prefix_key is not None and whole and self.worker.pid is not None:
+            self._resident = (self.worker.pid, prefix_key)
+
+    # Saved prompt states ---------------------------------------------------------------
+
+    def holds_prefix(self, key: str) -> bool:
+        """Whether the worker's KV cache starts with the saved prefix ``key`` now."""
+        return self._resident is not None and self._resident == (self.worker.pid, key)
+
+    def save_state(self, path: Path) -> int:
+        return self.worker.save_state(path)
+
+    def restore_state(self, path: Path, prefix_key: str) -> int:
+        n = self.worker.restore_state(path)
+        self._resident = (self.worker.pid, prefix_key) if self.worker.pid is not None else None
+        return n
 
     def cancel(self) -> None:
         self.worker.cancel()

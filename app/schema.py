@@ -55,3 +55,61 @@ def conversations(db: Database) -> None:
 @MIGRATIONS(name="0002_settings")
 def settings(db: Database) -> None:
     db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@MIGRATIONS(name="0003_libraries")
+def libraries(db: Database) -> None:
+    db.execute("""
+        CREATE TABLE libraries (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""")
+    # Extracted text, stored once per distinct file content (SHA-256 of the file's bytes).
+    db.execute("""
+        CREATE TABLE contents (
+            sha256 TEXT PRIMARY KEY,
+            text TEXT NOT NULL,
+            pages TEXT NOT NULL DEFAULT '[]',
+            kind TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            warnings TEXT NOT NULL DEFAULT '[]'
+        )""")
+    db.execute("""
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            library_id INTEGER NOT NULL REFERENCES libraries(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            kind TEXT,
+            size INTEGER NOT NULL DEFAULT 0,
+            mtime REAL,
+            sha256 TEXT REFERENCES contents(sha256),
+            error TEXT,
+            error_reason TEXT,
+            added_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (library_id, path)
+        )""")
+    db.execute("CREATE INDEX documents_by_content ON documents (sha256)")
+    db.execute("""
+        CREATE TABLE token_counts (
+            sha256 TEXT NOT NULL REFERENCES contents(sha256) ON DELETE CASCADE,
+            tokenizer TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            PRIMARY KEY (sha256, tokenizer)
+        )""")
+    db.execute("""
+        CREATE TABLE kv_cache (
+            key TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            library_id INTEGER REFERENCES libraries(id) ON DELETE SET NULL,
+            model TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT NOT NULL
+        )""")
+    db.execute("ALTER TABLE messages ADD COLUMN context_note TEXT")
+    db["contents"].enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize="unicode61")

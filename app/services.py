@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from app.chat import ChatService
 from app.conversations import ConversationRepository
+from app.kv_cache import PromptCache
+from app.libraries import LibraryRepository
+from app.library_chat import LibraryChat
 from app.paths import AppPaths, app_paths
 from app.runtime import Runtime
 from app.settings import Settings, SettingsRepository
@@ -19,6 +22,8 @@ class Services:
     store: Store
     conversations: ConversationRepository
     settings: SettingsRepository
+    libraries: LibraryRepository
+    prompt_cache: PromptCache
     _runtime: Runtime | None = field(default=None, repr=False)
     _chat: ChatService | None = field(default=None, repr=False)
 
@@ -27,7 +32,9 @@ class Services:
         """``readonly``: for commands that only read, which may run beside a running Enclave."""
         paths = (paths or app_paths()).ensure()
         store = open_store(paths.database, readonly=readonly)
-        return cls(paths, store, ConversationRepository(store), SettingsRepository(store))
+        settings = SettingsRepository(store)
+        cache = PromptCache(store, paths.kv_cache, lambda: int(settings.load().kv_cache_max_gb * 2**30))
+        return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store), cache)
 
     @property
     def runtime(self) -> Runtime:
@@ -39,7 +46,8 @@ class Services:
     @property
     def chat(self) -> ChatService:
         if self._chat is None:
-            self._chat = ChatService(self.conversations, self.runtime, self.current_settings)
+            library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime)
+            self._chat = ChatService(self.conversations, self.runtime, self.current_settings, library_chat)
         return self._chat
 
     def current_settings(self) -> Settings:

@@ -34,6 +34,8 @@ class Settings:
     max_tokens: int = 2048
     system_prompt: str = ""
     show_reasoning: bool = True
+    max_document_mb: int = 50  # larger files are recorded with a reason, not read
+    kv_cache_max_gb: float = 20.0  # saved library prompt caches; least recently used go first
 
     def sampling(self, **overrides: Any) -> Sampling:
         base = Sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import llama_cpp
 
 from inference.chat_template import ChatTemplate
 from inference.errors import EnclaveError, ModelFileError, ModelLoadError
+from inference.fingerprint import model_fingerprint
 from inference.llama_log import LlamaLog
 from inference.overrides import OverrideArray
 from inference.protocol import (
@@ -52,7 +52,6 @@ _FLASH_ATTN = {
     False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
 _backend_ready = False
-FINGERPRINT_BYTES = 1 << 20
 
 
 def _sidecar(state_path: Path) -> Path:
@@ -90,7 +89,6 @@ class Engine:
         self.settings = settings
         self._log = log
         self._tokens: list[int] = []  # what the KV cache of sequence 0 holds
-        self._fingerprint: dict[str, object] | None = None
         self._pieces: dict[int, bytes] = {}
         self._model = None
         self._ctx = None
@@ -100,8 +98,9 @@ class Engine:
         check_gguf_file(path)
         self._model = self._load_model(path)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._ctx = self._create_context()
-        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        # vocab_only: a tokenizer, for counting a library's tokens without loading weights
+        self._ctx = None if settings.vocab_only else self._create_context()
+        self._memory = llama_cpp.llama_get_memory(self._ctx) if self._ctx else None
         self.template = ChatTemplate(
             self.metadata("tokenizer.chat_template"),
             bos_token=self.token_text(llama_cpp.llama_vocab_bos(self._vocab)),
@@ -110,13 +109,14 @@ class Engine:
         self.info = ModelInfo(
             path=str(path),
             description=self._model_desc(),
-            n_ctx=llama_cpp.llama_n_ctx(self._ctx),
+            n_ctx=llama_cpp.llama_n_ctx(self._ctx) if self._ctx else 0,
             n_ctx_train=llama_cpp.llama_model_n_ctx_train(self._model),
             n_vocab=llama_cpp.llama_vocab_n_tokens(self._vocab),
             n_params=llama_cpp.llama_model_n_params(self._model),
             size_bytes=llama_cpp.llama_model_size(self._model),
             has_chat_template=not self.template.is_fallback,
             load_seconds=time.perf_counter() - started,
+            fingerprint=model_fingerprint(path),
             log_lines=tuple(log.since(mark)),
         )
 
@@ -127,6 +127,7 @@ class Engine:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = s.n_gpu_layers
         params.use_mmap = s.use_mmap
+        params.vocab_only = s.vocab_only
         self._overrides = OverrideArray(s.tensor_overrides)  # must outlive the load
         params.tensor_buft_overrides = self._overrides.address
         mark = self._log.mark()
@@ -253,6 +254,10 @@ class Engine:
             raise EnclaveError(f"llama.cpp could not evaluate the prompt (llama_decode returned {rc}).")
         self._tokens.extend(tokens)
 
+    def _need_context(self) -> None:
+        if self._ctx is None:
+            raise EnclaveError("This model was opened for its tokenizer only; load it fully to generate.")
+
     def ingest(
         self, prompt: Sequence[int], cancelled: Callable[[], bool] = lambda: False
     ) -> Iterator[Progress]:
@@ -279,20 +284,13 @@ class Engine:
         """What a saved KV state is only valid for: these exact weights (llama.cpp checks
         only the shapes, so a state from a fine-tune of the same base would load and
         quietly give wrong answers) and this KV cache type."""
-        if self._fingerprint is None:
-            path = Path(self.settings.path)
-            size = path.stat().st_size
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                digest.update(f.read(FINGERPRINT_BYTES))
-                f.seek(max(0, size - FINGERPRINT_BYTES))
-                digest.update(f.read(FINGERPRINT_BYTES))
-            self._fingerprint = {"model_size": size, "model_sha256_ends": digest.hexdigest()}
-        return {**self._fingerprint, "type_k": self.settings.type_k, "type_v": self.settings.type_v}
+        return {"model": self.info.fingerprint, "type_k": self.settings.type_k, "type_v": self.settings.type_v,
+                "flash_attn": self.settings.flash_attn}
 
     def save_state(self, path: Path, n_tokens: int | None = None) -> int:
         """Save the KV cache of the first ``n_tokens`` cached tokens (all by default),
         with a ``.json`` sidecar saying which model and cache type it belongs to."""
+        self._need_context()
         if n_tokens is not None and n_tokens < len(self._tokens):
             self._truncate_cache(n_tokens)
         tokens = (llama_cpp.llama_token * len(self._tokens))(*self._tokens)
@@ -304,6 +302,7 @@ class Engine:
         return len(self._tokens)
 
     def restore_state(self, path: Path) -> int:
+        self._need_context()
         if not path.is_file():
             raise EnclaveError(f"No saved prompt cache at {path}.")
         try:
@@ -339,6 +338,7 @@ class Engine:
     ) -> Iterator[Progress | Token | Stats]:
         """Stream ``Progress`` while the prompt is evaluated, then ``Token`` events,
         then the final ``Stats`` (yielded last, as a plain value)."""
+        self._need_context()
         n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         if not prompt:
             raise EnclaveError("The prompt is empty.")

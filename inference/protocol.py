@@ -45,6 +45,7 @@ class ModelSettings:
     n_ubatch: int = 512
     seed: int = 0xE4C1A7E
     use_mmap: bool = True
+    vocab_only: bool = False  # only the tokenizer: for counting tokens, no weights, no context
     tensor_overrides: tuple[TensorOverride, ...] = ()
 
 
@@ -90,6 +91,13 @@ class Tokenize:
 
 
 @dataclass(frozen=True)
+class CountTokens:
+    """How many tokens each text is, as plain text (no special tokens added or parsed)."""
+
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RenderChat:
     """Render messages with the model's chat template and tokenize the result."""
 
@@ -99,11 +107,13 @@ class RenderChat:
 
 @dataclass(frozen=True)
 class Generate:
-    """Continue a prompt: chat ``messages`` (rendered with the model's template) or
-    raw ``prompt`` text, exactly one of the two."""
+    """Continue a prompt given as chat ``messages`` (rendered with the model's template),
+    raw ``prompt`` text, or exact ``tokens``: one of the three. With
+    ``sampling.max_tokens == 0`` it only brings the prompt into the KV cache (a prefill)."""
 
     messages: tuple[ChatMessage, ...] = ()
     prompt: str | None = None
+    tokens: tuple[int, ...] | None = None
     sampling: Sampling = Sampling()
 
 
@@ -125,7 +135,7 @@ class Unload:
     pass
 
 
-Request: TypeAlias = Load | Tokenize | RenderChat | Generate | SaveState | RestoreState | Unload
+Request: TypeAlias = Load | Tokenize | CountTokens | RenderChat | Generate | SaveState | RestoreState | Unload
 
 
 # Events ----------------------------------------------------------------------------
@@ -144,6 +154,7 @@ class ModelInfo:
     size_bytes: int
     has_chat_template: bool
     load_seconds: float
+    fingerprint: str = ""  # these exact weights: keys caches of token counts and KV states
     log_lines: tuple[str, ...] = ()  # what llama.cpp said while loading
 
 
@@ -156,6 +167,11 @@ class Loaded:
 class Tokens:
     ids: tuple[int, ...]
     text: str = ""
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    counts: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -224,6 +240,6 @@ class Failed:
 
 
 Event: TypeAlias = (
-    Loaded | Tokens | Progress | Token | Done | StateSaved | StateRestored | Unloaded | Failed
+    Loaded | Tokens | TokenCounts | Progress | Token | Done | StateSaved | StateRestored | Unloaded | Failed
 )
-TERMINAL = (Loaded, Tokens, Done, StateSaved, StateRestored, Unloaded, Failed)
+TERMINAL = (Loaded, Tokens, TokenCounts, Done, StateSaved, StateRestored, Unloaded, Failed)

@@ -32,6 +32,7 @@ from inference.errors import ChatTemplateError, EnclaveError, ModelLoadError, No
 from inference.protocol import (
     TERMINAL,
     ChatMessage,
+    CountTokens,
     Done,
     Event,
     Failed,
@@ -46,6 +47,7 @@ from inference.protocol import (
     SaveState,
     StateRestored,
     StateSaved,
+    TokenCounts,
     Tokenize,
     Tokens,
     Unload,
@@ -286,6 +288,9 @@ class Worker:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return list(self._call(Tokenize(text, add_special, parse_special), Tokens).ids)
 
+    def count_tokens(self, texts: list[str] | tuple[str, ...]) -> list[int]:
+        return list(self._call(CountTokens(tuple(texts)), TokenCounts).counts)
+
     def render_chat(self, messages: tuple[ChatMessage, ...], add_generation_prompt: bool = True) -> Tokens:
         return self._call(RenderChat(messages, add_generation_prompt), Tokens)
 
@@ -407,13 +412,19 @@ class _Handler:
         elif isinstance(request, Tokenize):
             engine = self._need_engine()
             yield Tokens(tuple(engine.tokenize(request.text, request.add_special, request.parse_special)))
+        elif isinstance(request, CountTokens):
+            engine = self._need_engine()
+            yield TokenCounts(tuple(len(engine.tokenize(t, add_special=False, parse_special=False))
+                                    for t in request.texts))
         elif isinstance(request, RenderChat):
             engine = self._need_engine()
             text = engine.render_chat(request.messages, request.add_generation_prompt)
             yield Tokens(tuple(engine.tokenize_prompt(text)), text)
         elif isinstance(request, Generate):
             engine = self._need_engine()
-            if request.prompt is not None:
+            if request.tokens is not None:
+                prompt = list(request.tokens)
+            elif request.prompt is not None:
                 prompt = engine.tokenize_prompt(request.prompt)
             else:
                 prompt = engine.chat_tokens(request.messages)

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.chat import (
-    ChatService,
-    ContextTrimmed,
-    ReplyDelta,
-    ReplyFinished,
-    UserMessageSaved,
-    fit_history,
-    title_from,
-)
+from app.chat import ChatService, ContextTrimmed, ReplyDelta, ReplyFinished, UserMessageSaved, title_from
 from app.conversations import ConversationRepository
+from app.prompting import fit_history
 from app.runtime import Runtime
 from app.settings import Settings
 from app.store import open_store
@@ -43,6 +36,7 @@ class FakeRuntime:
     template: str | None = "{% for m in messages %}<think>{% endfor %}"
     fail_with: str | None = None
     prompts: list[list[ChatMessage]] = field(default_factory=list)
+    rendered: dict[tuple[int, ...], list[ChatMessage]] = field(default_factory=dict)
     cancelled: bool = False
     cancel_after: int | None = None
 
@@ -53,9 +47,15 @@ class FakeRuntime:
     def load(self, model: str, settings: object = None, **_: object) -> object:
         return type("Outcome", (), {"info": type("Info", (), {"n_ctx": self.n_ctx})()})()
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> Tokens:
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> Tokens:
         text = "".join(f"<{m.role}>{m.content}" for m in messages)
-        return Tokens(tuple(range(len(text.split()) + 2 * len(messages))), text)
+        ids = tuple(range(len(self.rendered), len(self.rendered) + len(text.split()) + 2 * len(messages)))
+        self.rendered[ids] = list(messages)
+        return Tokens(ids, text)
+
+    def continue_tokens(self, tokens: Sequence[int], sampling: Sampling, prefix_key: str | None = None
+                        ) -> Iterator[Event]:
+        return self.chat(self.rendered[tuple(tokens)], sampling)
 
     def cancel(self) -> None:
         self.cancelled = True

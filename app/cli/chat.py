@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from app.chat import ContextTrimmed, PromptProgress, ReplyDelta, ReplyFinished
+from app.chat import ContextTrimmed, LibraryNote, PromptProgress, ReplyDelta, ReplyFinished
 from app.cli.common import Cancellable, ProgressLine, cli, user_errors
-from app.conversations import Conversation
+from app.conversations import Conversation, Message
 from app.services import Services
 from inference.errors import EnclaveError
 
@@ -20,12 +20,15 @@ HELP = "Type a message and press Enter. /new starts a new chat, /regen answers a
 @click.option("--model", default=None, help="The model file (default: the default_model setting).")
 @click.option("--conversation", "conversation_id", type=int, default=None, help="Continue this conversation.")
 @click.option("--system", default=None, help="A system prompt for a new conversation.")
+@click.option("--library", "library_name", default=None, help="Chat about a document library.")
 @click.option("--no-reasoning", is_flag=True, help="Hide a reasoning model's thinking.")
 @user_errors
-def chat(model: str | None, conversation_id: int | None, system: str | None, no_reasoning: bool) -> None:
+def chat(model: str | None, conversation_id: int | None, system: str | None, library_name: str | None,
+         no_reasoning: bool) -> None:
     """Chat with a model in the terminal. The conversation is saved as you go."""
     with Services.open() as services:
-        conversation = _open_conversation(services, model, conversation_id, system)
+        library_id = services.libraries.get(library_name).id if library_name else None
+        conversation = _open_conversation(services, model, conversation_id, system, library_id)
         click.echo(f"Chat {conversation.id} with {conversation.model}. {HELP}", err=True)
         show_reasoning = not no_reasoning and services.current_settings().show_reasoning
         while True:
@@ -40,7 +43,8 @@ def chat(model: str | None, conversation_id: int | None, system: str | None, no_
             if text in ("/exit", "/quit"):
                 return
             if text == "/new":
-                conversation = services.chat.start(model=conversation.model, system_prompt=conversation.system_prompt)
+                conversation = services.chat.start(model=conversation.model, system_prompt=conversation.system_prompt,
+                                                   library_id=conversation.library_id)
                 click.echo(f"New chat {conversation.id}.", err=True)
                 continue
             if text == "/regen":
@@ -48,13 +52,13 @@ def chat(model: str | None, conversation_id: int | None, system: str | None, no_
             else:
                 events = services.chat.send(conversation.id, text)
             try:
-                _show_reply(events, services.chat.cancel, show_reasoning)
+                show_reply(events, services.chat.cancel, show_reasoning)
             except EnclaveError as exc:  # one turn failed: say so, keep chatting
                 click.echo(f"enclave: error: {exc}", err=True)
 
 
 def _open_conversation(services: Services, model: str | None, conversation_id: int | None,
-                       system: str | None) -> Conversation:
+                       system: str | None, library_id: int | None) -> Conversation:
     if conversation_id is not None:
         conversation = services.conversations.get(conversation_id)
         if model and model != conversation.model:
@@ -62,7 +66,7 @@ def _open_conversation(services: Services, model: str | None, conversation_id: i
         for message in services.conversations.messages(conversation_id, limit=6):
             click.echo(f"{message.role}: {message.content}", err=True)
         return conversation
-    conversation = services.chat.start(model=model, system_prompt=system)
+    conversation = services.chat.start(model=model, system_prompt=system, library_id=library_id)
     if not conversation.model:
         services.conversations.delete(conversation.id)
         raise EnclaveError("No model chosen. Pass --model PATH, or set a default with "
@@ -70,12 +74,16 @@ def _open_conversation(services: Services, model: str | None, conversation_id: i
     return conversation
 
 
-def _show_reply(events: object, cancel: object, show_reasoning: bool) -> None:
+def show_reply(events: object, cancel: object, show_reasoning: bool) -> Message | None:
+    """Stream a reply to the terminal; returns the stored reply."""
     progress = ProgressLine()
     in_reasoning = False
+    finished: Message | None = None
     stream = Cancellable(events, cancel)  # type: ignore[arg-type]
     for event in stream:
-        if isinstance(event, ContextTrimmed):
+        if isinstance(event, LibraryNote):
+            click.echo(f"({event.text})", err=True)
+        elif isinstance(event, ContextTrimmed):
             click.echo(f"(Left out {event.dropped} earlier messages so the chat fits the model's "
                        f"{event.n_ctx:,}-token context.)", err=True)
         elif isinstance(event, PromptProgress):
@@ -91,9 +99,10 @@ def _show_reply(events: object, cancel: object, show_reasoning: bool) -> None:
                     in_reasoning = False
                 click.echo(event.answer, nl=False)
         elif isinstance(event, ReplyFinished):
-            message = event.message
+            finished = message = event.message
             click.echo("")
             if message.status == "error":
                 click.echo(f"enclave: error: {message.error}", err=True)
             elif message.stop_reason == "cancelled" or stream.interrupted:
                 click.echo("[stopped]", err=True)
+    return finished

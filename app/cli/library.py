@@ -1,0 +1,191 @@
+"""``enclave library ...`` and ``enclave ask``: document libraries from the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from app.cli.chat import show_reply
+from app.cli.common import cli, user_errors
+from app.extract import Limits
+from app.ingest import IngestProgress, ingest
+from app.library_sizing import size_library
+from app.services import Services
+from inference.devices import detect_machine, format_size
+from inference.errors import EnclaveError
+from inference.fingerprint import model_fingerprint
+from inference.planner import PlanRequest
+from inference.protocol import ModelSettings
+
+
+@cli.group()
+def library() -> None:
+    """Document libraries: folders of files a model reads whole."""
+
+
+@library.command()
+@click.argument("name")
+@user_errors
+def create(name: str) -> None:
+    """Make an empty library called NAME."""
+    with Services.open() as services:
+        made = services.libraries.create(name)
+    click.echo(f"Created library {made.name!r}. Add files with 'enclave library add {made.name} PATH...'.")
+
+
+@library.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--include", multiple=True, help="Only files matching this glob (e.g. '*.pdf'). Repeatable.")
+@click.option("--exclude", multiple=True, help="Skip files matching this glob (e.g. 'drafts/*'). Repeatable.")
+@click.option("--create", "create_missing", is_flag=True, help="Create the library if it does not exist.")
+@user_errors
+def add(name: str, paths: tuple[Path, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+        create_missing: bool) -> None:
+    """Add files and folders (recursively) to library NAME. Ctrl-C stops cleanly."""
+    with Services.open() as services:
+        found = services.libraries.find(name)
+        if found is None and create_missing:
+            found = services.libraries.create(name)
+        target = found or services.libraries.get(name)
+        settings = services.current_settings()
+        limits = Limits(max_file_bytes=settings.max_document_mb * 2**20)
+        report = ingest(services.libraries, target, paths, include=include, exclude=exclude, limits=limits,
+                        on_progress=_progress)
+        click.echo("\r\033[K" if sys.stderr.isatty() else "", err=True, nl=False)
+        click.echo(f"{target.name}: {report.summary()}.")
+        for path, _reason, message in report.failed:
+            click.echo(f"  not read: {message}" if path in message else f"  not read: {path}: {message}")
+
+
+def _progress(p: IngestProgress) -> None:
+    if sys.stderr.isatty() and p.current:
+        click.echo(f"\r\033[KReading {p.files_done + 1}/{p.files_total} ({format_size(p.bytes_done)} of "
+                   f"{format_size(p.bytes_total)}): {Path(p.current).name}", err=True, nl=False)
+
+
+@library.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def list_command(as_json: bool) -> None:
+    """Your libraries."""
+    with Services.open(readonly=True) as services:
+        libraries = services.libraries.all()
+    if as_json:
+        click.echo(json.dumps([asdict(lib) for lib in libraries], indent=2))
+        return
+    if not libraries:
+        click.echo("No libraries yet. 'enclave library create NAME' makes one.")
+    for lib in libraries:
+        failed = f", {lib.failed} not readable" if lib.failed else ""
+        click.echo(f"{lib.name}: {lib.documents} documents{failed}, {lib.chars:,} characters")
+
+
+@library.command()
+@click.argument("name")
+@click.option("--model", default=None, help="Count tokens with this model and size the context it needs.")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
+    """The documents of library NAME, what could not be read and why; with --model, the
+    context the whole library needs and whether this machine holds it."""
+    with Services.open(readonly=model is None) as services:
+        lib = services.libraries.get(name)
+        documents = services.libraries.documents(lib.id)
+        sizing, counts = None, {}
+        if model:
+            gguf = services.runtime.inspect(model)
+            tokenizer = model_fingerprint(gguf.path)
+            services.runtime.load(model, ModelSettings(path=model, vocab_only=True))
+            request = PlanRequest(type_k=kv_type, type_v=kv_type, flash_attn=True)  # type: ignore[arg-type]
+            sizing = size_library(services.libraries, lib.id, gguf, tokenizer, detect_machine(), request,
+                                  count=services.runtime.count_tokens)
+            counts = services.libraries.token_counts([d.sha256 for d in documents if d.sha256], tokenizer)
+    if as_json:
+        click.echo(json.dumps({
+            "library": asdict(lib),
+            "documents": [{**asdict(d), "tokens": counts.get(d.sha256 or "")} for d in documents],
+            "sizing": None if sizing is None else {
+                "library_tokens": sizing.library_tokens, "exact": sizing.exact, "needed_ctx": sizing.needed_ctx,
+                "fits": sizing.fits, "summary": sizing.describe(),
+                "plan": sizing.plan.as_dict() if sizing.plan else None},
+        }, indent=2))
+        return
+    click.echo(f"{lib.name}: {lib.documents} documents, {lib.chars:,} characters")
+    for d in documents:
+        tokens = f"{counts[d.sha256]:>9,} tokens" if d.sha256 in counts else f"{d.chars:>9,} chars "
+        state = f"  NOT READ ({d.error_reason}): {d.error}" if d.error else ""
+        click.echo(f"  [{d.id}] {d.kind or '?':<8} {tokens}  {d.title or Path(d.path).name}  {d.path}{state}")
+    if sizing is not None:
+        click.echo(sizing.describe())
+
+
+@library.command()
+@click.argument("name")
+@click.argument("document", required=False)
+@user_errors
+def remove(name: str, document: str | None) -> None:
+    """Delete library NAME, or only DOCUMENT (its id or path) from it."""
+    with Services.open() as services:
+        lib = services.libraries.get(name)
+        if document is None:
+            services.libraries.delete(lib.id)
+            services.prompt_cache.clear(lib.id)
+            click.echo(f"Deleted library {lib.name!r}.")
+            return
+        docs = services.libraries.documents(lib.id)
+        match = next((d for d in docs if str(d.id) == document or d.path == document
+                      or d.path == str(Path(document).absolute())), None)
+        if match is None:
+            raise EnclaveError(f"Library {lib.name!r} has no document {document!r}; 'enclave library show "
+                               f"{lib.name}' lists them.")
+        services.libraries.remove_document(match.id)
+        click.echo(f"Removed [{match.id}] {match.path} from {lib.name!r}.")
+
+
+@library.command()
+@click.option("--clear", is_flag=True, help="Delete every saved prompt cache.")
+@user_errors
+def cache(clear: bool) -> None:
+    """Saved KV caches of library prompts (they make the next question fast)."""
+    with Services.open() as services:
+        if clear:
+            count, size = services.prompt_cache.clear()
+            click.echo(f"Deleted {count} saved prompt caches ({format_size(size)}).")
+            return
+        entries = services.prompt_cache.entries()
+        cap = services.current_settings().kv_cache_max_gb
+    total = sum(e.bytes for e in entries)
+    click.echo(f"{len(entries)} saved prompt caches, {format_size(total)} of at most {cap:g} GiB "
+               "(setting kv_cache_max_gb).")
+    for e in entries:
+        click.echo(f"  {e.library or '(deleted library)'} with {e.model}: {e.tokens:,} tokens, "
+                   f"{format_size(e.bytes)}, last used {e.last_used_at[:16].replace('T', ' ')}")
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--library", "library_name", required=True, help="The library to answer from.")
+@click.option("--model", default=None, help="The model file (default: the default_model setting).")
+@click.option("--no-reasoning", is_flag=True, help="Hide a reasoning model's thinking.")
+@user_errors
+def ask(question: str, library_name: str, model: str | None, no_reasoning: bool) -> None:
+    """Answer QUESTION from a whole library, with citations; saved as a conversation."""
+    with Services.open() as services:
+        lib = services.libraries.get(library_name)
+        conversation = services.chat.start(model=model, library_id=lib.id)
+        if not conversation.model:
+            services.conversations.delete(conversation.id)
+            raise EnclaveError("No model chosen. Pass --model PATH, or set a default with "
+                               "'enclave settings set default_model PATH'.")
+        show_reasoning = not no_reasoning and services.current_settings().show_reasoning
+        reply = show_reply(services.chat.send(conversation.id, question), services.chat.cancel, show_reasoning)
+        if reply is not None and reply.status == "error":
+            raise SystemExit(2)
+        click.echo(f"(Saved as conversation {conversation.id}; continue with 'enclave chat --conversation "
+                   f"{conversation.id}'.)", err=True)

@@ -1,0 +1,113 @@
+"""Saved KV states of library prompts, so a question after a restart costs only itself.
+
+An entry is the llama.cpp KV state of a prompt prefix, saved by the worker, keyed by
+everything that decides its bytes: the model's weights (fingerprint), the KV cache types,
+flash attention (it changes the V layout) and the prefix's exact tokens (so a changed or
+added document makes a new key). Entries are listed in the app database; the files live
+under the cache folder. Past the size cap the least recently used go first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.conversations import now
+from app.store import Store
+from inference.protocol import ModelSettings
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    path: str
+    library_id: int | None
+    library: str | None
+    model: str
+    tokens: int
+    bytes: int
+    created_at: str
+    last_used_at: str
+
+
+def _files(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + ".json")]  # the state and the engine's sidecar
+
+
+class PromptCache:
+    def __init__(self, store: Store, folder: Path, max_bytes: Callable[[], int]) -> None:
+        self.store = store
+        self.folder = folder
+        self._max_bytes = max_bytes
+
+    @staticmethod
+    def key(model_fingerprint: str, settings: ModelSettings, prefix: Sequence[int]) -> str:
+        digest = hashlib.sha256()
+        digest.update(f"{model_fingerprint}|{settings.type_k}|{settings.type_v}|{settings.flash_attn}|".encode())
+        digest.update(b"".join(t.to_bytes(4, "little", signed=True) for t in prefix))
+        return digest.hexdigest()[:40]
+
+    def path_for(self, key: str) -> Path:
+        return self.folder / f"{key}.kv"
+
+    def lookup(self, key: str) -> Path | None:
+        """The state file for ``key`` if it is there (and marked as just used)."""
+        path = self.path_for(key)
+        row = self.store.read().execute("SELECT 1 FROM kv_cache WHERE key = ?", [key]).fetchone()
+        if row is None or not path.exists():
+            if row is not None:
+                self.forget(key)
+            return None
+        with self.store.write() as db:
+            db.execute("UPDATE kv_cache SET last_used_at = ? WHERE key = ?", [now(), key])
+        return path
+
+    def record(self, key: str, *, library_id: int | None, model: str, tokens: int) -> None:
+        """Note a state the worker just saved; older states of the same library and model
+        are stale (the library changed) and go."""
+        path = self.path_for(key)
+        size = sum(p.stat().st_size for p in _files(path) if p.exists())
+        stamp = now()
+        stale = [r[0] for r in self.store.read().execute(
+            "SELECT key FROM kv_cache WHERE library_id IS ? AND model = ? AND key != ?", [library_id, model, key])]
+        for old in stale:
+            self.forget(old)
+        with self.store.write() as db:
+            db.execute("INSERT OR REPLACE INTO kv_cache (key, path, library_id, model, tokens, bytes, created_at, "
+                       "last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [key, str(path), library_id, model, tokens, size, stamp, stamp])
+        self.evict()
+
+    def evict(self) -> list[str]:
+        """Drop least recently used entries until the total is under the cap."""
+        dropped = []
+        entries = sorted(self.entries(), key=lambda e: e.last_used_at)
+        total = sum(e.bytes for e in entries)
+        for entry in entries:
+            if total <= self._max_bytes():
+                break
+            self.forget(entry.key)
+            total -= entry.bytes
+            dropped.append(entry.key)
+        return dropped
+
+    def forget(self, key: str) -> None:
+        for file in _files(self.path_for(key)):
+            file.unlink(missing_ok=True)
+        with self.store.write() as db:
+            db.execute("DELETE FROM kv_cache WHERE key = ?", [key])
+
+    def entries(self) -> list[CacheEntry]:
+        rows = self.store.read().query(
+            "SELECT k.*, l.name AS library FROM kv_cache k LEFT JOIN libraries l ON l.id = k.library_id "
+            "ORDER BY k.last_used_at DESC")
+        return [CacheEntry(**r) for r in rows]
+
+    def clear(self, library_id: int | None = None) -> tuple[int, int]:
+        """Forget every entry (of one library): returns (entries, bytes) freed."""
+        gone = [e for e in self.entries() if library_id is None or e.library_id == library_id]
+        for entry in gone:
+            self.forget(entry.key)
+        return len(gone), sum(e.bytes for e in gone)

@@ -1,0 +1,139 @@
+"""Libraries, measured in one run:
+
+1. ingestion throughput: MB/s of plain text, and PDF pages/s;
+2. prompt assembly for a library of about 1 million tokens, token counts cached
+   (target: under 1 s);
+3. time to first token of a second question about a 20,000-token library, divided by the
+   first question's (target <= 0.05), and the same after a restart, with the library's KV
+   state restored from disk (target <= 0.2).
+
+    python bench/library.py [MODEL.gguf]
+
+Without MODEL it writes the benchmark model of ``tests/tiny_models.py`` (6 layers, 1024
+wide, 8 experts) to a temporary folder. Everything runs under a temporary ENCLAVE_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+if not __package__:  # run as a file rather than with -m: the repository root holds tests/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.chat import ReplyDelta, ReplyFinished
+from app.ingest import ingest
+from app.prompting import LibraryPromptBuilder
+from app.services import Services
+from inference.fingerprint import model_fingerprint
+from inference.protocol import ModelSettings
+from tests.docs_samples import write_pdf
+from tests.tiny_models import BENCH, write_tiny_model
+
+WORDS = ("the enclave library keeps every contract report and letter on this machine so a model can read "
+         "all of them at once and answer questions with citations to the page").split()
+
+
+def text_of(n_words: int, seed: int) -> str:
+    """Distinct for every seed (identical files would be stored, and counted, once)."""
+    body = " ".join(WORDS[(i * 7 + seed) % len(WORDS)] for i in range(n_words))
+    return f"Document {seed}. {body} (end of document {seed})\n"
+
+
+def bench_ingest(services: Services, root: Path) -> None:
+    texts = root / "texts"
+    texts.mkdir()
+    for i in range(200):
+        (texts / f"{i:03}.txt").write_text(text_of(40_000, i) * 1)  # ~250 KB each, 50 MB in all
+    pdfs = root / "pdfs"
+    pdfs.mkdir()
+    for i in range(10):
+        write_pdf(pdfs / f"{i}.pdf", pages=tuple(text_of(300, 100 * i + p) for p in range(30)))
+    size = sum(f.stat().st_size for f in texts.iterdir())
+    lib = services.libraries.create("ingest")
+    start = time.perf_counter()
+    ingest(services.libraries, lib, [texts])
+    text_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    ingest(services.libraries, lib, [pdfs])
+    pdf_seconds = time.perf_counter() - start
+    print(f"ingest: {size / 2**20 / text_seconds:.1f} MB/s of text ({size / 2**20:.0f} MB in 200 files), "
+          f"{300 / pdf_seconds:.0f} PDF pages/s (300 pages)")
+
+
+def bench_assembly(services: Services, root: Path, model: Path) -> None:
+    folder = root / "million"
+    folder.mkdir()
+    for i in range(100):  # ~1 million tokens with the benchmark model's character-level vocabulary
+        (folder / f"{i:03}.txt").write_text(text_of(1_700, i))
+    lib = services.libraries.create("million")
+    ingest(services.libraries, lib, [folder])
+    services.runtime.load(str(model), ModelSettings(path=str(model), vocab_only=True))
+    builder = LibraryPromptBuilder(services.libraries, services.runtime.count_tokens, model_fingerprint(model))
+    start = time.perf_counter()
+    first = builder.build(services.libraries.get(lib.id), 10**8, "which contract?")
+    counting = time.perf_counter() - start
+    start = time.perf_counter()
+    again = builder.build(services.libraries.get(lib.id), 10**8, "which report?")
+    cached = time.perf_counter() - start
+    assert again.system_text == first.system_text
+    print(f"prompt assembly: {first.library_tokens:,} tokens in {len(first.units)} documents: "
+          f"{cached:.3f} s with cached counts (target < 1 s); {counting:.2f} s counting them the first time")
+
+
+def time_to_first_token(services: Services, library_id: int, model: Path, question: str) -> float:
+    conversation = services.chat.start(model=str(model), library_id=library_id)
+    start = time.perf_counter()
+    for event in services.chat.send(conversation.id, question):
+        if isinstance(event, ReplyDelta | ReplyFinished):
+            return time.perf_counter() - start
+    raise RuntimeError("no reply")
+
+
+def bench_reuse(root: Path, model: Path) -> None:
+    folder = root / "twenty"
+    folder.mkdir()
+    for i in range(10):  # ~20,000 tokens with the benchmark model's character-level vocabulary
+        (folder / f"{i}.txt").write_text(text_of(320, i))
+
+    def configured() -> Services:
+        services = Services.open()
+        for key, value in (("max_tokens", 4), ("context_length", 32768), ("temperature", 0.0)):
+            services.settings.set(key, value)
+        return services
+
+    with configured() as services:
+        lib = services.libraries.create("twenty")
+        ingest(services.libraries, lib, [folder])
+        services.runtime.load(str(model), ModelSettings(path=str(model), n_ctx=32768))
+        first = time_to_first_token(services, lib.id, model, "What does document 3 say?")
+        second = time_to_first_token(services, lib.id, model, "And document 7?")
+        tokens = services.prompt_cache.entries()[0].tokens
+    with configured() as services:
+        restored = time_to_first_token(services, lib.id, model, "And document 5?")
+    print(f"library of {tokens:,} tokens: time to first token {first:.2f} s, second question {second:.3f} s "
+          f"(ratio {second / first:.3f}, target <= 0.05), after a restart {restored:.3f} s "
+          f"(ratio {restored / first:.3f}, target <= 0.2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, nargs="?")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        os.environ["ENCLAVE_HOME"] = str(root / "home")
+        model = args.model or write_tiny_model(root / "bench.gguf", replace(BENCH, context_length=65536))
+        with Services.open() as services:
+            bench_ingest(services, root)
+            bench_assembly(services, root, model)
+        bench_reuse(root, model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Asking a library with the real tiny model: the library's KV cache is reused in the
+worker, restored from disk after a restart, and replaced when the library changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.chat import LibraryNote, PromptProgress, ReplyDelta, ReplyFinished
+from app.ingest import ingest
+from app.services import Services
+
+
+def ask(services: Services, library_id: int, model: Path, question: str) -> tuple[list, object]:
+    conversation = services.chat.start(model=str(model), library_id=library_id)
+    events = list(services.chat.send(conversation.id, question))
+    final = events[-1]
+    assert isinstance(final, ReplyFinished) and final.message.status == "complete", final
+    return events, final.message
+
+
+@pytest.fixture
+def library_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, topic in enumerate(["apples and orchards", "the memory planner", "secure offline work"]):
+        (folder / f"{i}.txt").write_text(f"Document {i} is about {topic}. " * 20)
+    return folder
+
+
+def open_services(home: Path) -> Services:
+    services = Services.open()
+    for key, value in (("max_tokens", 8), ("temperature", 0.0), ("context_length", 4096), ("threads", 2)):
+        services.settings.set(key, value)
+    return services
+
+
+def test_the_second_question_evaluates_only_itself(enclave_home: Path, moe_model: Path,
+                                                   library_folder: Path) -> None:
+    with open_services(enclave_home) as services:
+        lib = services.libraries.create("docs")
+        ingest(services.libraries, lib, [library_folder])
+        first_events, first = ask(services, lib.id, moe_model, "What is document 1 about?")
+        note = next(e for e in first_events if isinstance(e, LibraryNote))
+        assert note.text.startswith("Read the whole library: 3 documents")
+        assert first.context_note == note.text
+        progress = [e for e in first_events if isinstance(e, PromptProgress)]
+        (entry,) = services.prompt_cache.entries()
+        assert progress[0].done == 0 and any(p.done == entry.tokens for p in progress)  # the library, read once
+        assert Path(entry.path).exists()
+
+        _, second = ask(services, lib.id, moe_model, "And document 2?")
+        assert second.cached_tokens >= entry.tokens  # the whole library came from the KV cache
+        evaluated = second.prompt_tokens - second.cached_tokens
+        tokenize = services.runtime.worker.tokenize
+        question_tokens = len(tokenize("And document 2?", add_special=False))
+        frame = len(tokenize("<|im_end|>\n<|im_start|>assistant\n", add_special=False))  # the template's
+        assert question_tokens <= evaluated <= question_tokens + frame + 1
+        answer_here = second.content
+
+    with open_services(enclave_home) as services:  # a restart: a new process, the state from disk
+        events, third = ask(services, lib.id, moe_model, "And document 2?")
+        assert third.cached_tokens >= entry.tokens
+        assert not any(isinstance(e, PromptProgress) and 0 < e.done < entry.tokens for e in events)
+        assert third.content == answer_here  # restored state, same greedy answer
+
+
+def test_changing_a_document_replaces_the_cache_and_appending_reuses_it(enclave_home: Path, moe_model: Path,
+                                                                        library_folder: Path) -> None:
+    with open_services(enclave_home) as services:
+        lib = services.libraries.create("docs")
+        ingest(services.libraries, lib, [library_folder])
+        ask(services, lib.id, moe_model, "Summarise.")
+        (old,) = services.prompt_cache.entries()
+
+        (library_folder / "3.txt").write_text("Document 3, added last, is about pears. " * 10)
+        ingest(services.libraries, lib, [library_folder])
+        events, reply = ask(services, lib.id, moe_model, "Summarise.")
+        (new,) = services.prompt_cache.entries()
+        assert new.key != old.key and not Path(old.path).exists()  # the stale state is gone
+        assert new.tokens > old.tokens
+        first_progress = next(e for e in events if isinstance(e, PromptProgress))
+        assert first_progress.done >= old.tokens - 16  # only the new document was read
+        assert reply.cached_tokens >= new.tokens
+
+        (library_folder / "0.txt").write_text("Document 0 now talks about plums. " * 20)
+        ingest(services.libraries, lib, [library_folder])
+        events, _ = ask(services, lib.id, moe_model, "Summarise.")
+        first_progress = next(e for e in events if isinstance(e, PromptProgress))
+        latest = services.prompt_cache.entries()[0]
+        assert first_progress.done < latest.tokens // 5  # the first document changed: nearly all is read again
+        assert latest.key not in (old.key, new.key)
+
+
+def test_answers_stream_and_are_stored(enclave_home: Path, moe_model: Path, library_folder: Path) -> None:
+    with open_services(enclave_home) as services:
+        lib = services.libraries.create("docs")
+        ingest(services.libraries, lib, [library_folder])
+        events, reply = ask(services, lib.id, moe_model, "Which document is about apples?")
+        streamed = "".join(e.answer + e.reasoning for e in events if isinstance(e, ReplyDelta))
+        assert streamed == reply.content + reply.reasoning and reply.completion_tokens == 8
+        conversation = services.conversations.get(reply.conversation_id)
+        assert conversation.library_id == lib.id
