@@ -25,6 +25,7 @@ from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progres
 
 FLUSH_SECONDS = 0.25  # how often a streaming reply is written to the database
 TITLE_LENGTH = 60
+HISTORY_LIMIT = 2000  # the most recent messages considered for a prompt; older ones never fit anyway
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ChatService:
         self.runtime = runtime
         self._settings = settings
         self.library_chat = library_chat
+        self._stop_requested = False
 
     # Conversations --------------------------------------------------------------------
 
@@ -93,7 +95,9 @@ class ChatService:
         )
 
     def cancel(self) -> None:
-        """Stop the reply being generated (from any thread); its text so far is kept."""
+        """Stop the reply being generated (from any thread); its text so far is kept. A
+        stop while the model loads or the library is read is honoured too."""
+        self._stop_requested = True
         self.runtime.cancel()
 
     # Turns ---------------------------------------------------------------------------
@@ -159,7 +163,8 @@ class ChatService:
 
     def _history(self, conversation: Conversation) -> list[ChatMessage]:
         """The conversation as the model sees it: finished text, reasoning attached."""
-        return [ChatMessage(m.role, m.content, m.reasoning) for m in self.conversations.messages(conversation.id)
+        recent = self.conversations.messages(conversation.id, limit=HISTORY_LIMIT)
+        return [ChatMessage(m.role, m.content, m.reasoning) for m in recent
                 if m.role in ("user", "assistant") and (m.content or m.role == "user")]
 
     def _plain_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> _Turn:
@@ -194,6 +199,7 @@ class ChatService:
         return _Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note)
 
     def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
+        self._stop_requested = False
         sampling = self._sampling(conversation)
         n_ctx = self._load(model, conversation, sampling.max_tokens or 2048)
         reserve = min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
@@ -211,6 +217,10 @@ class ChatService:
         opens = prompt_opens_reasoning(turn.text)
         splitter = ReasoningSplitter(detect_style(template, opens), starts_in_reasoning=opens)
         writer = _ReplyWriter(self.conversations, reply.id, splitter)
+        if self._stop_requested:  # stopped while loading or reading the library: nothing to generate
+            writer.fail(None)
+            yield ReplyFinished(self.conversations.message(reply.id))
+            return
         finished = False
         try:
             for event in self.runtime.continue_tokens(turn.tokens, sampling, turn.prefix_key):

@@ -102,6 +102,21 @@ class ConversationRepository:
             new_id = cursor.lastrowid
         return self.get(new_id)
 
+    def insert_whole(self, *, title: str, model: str | None, system_prompt: str, sampling: dict[str, Any],
+                     messages: list[dict[str, Any]]) -> Conversation:
+        """A conversation with all its messages, in one transaction (an import)."""
+        stamp = now()
+        with self.store.write() as db:
+            new_id = db.execute(
+                "INSERT INTO conversations (title, model, system_prompt, sampling, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [title, model, system_prompt, json.dumps(sampling), stamp, stamp],
+            ).lastrowid
+            for m in messages:
+                values = {"created_at": stamp, "updated_at": stamp, **m, "conversation_id": new_id}
+                db.execute(f"INSERT INTO messages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                           list(values.values()))
+        return self.get(new_id)
+
     def get(self, conversation_id: int) -> Conversation:
         rows = list(self.store.read().query(f"{_CONVERSATION_SELECT} WHERE c.id = ?", [conversation_id]))
         if not rows:

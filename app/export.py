@@ -52,17 +52,28 @@ def import_json(repo: ConversationRepository, text: str) -> Conversation:
     """Add an exported conversation as a new conversation; returns it."""
     try:
         data = json.loads(text)
-        if data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError("not an Enclave conversation export")
         if data.get("version", 0) > FORMAT_VERSION:
             raise ValueError("made by a newer Enclave")
         conv: dict[str, Any] = data["conversation"]
         messages: list[dict[str, Any]] = data["messages"]
+        _check(conv, messages)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EnclaveError(f"This file cannot be imported: {exc}.") from exc
-    created = repo.create(title=conv.get("title", ""), model=conv.get("model"),
-                          system_prompt=conv.get("system_prompt", ""), sampling=conv.get("sampling") or {})
-    for m in messages:
-        fields = {k: m[k] for k in _MESSAGE_KEEP if k in m and k not in ("role", "content")}
-        repo.add_message(created.id, m["role"], m.get("content", ""), **fields)
-    return repo.get(created.id)
+    rows = [{k: m[k] for k in _MESSAGE_KEEP if k in m} for m in messages]
+    return repo.insert_whole(title=str(conv.get("title", "")), model=conv.get("model"),
+                             system_prompt=str(conv.get("system_prompt", "")), sampling=conv.get("sampling") or {},
+                             messages=rows)
+
+
+def _check(conv: object, messages: object) -> None:
+    if not isinstance(conv, dict):
+        raise ValueError("'conversation' is not an object")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise ValueError("'messages' is not a list of objects")
+    for number, m in enumerate(messages, start=1):
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise ValueError(f"message {number} has role {m.get('role')!r}; Enclave keeps system, user and assistant")
+        if m.get("status", "complete") not in ("complete", "partial", "error"):
+            raise ValueError(f"message {number} has status {m.get('status')!r}")

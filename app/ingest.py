@@ -10,16 +10,14 @@ The caller runs ``ingest`` on whatever thread it likes and gets progress callbac
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.extract import ExtractionError, Limits, extract, kind_of
+from app.hashing import sha256_file
 from app.libraries import Library, LibraryRepository
-
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,14 +94,6 @@ def scan(paths: Iterable[Path], include: tuple[str, ...] = (), exclude: tuple[st
     return files, skipped, missing
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, include: tuple[str, ...] = (),
            exclude: tuple[str, ...] = (), limits: Limits | None = None,
            on_progress: Callable[[IngestProgress], None] = lambda p: None,
@@ -145,7 +135,7 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
             return
         if stat.st_size > limits.max_file_bytes:
             extract(path, limits)  # raises the too-large error with its message, reading nothing
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         if existing is not None and existing.ok and existing.sha256 == sha:
             repo.touch_document(existing.id, stat.st_mtime)
             report.unchanged.append(key)

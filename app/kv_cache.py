@@ -49,6 +49,12 @@ class PromptCache:
         digest.update(b"".join(t.to_bytes(4, "little", signed=True) for t in prefix))
         return digest.hexdigest()[:40]
 
+    @staticmethod
+    def scope(library_id: int, model_fingerprint: str, settings: ModelSettings, system_prompt: str) -> str:
+        """What a saved prefix is a version of: a newer one of the same scope replaces it."""
+        text = f"{library_id}|{model_fingerprint}|{settings.type_k}|{settings.type_v}|{settings.flash_attn}|"
+        return hashlib.sha256((text + system_prompt).encode()).hexdigest()[:24]
+
     def path_for(self, key: str) -> Path:
         return self.folder / f"{key}.kv"
 
@@ -64,24 +70,30 @@ class PromptCache:
             db.execute("UPDATE kv_cache SET last_used_at = ? WHERE key = ?", [now(), key])
         return path
 
-    def record(self, key: str, *, library_id: int | None, model: str, tokens: int) -> None:
-        """Note a state the worker just saved; older states of the same library and model
-        are stale (the library changed) and go."""
+    def record(self, key: str, *, scope: str, library_id: int | None, model: str, tokens: int) -> None:
+        """Note a state the worker just saved; older states of the same scope are stale
+        (the library changed) and go."""
         path = self.path_for(key)
         size = sum(p.stat().st_size for p in _files(path) if p.exists())
         stamp = now()
         stale = [r[0] for r in self.store.read().execute(
-            "SELECT key FROM kv_cache WHERE library_id IS ? AND model = ? AND key != ?", [library_id, model, key])]
+            "SELECT key FROM kv_cache WHERE scope = ? AND key != ?", [scope, key])]
         for old in stale:
             self.forget(old)
         with self.store.write() as db:
             db.execute("INSERT OR REPLACE INTO kv_cache (key, path, library_id, model, tokens, bytes, created_at, "
-                       "last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       [key, str(path), library_id, model, tokens, size, stamp, stamp])
+                       "last_used_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [key, str(path), library_id, model, tokens, size, stamp, stamp, scope])
         self.evict()
 
     def evict(self) -> list[str]:
-        """Drop least recently used entries until the total is under the cap."""
+        """Drop least recently used entries until the total is under the cap, and any
+        state file no entry lists (left by a process that died between save and record)."""
+        listed = {Path(e.path).name for e in self.entries()}
+        for orphan in self.folder.glob("*.kv"):
+            if orphan.name not in listed:
+                for file in _files(orphan):
+                    file.unlink(missing_ok=True)
         dropped = []
         entries = sorted(self.entries(), key=lambda e: e.last_used_at)
         total = sum(e.bytes for e in entries)
@@ -101,7 +113,8 @@ class PromptCache:
 
     def entries(self) -> list[CacheEntry]:
         rows = self.store.read().query(
-            "SELECT k.*, l.name AS library FROM kv_cache k LEFT JOIN libraries l ON l.id = k.library_id "
+            "SELECT k.key, k.path, k.library_id, k.model, k.tokens, k.bytes, k.created_at, k.last_used_at, "
+            "l.name AS library FROM kv_cache k LEFT JOIN libraries l ON l.id = k.library_id "
             "ORDER BY k.last_used_at DESC")
         return [CacheEntry(**r) for r in rows]
 

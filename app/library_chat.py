@@ -88,10 +88,11 @@ class LibraryChat:
         note = built.note(n_ctx, needed_context(built.library_tokens, history_tokens, reserve))
         key = None
         if built.complete and built.units:
-            key = yield from self._ensure_prefix(library_id, system, full)
+            key = yield from self._ensure_prefix(library_id, system, full, system_prompt)
         return LibraryTurn(messages, full, rendered.text, key, note, dropped)
 
-    def _ensure_prefix(self, library_id: int, system: ChatMessage, full: tuple[int, ...]) -> Iterator[Progress]:
+    def _ensure_prefix(self, library_id: int, system: ChatMessage, full: tuple[int, ...],
+                       system_prompt: str) -> Iterator[Progress]:
         """Make the worker hold the library prefix: already there, restored from disk, or
         evaluated now and saved. Returns the prefix's cache key."""
         loaded = self.runtime.last_load
@@ -119,5 +120,6 @@ class LibraryChat:
                 raise EnclaveError("Stopped while reading the library; nothing was answered.")
         self.cache.folder.mkdir(parents=True, exist_ok=True)
         self.runtime.save_state(self.cache.path_for(key))
-        self.cache.record(key, library_id=library_id, model=loaded.gguf.path.name, tokens=len(prefix))
+        scope = PromptCache.scope(library_id, loaded.info.fingerprint, settings, system_prompt)
+        self.cache.record(key, scope=scope, library_id=library_id, model=loaded.gguf.path.name, tokens=len(prefix))
         return key

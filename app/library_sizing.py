@@ -8,24 +8,26 @@ figure says so).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.libraries import LibraryRepository
-from app.prompting import INSTRUCTION
+from app.prompting import SAFETY
 from inference.devices import Machine, format_size
 from inference.gguf_info import GGUFInfo
 from inference.planner import Plan, PlanError, PlanRequest, plan
 
 CONTEXT_ROUNDING = 1024
+INSTRUCTION_TOKENS = 160  # an upper bound for the citation instruction in any tokenizer
 CHARS_PER_TOKEN = 3.2  # a cautious estimate for prose and code alike
 DEFAULT_RESERVE = 2048
 
 
 def needed_context(library_tokens: int, history_tokens: int, reserve: int) -> int:
-    """A context length (rounded up to 1,024) that holds the library, the conversation
-    and the reply."""
-    need = library_tokens + history_tokens + reserve + 256
+    """A context length (rounded up to 1,024) that holds the library (with the margin
+    the prompt builder keeps, and its instruction), the conversation and the reply."""
+    need = math.ceil(library_tokens / (1 - SAFETY)) + INSTRUCTION_TOKENS + history_tokens + reserve + 256
     return -(-need // CONTEXT_ROUNDING) * CONTEXT_ROUNDING
 
 
@@ -68,7 +70,7 @@ def library_tokens(repo: LibraryRepository, library_id: int, tokenizer: str,
         counts.update(counted)
         missing = []
     estimated = sum(int(len(repo.content(sha).text) / CHARS_PER_TOKEN) for sha in missing)
-    frames = 40 * len(shas) + len(INSTRUCTION) // 3  # delimiters, page markers, the instruction
+    frames = 40 * len(shas)  # delimiters and page markers
     return sum(counts.values()) + estimated + frames, not missing
 
 

@@ -10,7 +10,6 @@ the answer is preceded by an exact account of what was left out.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,10 +69,6 @@ class LibraryPrompt:
             more = f" and {len(self.left_out) - 10} more" if len(self.left_out) > 10 else ""
             text += f" Left out: {names}{more}."
         return text + f" The whole library needs a context of about {needed_ctx:,} tokens."
-
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.system_text.encode()).hexdigest()
 
 
 def document_block(document: Document, content: Content, section: int | None = None,
@@ -197,18 +192,26 @@ class LibraryPromptBuilder:
 def fit_history(messages: Sequence[ChatMessage], count: Callable[[Sequence[ChatMessage]], int],
                 budget: int) -> tuple[list[ChatMessage], int, int]:
     """The most recent messages that fit ``budget`` tokens: the system prompt is always
-    kept, then the oldest turns are dropped first. Returns (messages, dropped, tokens)."""
+    kept, then the oldest turns are dropped first, whole (a dropped question takes its
+    answer along); the newest message always stays. Returns (messages, dropped, tokens).
+    A binary search over the cut, so a long history costs a few renders, not one per turn."""
     system = [m for m in messages[:1] if m.role == "system"]
     turns = list(messages[len(system):])
-    dropped = 0
-    while True:
-        candidate = system + turns
-        tokens = count(candidate)
-        if tokens <= budget or len(turns) <= 1:
-            return candidate, dropped, tokens
-        cut = 2 if len(turns) > 2 and turns[0].role == "user" and turns[1].role == "assistant" else 1
-        turns = turns[cut:]
-        dropped += cut
+    tokens = count(system + turns)
+    if tokens <= budget or len(turns) <= 1:
+        return system + turns, 0, tokens
+    lo, hi = 1, len(turns) - 1  # the smallest cut that fits lies in (0, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count(system + turns[mid:]) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    cut = lo
+    while cut < len(turns) - 1 and turns[cut].role == "assistant":  # never start with an answer
+        cut += 1
+    kept = system + turns[cut:]
+    return kept, cut, count(kept)
 
 
 def rank(question: str, texts: Sequence[str]) -> list[int]:

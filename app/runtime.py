@@ -9,7 +9,7 @@ check the plan's figures against what llama.cpp reports it allocated.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,8 +59,11 @@ def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine | None = No
 
 
 class Runtime:
-    def __init__(self, paths: AppPaths) -> None:
+    def __init__(self, paths: AppPaths, resolve: Callable[[str], Path] = resolve_model) -> None:
+        """``resolve`` turns what a user calls a model (a path; with the registry, an id
+        or a name too) into its file."""
         self.paths = paths
+        self.resolve = resolve
         self.worker = Worker(paths.llama_log)
         self.last_load: LoadOutcome | None = None
         self._last_request: tuple[object, ...] | None = None
@@ -77,7 +80,7 @@ class Runtime:
 
     def inspect(self, model: str) -> GGUFInfo:
         """What ``model`` is (validated), remembered while the file is unchanged."""
-        path = resolve_model(model)
+        path = self.resolve(model)
         try:
             stamp = (path, path.stat().st_mtime_ns, path.stat().st_size)
         except OSError:
@@ -92,7 +95,7 @@ class Runtime:
         context), the planner decides GPU layers, expert placement, KV types and flash
         attention; a plan that does not fit is refused before anything is loaded. Asking
         again for what is loaded returns at once."""
-        request = (resolve_model(model), settings and replace(settings, path=""), planned, extra_overrides)
+        request = (self.resolve(model), settings and replace(settings, path=""), planned, extra_overrides)
         if self.last_load is not None and request == self._last_request and self.worker.info is not None:
             return self.last_load
         gguf = self.inspect(model)  # validates; llama.cpp never sees a broken file
@@ -107,6 +110,7 @@ class Runtime:
             wanted = apply_plan(wanted, chosen, extra_overrides)
         elif extra_overrides:
             wanted = replace(wanted, tensor_overrides=extra_overrides + wanted.tensor_overrides)
+        self._resident = None  # a new load starts with an empty KV cache
         info = self.worker.load(wanted)
         report = parse_load_log(info.log_lines)
         checks = check_estimates(chosen, report) if chosen is not None else ()
@@ -168,6 +172,7 @@ class Runtime:
     def unload(self) -> None:
         self.worker.unload()
         self.last_load = None
+        self._resident = None
 
     def close(self) -> None:
         self.worker.close()

@@ -113,3 +113,42 @@ def libraries(db: Database) -> None:
         )""")
     db.execute("ALTER TABLE messages ADD COLUMN context_note TEXT")
     db["contents"].enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize="unicode61")
+
+
+@MIGRATIONS(name="0004_models")
+def models(db: Database) -> None:
+    db.execute("""
+        CREATE TABLE models (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            origin TEXT NOT NULL CHECK (origin IN ('copied', 'linked', 'in_place', 'downloaded', 'discovered')),
+            source TEXT NOT NULL DEFAULT '{}',
+            architecture TEXT,
+            parameters INTEGER,
+            experts INTEGER,
+            experts_used INTEGER,
+            quantization TEXT,
+            context_length INTEGER,
+            license TEXT,
+            size INTEGER NOT NULL,
+            info TEXT NOT NULL DEFAULT '{}',
+            added_at TEXT NOT NULL,
+            verified_at TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE model_files (
+            model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            PRIMARY KEY (model_id, position)
+        )""")
+    db.execute("CREATE INDEX model_files_by_hash ON model_files (sha256)")
+
+
+@MIGRATIONS(name="0005_kv_cache_scope")
+def kv_cache_scope(db: Database) -> None:
+    # What a saved prefix belongs to (library, model weights, cache settings, system prompt):
+    # a newer state of the same scope makes the older one stale.
+    db.execute("ALTER TABLE kv_cache ADD COLUMN scope TEXT NOT NULL DEFAULT ''")

@@ -4,14 +4,16 @@ and the chat service. The CLI and the GUI build one ``Services`` and use only it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from app.chat import ChatService
 from app.conversations import ConversationRepository
 from app.kv_cache import PromptCache
 from app.libraries import LibraryRepository
 from app.library_chat import LibraryChat
+from app.models import ModelRegistry
 from app.paths import AppPaths, app_paths
-from app.runtime import Runtime
+from app.runtime import Runtime, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
 
@@ -24,6 +26,7 @@ class Services:
     settings: SettingsRepository
     libraries: LibraryRepository
     prompt_cache: PromptCache
+    models: ModelRegistry
     _runtime: Runtime | None = field(default=None, repr=False)
     _chat: ChatService | None = field(default=None, repr=False)
 
@@ -34,14 +37,20 @@ class Services:
         store = open_store(paths.database, readonly=readonly)
         settings = SettingsRepository(store)
         cache = PromptCache(store, paths.kv_cache, lambda: int(settings.load().kv_cache_max_gb * 2**30))
-        return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store), cache)
+        return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store), cache,
+                   ModelRegistry(store, paths.models))
 
     @property
     def runtime(self) -> Runtime:
         """The worker process starts only when something needs a model."""
         if self._runtime is None:
-            self._runtime = Runtime(self.paths)
+            self._runtime = Runtime(self.paths, self.resolve_model)
         return self._runtime
+
+    def resolve_model(self, ref: str) -> Path:
+        """A registered model's id or name, or a path to a GGUF file."""
+        model = self.models.find(ref) if not Path(ref).expanduser().exists() else None
+        return model.path if model is not None else resolve_model(ref)
 
     @property
     def chat(self) -> ChatService:

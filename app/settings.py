@@ -8,6 +8,7 @@ an upgrade function for the old version; upgrades run in order on load.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -36,6 +37,7 @@ class Settings:
     show_reasoning: bool = True
     max_document_mb: int = 50  # larger files are recorded with a reason, not read
     kv_cache_max_gb: float = 20.0  # saved library prompt caches; least recently used go first
+    offline: bool = False  # refuse even the commands that go online (pull, search); ENCLAVE_OFFLINE=1 too
 
     def sampling(self, **overrides: Any) -> Sampling:
         base = Sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
@@ -44,6 +46,11 @@ class Settings:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+RANGES: dict[str, tuple[float, float]] = {
+    "context_length": (512, 10_485_760), "threads": (1, 1024), "temperature": (0, 5), "top_k": (0, 100_000),
+    "top_p": (0, 1), "min_p": (0, 1), "repeat_penalty": (0.1, 10), "max_tokens": (1, 10_485_760),
+    "max_document_mb": (1, 100_000), "kv_cache_max_gb": (0, 100_000),
+}
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -54,10 +61,12 @@ def parse_value(key: str, text: str) -> Any:
     if text.lower() in ("none", "null", "") and "None" in kind:
         return None
     try:
-        if kind.startswith("int"):
-            return int(text)
-        if kind.startswith("float"):
-            return float(text)
+        if kind.startswith(("int", "float")):
+            value = int(text) if kind.startswith("int") else float(text)
+            low, high = RANGES.get(key, (-math.inf, math.inf))
+            if not low <= value <= high:
+                raise EnclaveError(f"{key} must be between {low:g} and {high:g}, not {text}.")
+            return value
         if kind.startswith("bool"):
             if text.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise ValueError(text)

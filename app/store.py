@@ -61,6 +61,12 @@ class Store:
                 self._writer.execute("PRAGMA journal_mode = WAL")
                 self._writer.execute("PRAGMA synchronous = NORMAL")
                 MIGRATIONS.apply(self._writer)
+        except sqlite3.OperationalError as exc:
+            self.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreError(f"The database {path} is locked by another program. Close it (or wait for it to "
+                                 "finish) and try again.") from exc
+            raise StoreError(_damaged(path, exc)) from exc
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(_damaged(path, exc)) from exc

@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import llama_cpp
@@ -90,6 +91,7 @@ class Engine:
         self._log = log
         self._tokens: list[int] = []  # what the KV cache of sequence 0 holds
         self._pieces: dict[int, bytes] = {}
+        self._control_pattern: re.Pattern[str] | None = None
         self._model = None
         self._ctx = None
         started = time.perf_counter()
@@ -148,6 +150,9 @@ class Engine:
         params.type_k = _KV_TYPES[s.type_k]
         params.type_v = _KV_TYPES[s.type_v]
         params.no_perf = True
+        # Sliding-window layers keep the whole context: a cached prefix can only be reused,
+        # and restored from disk, if no layer has forgotten part of it. The planner counts it so.
+        params.swa_full = True
         mark = self._log.mark()
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
@@ -225,7 +230,24 @@ class Engine:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
-        return self.template.render(messages, add_generation_prompt)
+        """The prompt for ``messages``. Text in them that spells a control token (a web
+        page quoting ``<|im_end|>``, say) is defused, so content can never end its turn or
+        open another: only the template's own markup becomes control tokens."""
+        safe = [replace(m, content=self.defuse(m.content), reasoning=self.defuse(m.reasoning)) for m in messages]
+        return self.template.render(safe, add_generation_prompt)
+
+    def defuse(self, text: str) -> str:
+        if self._control_pattern is None:
+            self._control_pattern = self._control_tokens_pattern()
+        if not text or self._control_pattern.pattern == "(?!)":
+            return text
+        return self._control_pattern.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
+
+    def _control_tokens_pattern(self) -> re.Pattern[str]:
+        texts = {self.token_text(t) for t in range(llama_cpp.llama_vocab_n_tokens(self._vocab))
+                 if llama_cpp.llama_vocab_get_attr(self._vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL}
+        texts = sorted((t for t in texts if len(t) > 1), key=len, reverse=True)
+        return re.compile("|".join(re.escape(t) for t in texts) or "(?!)")
 
     def chat_tokens(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
         return self.tokenize_prompt(self.render_chat(messages, add_generation_prompt))
@@ -243,7 +265,12 @@ class Engine:
         return tuple(self._tokens)
 
     def _truncate_cache(self, keep: int) -> None:
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, keep, -1)
+        """Drop cached tokens from ``keep`` on. A recurrent model's state cannot be cut
+        part way (llama.cpp says so by returning false): then all of it goes."""
+        cutting = keep < len(self._tokens) or keep == 0
+        if cutting and not llama_cpp.llama_memory_seq_rm(self._memory, 0, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, 0, -1)
+            keep = 0
         del self._tokens[keep:]
 
     def _decode(self, tokens: Sequence[int]) -> None:

@@ -16,7 +16,7 @@ The rules, in order:
 4. Unified memory (Apple) is one pool: everything is "on the GPU" and counted once.
 
 Sizes of the KV cache and compute buffers follow llama.cpp's own arithmetic (cells are
-the context rounded up to 256; sliding-window layers keep window + ubatch cells);
+the context rounded up to 256, in every layer: Enclave loads with ``swa_full``);
 ``verify`` compares them with what llama.cpp logs after a real load.
 """
 
@@ -148,10 +148,9 @@ class PlanError(ValueError):
 
 
 def kv_cells(shape: ModelShape, layer: LayerShape, n_ctx: int, n_ubatch: int) -> int:
-    cells = _pad(n_ctx, KV_CELL_PAD)
-    if layer.sliding_window and shape.sliding_window:
-        cells = min(cells, _pad(shape.sliding_window + n_ubatch, KV_CELL_PAD))
-    return cells
+    """Cells of one layer's cache. Enclave loads with llama.cpp's ``swa_full``, so
+    sliding-window layers keep the whole context too (a cached prefix stays reusable)."""
+    return _pad(n_ctx, KV_CELL_PAD)
 
 
 def layer_kv_bytes(shape: ModelShape, layer: LayerShape, n_ctx: int, req: PlanRequest) -> int:
@@ -172,10 +171,11 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, req: PlanRequest) -> int
     logits = shape.n_vocab * n_ub * f32
     residual = 2 * shape.n_embd * n_ub * f32
     q_k_v = (shape.n_head * shape.key_length + 2 * shape.n_head_kv * shape.key_length) * n_ub * f32
+    masks = 2 if shape.sliding_window else 1  # sliding-window models build a second mask
     if req.flash_attn:
-        attention = q_k_v + n_kv * n_ub * 2  # f16 mask
+        attention = q_k_v + masks * n_kv * n_ub * 2  # f16 masks
     else:
-        attention = q_k_v + shape.n_head * n_kv * n_ub * f32 + n_kv * n_ub * f32  # KQ scores + f32 mask
+        attention = q_k_v + shape.n_head * n_kv * n_ub * f32 + masks * n_kv * n_ub * f32  # KQ scores + f32 masks
     if shape.is_moe:
         n_ff = shape.n_ff_expert or shape.n_ff
         ffn = 2 * n_ff * shape.expert_used_count * n_ub * f32 + shape.expert_count * n_ub * f32

@@ -13,6 +13,7 @@ model again first when one was loaded.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import multiprocessing
@@ -161,14 +162,13 @@ class Worker:
             self._reap_after_unload()
             yield Unloaded()
             return
-        if self._process is None or not self._process.is_alive():
-            if self.state is WorkerState.BUSY:  # died between requests
-                self.state = WorkerState.CRASHED
+        if self._process is not None and not self._process.is_alive():
+            self._crashed(request)  # it died while idle: say so, and start afresh
+        if self._process is None:
             self._start()
             if self._settings is not None and not isinstance(request, Load):
                 reloaded = yield from self._exchange(Load(self._settings), forward=False)
-                if isinstance(reloaded, Failed):
-                    yield reloaded
+                if isinstance(reloaded, Failed):  # already relayed by _exchange
                     return
         self._cancel.value = 0
         terminal = yield from self._exchange(request, forward=True)
@@ -183,7 +183,8 @@ class Worker:
         self.state = WorkerState.BUSY
         terminal: Event | None = None
         try:
-            self._conn.send(request)
+            with contextlib.suppress(OSError):  # died just now: recv below sees the EOF and reports it
+                self._conn.send(request)
             while terminal is None:
                 try:
                     event = self._conn.recv()
@@ -345,6 +346,9 @@ def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
     import faulthandler
 
     _redirect_output(log_path)
+    # Ctrl-C in a terminal reaches the whole process group: the parent turns it into a
+    # cancel; the worker must not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["GGML_NO_BACKTRACE"] = "1"  # ggml would attach gdb to print one; useless to users
     faulthandler.enable(file=sys.stderr)
     logging.basicConfig(

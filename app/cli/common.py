@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import signal
+import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -26,7 +29,8 @@ def fail(message: str) -> None:
 
 
 def user_errors(fn: F) -> F:
-    """Turn an ``EnclaveError`` into one line on stderr and exit code 2."""
+    """Turn what a user can cause into one line on stderr and exit code 2: Enclave's own
+    errors, a file that cannot be written or read, the database busy elsewhere."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,28 +38,39 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except EnclaveError as exc:
             fail(str(exc))
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            fail(f"cannot use{where}: {exc.strerror or exc}.")
+        except sqlite3.OperationalError as exc:
+            fail(f"the database is not available right now ({exc}); if another program is using it, close it "
+                 "and try again.")
 
     return wrapper  # type: ignore[return-value]
 
 
 class Cancellable(Generic[T]):
     """Iterate a stream of events; Ctrl-C asks the producer to stop (``cancel``) and the
-    stream is read on to its end, so the worker and the database stay consistent."""
+    stream is read on to its end, so the worker and the database stay consistent. While
+    iterating, SIGINT is handled here rather than raised inside the generators."""
 
     def __init__(self, events: Iterable[T], cancel: Callable[[], None]) -> None:
-        self._events = iter(events)
+        self._events = events
         self._cancel = cancel
         self.interrupted = False
 
+    def _on_interrupt(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+        self._cancel()
+
     def __iter__(self) -> Iterator[T]:
-        while True:
-            try:
-                yield next(self._events)
-            except StopIteration:
-                return
-            except KeyboardInterrupt:
-                self.interrupted = True
-                self._cancel()
+        if threading.current_thread() is not threading.main_thread():
+            yield from self._events
+            return
+        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        try:
+            yield from self._events
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 class ProgressLine:

@@ -12,6 +12,7 @@ import click
 from app.cli.common import cli, user_errors
 from app.export import export_json, export_markdown, import_json
 from app.services import Services
+from inference.errors import EnclaveError
 
 
 @cli.group()
@@ -94,8 +95,12 @@ def export(conversation_id: int, fmt: str, output: Path | None) -> None:
 @user_errors
 def import_command(file: Path) -> None:
     """Add a conversation exported with --format json."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise EnclaveError(f"{file} is not a JSON export (it is not UTF-8 text).") from None
     with Services.open() as services:
-        conversation = import_json(services.conversations, file.read_text(encoding="utf-8"))
+        conversation = import_json(services.conversations, text)
     click.echo(f"Imported as conversation {conversation.id} ({conversation.message_count} messages).")
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from app.cli.common import SizeType, cli, user_errors
-from app.runtime import make_plan, resolve_model
+from app.runtime import make_plan
+from app.services import Services
 from inference.devices import Machine, detect_machine, format_size, simulated_machine
 from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.planner import Plan, PlanRequest, context_table
@@ -21,7 +23,7 @@ KV_TYPES = click.Choice(["f16", "q8_0", "q4_0"])
 @user_errors
 def inspect(model: str, as_json: bool) -> None:
     """What MODEL is: architecture, experts, quantization, context, and its size by part."""
-    info = inspect_gguf(resolve_model(model))
+    info = inspect_gguf(_resolve(model))
     if as_json:
         click.echo(json.dumps(info.as_dict(), indent=2))
         return
@@ -76,7 +78,7 @@ def describe_model(info: GGUFInfo) -> str:
 def plan_command(model: str, n_ctx: int | None, kv_type: str, vram: int | None, ram: int | None, unified: bool,
                  cpu_moe_layers: int | None, margin: int, no_flash_attn: bool, as_json: bool) -> None:
     """Where every part of MODEL would go on this machine (or on --vram/--ram), and what fits."""
-    info = inspect_gguf(resolve_model(model))
+    info = inspect_gguf(_resolve(model))
     machine = _machine(vram, ram, unified)
     request = PlanRequest(n_ctx=n_ctx, type_k=kv_type, type_v=kv_type, flash_attn=not no_flash_attn,  # type: ignore[arg-type]
                           margin_bytes=margin, cpu_moe_layers=cpu_moe_layers)
@@ -92,6 +94,11 @@ def plan_command(model: str, n_ctx: int | None, kv_type: str, vram: int | None, 
     for p in table:
         click.echo(f"  {p.n_ctx:>9,} tokens  {'fits' if p.fits else 'does not fit':<13} "
                    f"KV {format_size(p.kv_bytes):>9}  " + _placement(p))
+
+
+def _resolve(model: str) -> Path:
+    with Services.open(readonly=True) as services:
+        return services.resolve_model(model)
 
 
 def _machine(vram: int | None, ram: int | None, unified: bool) -> Machine:

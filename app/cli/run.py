@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import click
 
 from app.cli.common import Cancellable, ProgressLine, SizeType, cli, user_errors
-from app.paths import app_paths
+from app.services import Services
 from inference.errors import EnclaveError
 from inference.planner import PlanRequest
 from inference.protocol import (
@@ -62,8 +62,6 @@ def run(model: str, prompt: str, max_tokens: int, temperature: float, seed: int 
         system: str | None, threads: int | None, plan_mode: str, kv_type: str, cpu_moe_layers: int | None,
         gpu_layers: int, overrides: tuple[str, ...], margin: int, raw: bool, stats: bool) -> None:
     """Answer PROMPT with MODEL (a .gguf file), streaming the reply to stdout."""
-    from app.runtime import Runtime
-
     extra = {"n_threads": threads} if threads else {}
     settings = ModelSettings(path=model, n_ctx=n_ctx, n_gpu_layers=gpu_layers, type_k=kv_type,  # type: ignore[arg-type]
                              type_v=kv_type, flash_attn=None if kv_type == "f16" else True, **extra)
@@ -72,8 +70,8 @@ def run(model: str, prompt: str, max_tokens: int, temperature: float, seed: int 
         planned = PlanRequest(n_ctx=n_ctx or None, type_k=kv_type, type_v=kv_type,  # type: ignore[arg-type]
                               margin_bytes=margin, cpu_moe_layers=cpu_moe_layers)
     sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
-    runtime = Runtime(app_paths().ensure())
-    try:
+    with Services.open(readonly=True) as services:
+        runtime = services.runtime
         outcome = runtime.load(model, settings, planned=planned,
                                extra_overrides=tuple(parse_override(o) for o in overrides))
         if stats and outcome.plan is not None:
@@ -84,8 +82,6 @@ def run(model: str, prompt: str, max_tokens: int, temperature: float, seed: int 
             messages = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
             events = runtime.chat(messages, sampling)
         stream_reply(events, runtime.cancel, show_stats=stats)
-    finally:
-        runtime.close()
 
 
 def stream_reply(events: Iterable[Event], cancel: Callable[[], None], show_stats: bool) -> None:

@@ -1,0 +1,118 @@
+"""Models between machines: folders of GGUF files, and the air-gap manifest.
+
+``export_model`` writes a model's files and ``enclave-manifest.json`` (names, sizes,
+SHA-256, source, licence) to a folder — a USB stick, say. ``import_folder`` on the other
+side checks every file against that manifest and refuses any that does not match; a
+folder without a manifest is imported file by file, each validated and hashed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.hashing import copy_hashed
+from app.models import Model, ModelRegistry, Progress
+from inference.errors import EnclaveError
+
+MANIFEST = "enclave-manifest.json"
+FORMAT = "enclave-models"
+_SHARD = "-00001-of-"
+
+
+@dataclass
+class ImportReport:
+    imported: list[Model] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+
+
+def model_files_in(folder: Path) -> list[Path]:
+    """The GGUF models in ``folder`` (not recursive): single files and first shards."""
+    return sorted(p for p in folder.glob("*.gguf")
+                  if p.is_file() and ("-of-" not in p.name or _SHARD in p.name))
+
+
+def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progress: Progress = lambda d, t: None,
+                 cancelled: Callable[[], bool] = lambda: False) -> Path:
+    """Copy ``model`` into ``folder`` (checking each copy's SHA-256 against the registry)
+    and add it to the folder's manifest. Returns the manifest's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        on_progress(done, model.size)
+
+    for f in model.files:
+        source = Path(f.path)
+        target = folder / source.name
+        if copy_hashed(source, target, advance, cancelled) != f.sha256:
+            target.unlink(missing_ok=True)
+            raise EnclaveError(f"{source}: its bytes no longer match the SHA-256 recorded when it was registered; "
+                               "it was not exported. 'enclave models verify' checks it.")
+    manifest_path = folder / MANIFEST
+    manifest = _read_manifest(manifest_path) if manifest_path.exists() else {"format": FORMAT, "models": []}
+    manifest["models"] = [m for m in manifest["models"] if m.get("id") != model.id] + [{
+        "id": model.id,
+        "name": model.name,
+        "architecture": model.architecture,
+        "quantization": model.quantization,
+        "license": model.license,
+        "source": model.source,
+        "files": [{"name": Path(f.path).name, "size": f.size, "sha256": f.sha256} for f in model.files],
+    }]
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return manifest_path
+
+
+def import_folder(registry: ModelRegistry, folder: Path, mode: Literal["copy", "link", "in_place"],
+                  on_progress: Progress = lambda d, t: None) -> ImportReport:
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():
+        return _import_manifest(registry, folder, _read_manifest(manifest_path), mode, on_progress)
+    report = ImportReport()
+    candidates = model_files_in(folder)
+    if not candidates:
+        raise EnclaveError(f"No .gguf model files in {folder}.")
+    for path in candidates:
+        try:
+            report.imported.append(registry.import_files([path], mode, on_progress=on_progress))
+        except EnclaveError as exc:
+            report.refused.append((str(path), str(exc)))
+    return report
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT or not isinstance(data.get("models"), list):
+            raise ValueError("not an Enclave model manifest")
+        return data
+    except (OSError, ValueError) as exc:
+        raise EnclaveError(f"{path} cannot be used: {exc}. Export the models again.") from exc
+
+
+def _import_manifest(registry: ModelRegistry, folder: Path, manifest: dict[str, Any],
+                     mode: Literal["copy", "link", "in_place"], on_progress: Progress) -> ImportReport:
+    report = ImportReport()
+    for entry in manifest["models"]:
+        files = entry.get("files") or []
+        paths = [folder / Path(f["name"]).name for f in files]  # names only: never outside the folder
+        problem = next((f"{p.name}: missing" for p in paths if not p.exists()), None) or next(
+            (f"{p.name}: {p.stat().st_size:,} bytes, the manifest says {f['size']:,}"
+             for p, f in zip(paths, files, strict=True) if p.stat().st_size != f["size"]), None)
+        if problem or not paths:
+            report.refused.append((entry.get("name", "?"), problem or "the manifest lists no files"))
+            continue
+        source = {**(entry.get("source") or {}), "manifest": str(folder / MANIFEST)}
+        try:
+            report.imported.append(registry.import_files(
+                paths[:1], mode, source=source, expected=[f["sha256"] for f in files], on_progress=on_progress))
+        except EnclaveError as exc:
+            report.refused.append((paths[0].name, str(exc)))
+    return report
+
