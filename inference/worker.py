@@ -128,16 +128,7 @@ class Worker:
     def close(self) -> None:
         """Stop the worker process (and free every byte the model held)."""
         with self._lock:
-            if self._conn is not None and self._process is not None and self._process.is_alive():
-                try:
-                    self._conn.send(Unload())
-                    self._conn.recv()
-                except (EOFError, OSError):
-                    pass
-            self._reap()
-            self._settings = None
-            self.info = None
-            self.state = WorkerState.STOPPED
+            self._reap_after_unload()
 
     def __enter__(self) -> Worker:
         return self
@@ -221,7 +212,8 @@ class Worker:
         self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
 
     def _reap_after_unload(self) -> None:
-        if self._conn is not None:
+        """Ask the child to unload and exit, then make sure it has."""
+        if self._conn is not None and self._process is not None and self._process.is_alive():
             try:
                 self._conn.send(Unload())
                 self._conn.recv()
