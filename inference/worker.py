@@ -106,11 +106,14 @@ class Worker:
         self.log_path.touch()
         self._log_offset = self.log_path.stat().st_size
         parent_conn, child_conn = self._ctx.Pipe()
-        self._process = self._ctx.Process(
+        process = self._ctx.Process(
             target=serve, args=(child_conn, self._cancel, str(self.log_path)), name="enclave-llama", daemon=True
         )
-        self._process.start()
-        child_conn.close()  # so that recv() sees EOF when the child dies
+        try:
+            process.start()
+        finally:
+            child_conn.close()  # so that recv() sees EOF when the child dies
+        self._process = process
         self._conn = parent_conn
         self.state = WorkerState.READY
 

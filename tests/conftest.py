@@ -3,6 +3,7 @@ its own ``ENCLAVE_HOME``, and an audit hook refuses any outbound connection."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ def _refuse_network(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_refuse_network)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests draw nowhere
+import ui.pyside_fixes  # noqa: E402, F401  (PySide6 6.12's emit leak; see the module)
 
 
 @pytest.fixture(autouse=True)

@@ -80,10 +80,10 @@ def test_doctor_reports_backend_devices_and_paths(enclave_home: Path) -> None:
     assert str(enclave_home / "data" / "enclave.db") in result.stdout
 
 
-def test_no_arguments_shows_help_until_the_gui_lands(enclave_home: Path) -> None:
-    result = enclave(home=enclave_home)
+def test_help_lists_the_commands(enclave_home: Path) -> None:
+    result = enclave("--help", home=enclave_home)
     assert result.returncode == 0
-    for command in ("run", "doctor"):
+    for command in ("run", "doctor", "chat", "gui"):
         assert command in result.stdout
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 import signal
 import sqlite3
 import sys
@@ -118,4 +120,19 @@ def cli(ctx: click.Context) -> None:
     """
     configure_logging(app_paths())
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        ctx.exit(launch_gui())
+
+
+def launch_gui() -> int:
+    """Run the desktop app and return its exit code. ``ui`` is imported by name, here, so
+    that ``app`` has no import of it (the layers go ui → app → inference)."""
+    if sys.platform.startswith("linux") and not any(
+            os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        fail("there is no display to open Enclave's window on (neither DISPLAY nor WAYLAND_DISPLAY is set). "
+             "The commands work without one: 'enclave --help' lists them.")
+    try:
+        ui_app = importlib.import_module("ui.app")
+    except ImportError as exc:
+        fail(f"the desktop app cannot start: {exc}. Reinstall Enclave with its dependencies (PySide6), or use "
+             "the commands ('enclave --help').")
+    return ui_app.main()

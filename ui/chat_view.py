@@ -1,0 +1,470 @@
+"""Page: the chat — header, messages, composer, streaming replies.
+
+Every turn is one ``TaskRunner.stream`` over ``ChatService.send`` / ``regenerate`` /
+``edit_and_resend`` (serial: the worker serves one request at a time); its events arrive
+here on the GUI thread. The draft in the composer is cleared only once the service says
+the message is saved, so a failed send never loses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject, QPoint, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QMouseEvent, QShowEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import ui.pyside_fixes  # noqa: F401 - guards True against PySide6 6.12's emit leak
+from app.chat import ChatEvent, ContextTrimmed, PromptProgress, ReplyDelta, ReplyFinished, UserMessageSaved
+from app.conversations import Conversation
+from app.services import Services
+from inference.errors import EnclaveError
+from ui.chat_delegate import REASONING_HREF, MessageDelegate
+from ui.chat_model import MessageListModel
+from ui.chat_widgets import Composer, MessageBar
+from ui.chat_widgets import PromptProgress as PromptProgressRow
+from ui.document_viewer import DocumentViewer
+from ui.markdown import COPY_PREFIX, parse_citation
+from ui.tasks import TaskRunner
+
+PROGRESS_MIN_TOKENS = 256  # shorter prompts are read too fast for a progress bar to help
+RELAYOUT_MS = 60  # heights that change while a reply streams are laid out at most this often
+NEW = -1  # the drafts key of a conversation not created yet
+
+
+class ChatPage(QWidget):
+    conversationsChanged = Signal()
+
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.tasks = tasks
+        self.conversation: Conversation | None = None
+        self._new_library: int | None = None  # the library of a chat not created yet
+        self._drafts: dict[int, str] = {}
+        self._busy = False  # a turn is running (set before it starts: a synchronous runner finishes inside)
+        self._sent_text: str | None = None  # what the running turn sent, to clear it once saved
+        self._editing = False  # the composer holds the last user message, to resend
+        self._stick_to_bottom = True
+        self.viewer: DocumentViewer | None = None
+        self._build()
+        self.new_conversation()
+
+    # Building ------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        self.crash_banner = MessageBar("warning", "Reload model")
+        self.crash_banner.actionTriggered.connect(self.reload_model)
+        layout.addWidget(self.crash_banner)
+
+        header = QHBoxLayout()
+        self.title = QLabel()
+        self.title.setStyleSheet("font-weight:600; font-size:15px")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.library_label = QLabel()
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumWidth(200)
+        self.model_combo.setToolTip("The model that answers in this chat")
+        self.model_combo.activated.connect(self._model_chosen)
+        header.addWidget(self.title, 1)
+        header.addWidget(self.library_label)
+        header.addWidget(self.model_combo)
+        layout.addLayout(header)
+
+        self.error_bar = MessageBar("error")
+        self.notice_bar = MessageBar("info")
+        layout.addWidget(self.error_bar)
+        layout.addWidget(self.notice_bar)
+
+        self.model = MessageListModel(self.services.conversations)
+        self.view = QListView()
+        self.view.setModel(self.model)
+        self.delegate = MessageDelegate(self.view)
+        self.view.setItemDelegate(self.delegate)
+        self.view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.view.verticalScrollBar().setSingleStep(24)
+        self.view.setResizeMode(QListView.ResizeMode.Adjust)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setMouseTracking(True)
+        self.view.setWordWrap(True)
+        self.view.viewport().installEventFilter(self)
+        bar = self.view.verticalScrollBar()
+        bar.valueChanged.connect(self._scrolled)
+        bar.rangeChanged.connect(self._range_changed)
+        self._relayout_timer = QTimer(self, singleShot=True, interval=RELAYOUT_MS, timeout=self._relayout)
+        self.delegate.heightChanged.connect(self._schedule_relayout)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
+        layout.addWidget(self.view, 1)
+
+        self.progress = PromptProgressRow()
+        self.progress.cancelRequested.connect(self.stop)
+        layout.addWidget(self.progress)
+
+        self.edit_note = QLabel("Editing your last message: Enter resends it, Escape cancels.")
+        self.edit_note.hide()
+        layout.addWidget(self.edit_note)
+        row = QHBoxLayout()
+        self.composer = Composer()
+        self.composer.submitted.connect(self.submit)
+        self.composer.escaped.connect(self._cancel_edit)
+        buttons = QVBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.send_button.clicked.connect(self._send_or_stop)
+        self.regenerate_button = QPushButton("Regenerate")
+        self.regenerate_button.setToolTip("Answer the last message again")
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.edit_button = QPushButton("Edit last")
+        self.edit_button.setToolTip("Edit your last message and send it again")
+        self.edit_button.clicked.connect(self.edit_last)
+        for button in (self.send_button, self.regenerate_button, self.edit_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        row.addWidget(self.composer, 1)
+        row.addLayout(buttons)
+        layout.addLayout(row)
+
+    # The contract ------------------------------------------------------------------------------
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self._stash_draft()
+        try:
+            self.conversation = self.services.conversations.get(conversation_id)
+        except EnclaveError as exc:
+            self.show_error(str(exc))
+            return
+        self._new_library = self.conversation.library_id
+        self._show_conversation()
+
+    def new_conversation(self, library_id: int | None = None) -> None:
+        """An empty chat; it is created in the database with its first message."""
+        self._stash_draft()
+        self.conversation = None
+        self._new_library = library_id
+        self._show_conversation()
+
+    def stop(self) -> None:
+        """Stop the reply being generated (or the prompt being read); its text so far is kept."""
+        if self.busy:
+            self.services.chat.cancel()
+
+    def focus_composer(self) -> None:
+        self.composer.setFocus()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Models may have been imported on another page meanwhile."""
+        super().showEvent(event)
+        self._fill_models()
+
+    # State ----------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self.conversation.id if self.conversation else None
+
+    def _draft_key(self) -> int:
+        return self.conversation.id if self.conversation else NEW
+
+    def _stash_draft(self) -> None:
+        self._cancel_edit()
+        self._drafts[self._draft_key()] = self.composer.toPlainText()
+
+    def _show_conversation(self) -> None:
+        self.error_bar.hide()
+        self.notice_bar.hide()
+        self.delegate.forget()
+        self.model.set_conversation(self.conversation_id)
+        self._stick_to_bottom = True
+        self.view.scrollToBottom()
+        self.composer.setPlainText(self._drafts.pop(self._draft_key(), ""))
+        self._refresh_header()
+        self._update_buttons()
+
+    def _refresh_header(self) -> None:
+        if self.conversation is not None:
+            try:
+                self.conversation = self.services.conversations.get(self.conversation.id)
+            except EnclaveError:  # deleted from the sidebar meanwhile
+                self.conversation = None
+                self.model.set_conversation(None)
+        self.title.setText((self.conversation.title if self.conversation else "") or "New chat")
+        library_id = self.conversation.library_id if self.conversation else self._new_library
+        library = self.services.libraries.find(library_id) if library_id is not None else None
+        self.library_label.setText(f"📚 {library.name}" if library else "")
+        self.library_label.setVisible(library is not None)
+        self._fill_models()
+
+    def _fill_models(self) -> None:
+        current = self.chosen_model() if self.model_combo.count() else None
+        wanted = (self.conversation.model if self.conversation else current) or \
+            self.services.settings.load().default_model
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for model in self.services.models.all():
+            self.model_combo.addItem(model.name, model.id)
+        if wanted:
+            index = self.model_combo.findData(wanted)
+            if index < 0:
+                try:
+                    found = self.services.models.find(wanted) if not Path(wanted).exists() else None
+                except EnclaveError:  # an ambiguous id prefix
+                    found = None
+                index = self.model_combo.findData(found.id) if found else -1
+            if index < 0:  # a file that is not registered: show it anyway
+                self.model_combo.addItem(Path(wanted).name, wanted)
+                index = self.model_combo.count() - 1
+            self.model_combo.setCurrentIndex(index)
+        else:
+            self.model_combo.setCurrentIndex(-1)
+            self.model_combo.setPlaceholderText("Choose a model")
+        self.model_combo.blockSignals(False)
+
+    def chosen_model(self) -> str | None:
+        return self.model_combo.currentData() if self.model_combo.currentIndex() >= 0 else None
+
+    def _model_chosen(self) -> None:
+        if self.conversation is not None and self.chosen_model():
+            self.conversation = self.services.conversations.update(self.conversation.id, model=self.chosen_model())
+
+    def _update_buttons(self) -> None:
+        self.send_button.setText("Stop" if self.busy else "Send")
+        has_messages = self.model.rowCount() > 0
+        self.regenerate_button.setEnabled(not self.busy and has_messages)
+        self.edit_button.setEnabled(not self.busy and has_messages)
+
+    def show_error(self, text: str) -> None:
+        self.error_bar.show_text(text)
+
+    # Turns ------------------------------------------------------------------------------------------
+
+    def _send_or_stop(self) -> None:
+        if self.busy:
+            self.stop()
+        else:
+            self.submit()
+
+    def submit(self) -> None:
+        """Enter or Send: send the composer's text (or resend it, when editing)."""
+        text = self.composer.toPlainText().strip()
+        if not text or self.busy:
+            return
+        cid = self._ensure_conversation()
+        if cid is None:
+            return
+        if self._editing:
+            last_user = self._last_row("user")
+            if last_user is not None:
+                self.model.remove_from(last_user)
+            self._start(lambda: self.services.chat.edit_and_resend(cid, text), text)
+        else:
+            self._start(lambda: self.services.chat.send(cid, text), text)
+
+    def regenerate(self) -> None:
+        if self.busy or self.conversation is None:
+            return
+        last = self.model.rowCount() - 1
+        if last >= 0 and self.model.message_at(last).role == "assistant":
+            self.model.remove_from(last)
+        cid = self.conversation.id
+        self._start(lambda: self.services.chat.regenerate(cid), None)
+
+    def edit_last(self) -> None:
+        row = self._last_row("user")
+        if self.busy or row is None:
+            return
+        self._drafts[NEW - 1] = self.composer.toPlainText()  # what was typed before, back on Escape
+        self.composer.setPlainText(self.model.message_at(row).content)
+        self._editing = True
+        self.edit_note.show()
+        self.focus_composer()
+
+    def _cancel_edit(self) -> None:
+        if self._editing:
+            self._editing = False
+            self.edit_note.hide()
+            self.composer.setPlainText(self._drafts.pop(NEW - 1, ""))
+
+    def _last_row(self, role: str) -> int | None:
+        for row in range(self.model.rowCount() - 1, max(-1, self.model.rowCount() - 50), -1):
+            if self.model.message_at(row).role == role:
+                return row
+        return None
+
+    def _ensure_conversation(self) -> int | None:
+        if self.conversation is not None:
+            return self.conversation.id
+        try:
+            self.conversation = self.services.chat.start(model=self.chosen_model(), library_id=self._new_library)
+        except EnclaveError as exc:
+            self.show_error(str(exc))
+            return None
+        self.model.set_conversation(self.conversation.id)
+        self.conversationsChanged.emit()
+        return self.conversation.id
+
+    def _start(self, make: object, sent_text: str | None) -> None:
+        self.error_bar.hide()
+        self.notice_bar.hide()
+        self.crash_banner.hide()
+        self._sent_text = sent_text
+        self._stick_to_bottom = True
+        cid = self.conversation_id
+        self._busy = True
+        self._update_buttons()
+        self.tasks.stream(
+            make,  # type: ignore[arg-type]
+            on_item=lambda event: self._on_event(cid, event),
+            on_done=lambda _: self._finished(cid, None),
+            on_error=lambda message: self._finished(cid, message),
+            serial=True,
+        )
+
+    def _on_event(self, cid: int | None, event: ChatEvent) -> None:
+        here = cid == self.conversation_id
+        if isinstance(event, UserMessageSaved):
+            if here:
+                self.model.append(event.message)
+                if self._sent_text is not None and self.composer.toPlainText().strip() == self._sent_text:
+                    self.composer.clear()
+                    self._editing = False
+                    self.edit_note.hide()
+            elif cid is not None:
+                self._drafts.pop(cid, None)
+            self._sent_text = None
+            self.conversationsChanged.emit()
+        elif isinstance(event, PromptProgress):
+            if here and event.total >= PROGRESS_MIN_TOKENS and event.done < event.total:
+                self.progress.update_progress(event.done, event.total)
+            elif event.done >= event.total:
+                self.progress.reset()
+        elif isinstance(event, ContextTrimmed):
+            if here:
+                self.notice_bar.show_text(
+                    f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''} left out of the prompt "
+                    f"to fit the model's context of {event.n_ctx:,} tokens.")
+        elif isinstance(event, ReplyDelta):
+            self.progress.reset()
+            if here:
+                if not self.model.is_live(event.message_id):
+                    self.model.start_live(self.services.conversations.message(event.message_id))
+                self.model.add_delta(event.message_id, event.answer, event.reasoning)
+        elif isinstance(event, ReplyFinished):
+            self.progress.reset()
+            if here:
+                self.model.append(event.message)
+            message = event.message
+            if message.status == "error" and "crashed" in (message.error or ""):
+                self.crash_banner.show_text(f"The model stopped working: {message.error}")
+
+    def _finished(self, cid: int | None, error: str | None) -> None:
+        self._busy = False
+        self.progress.reset()
+        if error is not None:
+            self.show_error(error)
+        if cid == self.conversation_id:
+            self.model.sync()  # a failed regenerate or edit deleted nothing after all, or did
+            self._refresh_header()
+        self._update_buttons()
+        self.conversationsChanged.emit()
+
+    def reload_model(self) -> None:
+        """Load the model again after a crash (the next send would, too)."""
+        self.crash_banner.hide()
+        worker = self.services.runtime.worker
+        settings = worker.settings
+        if settings is None or self.busy:
+            return
+        self.tasks.run(lambda: worker.load(settings), serial=True, on_error=self.show_error)
+
+    # Links and scrolling ----------------------------------------------------------------------------------
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.view.viewport() and event.type() in (QEvent.Type.MouseButtonRelease,
+                                                                 QEvent.Type.MouseMove):
+            assert isinstance(event, QMouseEvent)
+            pos = event.position().toPoint()
+            href = self._anchor_at(pos)
+            if event.type() == QEvent.Type.MouseMove:
+                shape = Qt.CursorShape.PointingHandCursor if href else Qt.CursorShape.ArrowCursor
+                self.view.viewport().setCursor(shape)
+            elif href and event.button() == Qt.MouseButton.LeftButton:
+                self.activate_link(self.view.indexAt(pos).row(), href)
+                return True
+        return super().eventFilter(watched, event)
+
+    def _anchor_at(self, pos: QPoint) -> str:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return ""
+        return self.delegate.anchor_at(self.view.visualRect(index), index, pos)
+
+    def activate_link(self, row: int, href: str) -> None:
+        """A link in the message at ``row`` was clicked."""
+        index = self.model.index(row)
+        message = self.model.message_at(row)
+        if href == REASONING_HREF:
+            self.model.toggle_expanded(message.id)
+            self._schedule_relayout()
+        elif href.startswith(COPY_PREFIX):
+            code = self.delegate.code_block(index, self.view.viewport().width(), int(href[len(COPY_PREFIX):]))
+            if code is not None:
+                QGuiApplication.clipboard().setText(code)
+                self.notice_bar.show_text("Code copied.")
+        elif (citation := parse_citation(href)) is not None:
+            self.viewer = DocumentViewer(self.services.libraries, citation.document_id, citation.page, self)
+            self.viewer.show()
+
+    def _scrolled(self, value: int) -> None:
+        bar = self.view.verticalScrollBar()
+        self._stick_to_bottom = value >= bar.maximum() - 8
+
+    def _range_changed(self, _minimum: int, maximum: int) -> None:
+        if self._stick_to_bottom:
+            self.view.verticalScrollBar().setValue(maximum)
+
+    def _schedule_relayout(self) -> None:
+        """A full layout costs about 6 ms per 1,000 rows: the longer the chat, the rarer."""
+        if not self._relayout_timer.isActive():
+            self._relayout_timer.start(max(RELAYOUT_MS, self.model.rowCount() // 50))
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return
+        message = self.model.message_at(index.row())
+        menu = QMenu(self)
+        menu.addAction("Copy message", lambda: QGuiApplication.clipboard().setText(message.content))
+        if message.reasoning:
+            menu.addAction("Copy reasoning", lambda: QGuiApplication.clipboard().setText(message.reasoning))
+        menu.exec(self.view.viewport().mapToGlobal(pos))
+
+    def _relayout(self) -> None:
+        """Lay rows out again after heights changed, keeping the row at the top in place
+        (or the bottom in view, while following a reply)."""
+        if self._stick_to_bottom:
+            self.view.doItemsLayout()
+            self.view.scrollToBottom()
+            return
+        anchor = self.view.indexAt(QPoint(0, 0))
+        before = self.view.visualRect(anchor).top() if anchor.isValid() else 0
+        self.view.doItemsLayout()
+        if anchor.isValid():
+            bar = self.view.verticalScrollBar()
+            bar.setValue(bar.value() + self.view.visualRect(anchor).top() - before)
+

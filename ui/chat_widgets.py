@@ -1,0 +1,125 @@
+"""The chat page's small parts: the composer, message bars, the prompt-progress row."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget
+
+BAR_STYLES = {
+    "error": "background:#fdecea; color:#611a15; border:1px solid #f5c6cb; border-radius:4px;",
+    "warning": "background:#fff4e5; color:#663c00; border:1px solid #ffd599; border-radius:4px;",
+    "info": "background:#e8f4fd; color:#0d3c61; border:1px solid #b6dcfb; border-radius:4px;",
+}
+
+
+class Composer(QPlainTextEdit):
+    """Enter sends, Shift+Enter starts a new line, Escape leaves edit mode."""
+
+    submitted = Signal()
+    escaped = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText("Message — Enter sends, Shift+Enter for a new line")
+        self.setTabChangesFocus(True)
+        self.setMaximumHeight(110)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self.insertPlainText("\n")
+            else:
+                self.submitted.emit()
+            event.accept()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.escaped.emit()
+        super().keyPressEvent(event)
+
+
+class MessageBar(QFrame):
+    """A line of text with an optional action and a close button; hidden until shown."""
+
+    actionTriggered = Signal()
+
+    def __init__(self, kind: str, action: str | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(f"{kind}Bar")
+        self.setStyleSheet(f"#{kind}Bar {{{BAR_STYLES[kind]}}}")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 4, 4)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.label, 1)
+        self.action: QPushButton | None = None
+        if action:
+            self.action = QPushButton(action)
+            self.action.clicked.connect(self.actionTriggered)
+            layout.addWidget(self.action)
+        close = QPushButton("✕")
+        close.setFlat(True)
+        close.setToolTip("Dismiss")
+        close.setFixedWidth(28)
+        close.clicked.connect(self.hide)
+        layout.addWidget(close)
+        self.hide()
+
+    def show_text(self, text: str) -> None:
+        self.label.setText(text)
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text()
+
+
+class PromptProgress(QWidget):
+    """Reading a long prompt: tokens done of total, speed, time left, and Cancel."""
+
+    cancelRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(False)
+        self.label = QLabel()
+        cancel = QPushButton("Cancel")
+        cancel.clicked.connect(self.cancelRequested)
+        layout.addWidget(self.bar, 1)
+        layout.addWidget(self.label)
+        layout.addWidget(cancel)
+        self._start: tuple[float, int] | None = None
+        self.hide()
+
+    def reset(self) -> None:
+        self._start = None
+        self.hide()
+
+    def update_progress(self, done: int, total: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self._start is None or done < self._start[1]:
+            self._start = (now, done)
+        started, first = self._start
+        self.bar.setRange(0, max(1, total))
+        self.bar.setValue(min(done, total))
+        text = f"Reading the prompt: {done:,} / {total:,} tokens"
+        elapsed = now - started
+        if elapsed > 0.2 and done > first:
+            rate = (done - first) / elapsed
+            left = (total - done) / rate
+            text += f" · {rate:,.0f} tokens/s · {_duration(left)} left"
+        self.label.setText(text)
+        self.show()
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

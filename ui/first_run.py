@@ -1,0 +1,310 @@
+"""Page: the start screen, shown until there is a model to talk to.
+
+Three ways in, all off the GUI thread: import a GGUF file (copied into Enclave's folder
+or used where it is), use a model another app already downloaded, or pick one from the
+catalog — which says what fits this machine, and downloads it unless Enclave is offline.
+Whichever succeeds registers the model and emits ``modelReady``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.models import Model
+from app.services import Services
+from inference.devices import format_size
+from ui.tasks import TaskRunner
+from ui.theme import error_color
+
+ImportMode = str  # "copy" | "in_place"
+
+
+def _clear(layout: QVBoxLayout) -> None:
+    while layout.count():
+        item = layout.takeAt(0)
+        if item.widget() is not None:
+            item.widget().deleteLater()
+
+
+class FirstRunPage(QWidget):
+    modelReady = Signal()
+    _progress = Signal(int, int)  # emitted from pool threads; Qt queues it to the GUI thread
+
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.tasks = tasks
+        self._busy = False
+        self._cancel_requested = False
+        self._last_percent = -1
+
+        intro = QLabel(
+            "<h1>Welcome to Enclave</h1>"
+            "<p>Enclave runs AI models entirely on this computer. Nothing you type leaves it.</p>"
+            "<p>To start, Enclave needs a model: a <b>.gguf</b> file. Choose one of the ways below.</p>")
+        intro.setWordWrap(True)
+
+        self.import_button = QPushButton("Import a model file…")
+        self.import_button.clicked.connect(self.choose_file)
+        self.find_button = QPushButton("Find models already on this machine")
+        self.find_button.clicked.connect(self.find_models)
+        self.catalog_button = QPushButton("Pick from the catalog")
+        self.catalog_button.clicked.connect(self.show_catalog)
+        actions = QHBoxLayout()
+        for button in (self.import_button, self.find_button, self.catalog_button):
+            button.setMinimumHeight(36)
+            actions.addWidget(button)
+
+        self.progress = QProgressBar()
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._progress.connect(self._show_progress)
+
+        self.results_box = QGroupBox()
+        self.results_box.hide()
+        self.results = QVBoxLayout(self.results_box)
+
+        column = QWidget()
+        column.setMaximumWidth(820)
+        layout = QVBoxLayout(column)
+        layout.addWidget(intro)
+        layout.addLayout(actions)
+        layout.addLayout(progress_row)
+        layout.addWidget(self.status)
+        layout.addWidget(self.results_box)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        holder = QWidget()
+        centred = QHBoxLayout(holder)
+        centred.addStretch(1)
+        centred.addWidget(column, 4)
+        centred.addStretch(1)
+        scroll.setWidget(holder)
+        QVBoxLayout(self).addWidget(scroll)
+
+    # Busy state ----------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def _start(self, label: str, work: Callable[[], Any], on_result: Callable[[Any], None], *,
+               cancellable: bool = False) -> None:
+        for button in (self.import_button, self.find_button, self.catalog_button):
+            button.setEnabled(False)
+        self._cancel_requested = False
+        self._last_percent = -1
+        self.status.setStyleSheet("")
+        self.status.setText(label)
+        self.progress.setRange(0, 0)  # busy until the first progress report
+        self.progress.show()
+        self.cancel_button.setVisible(cancellable)
+
+        def finished(value: Any) -> None:
+            self._idle()
+            on_result(value)
+
+        def failed(message: str) -> None:
+            self._idle()
+            self.show_error(message)
+
+        self._busy = True
+        self.tasks.run(work, on_result=finished, on_error=failed)
+
+    def _idle(self) -> None:
+        self._busy = False
+        self.progress.hide()
+        self.cancel_button.hide()
+        for button in (self.import_button, self.find_button, self.catalog_button):
+            button.setEnabled(True)
+
+    def _report(self, done: int, total: int) -> None:
+        """Called on a pool thread: only signals cross to the GUI, and only when the
+        percentage moves (hashing reports every chunk)."""
+        percent = done * 100 // total if total else 0
+        if percent != self._last_percent:
+            self._last_percent = percent
+            self._progress.emit(done, total)
+
+    def _show_progress(self, done: int, total: int) -> None:
+        if total:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(done * 1000 // total)
+            self.progress.setFormat(f"{format_size(done)} of {format_size(total)}  (%p%)")
+
+    def cancel(self) -> None:
+        self._cancel_requested = True
+        self.status.setText("Stopping…")
+
+    def _cancelled(self) -> bool:
+        return self._cancel_requested
+
+    def show_error(self, message: str) -> None:
+        self.status.setStyleSheet(f"color: {error_color()};")
+        self.status.setText(message)
+
+    def _adopt(self, model: Model) -> Model:
+        """On the pool thread: the first model becomes the default, so a new chat can start."""
+        if self.services.settings.load().default_model is None:
+            self.services.settings.set("default_model", model.id)
+        return model
+
+    def _ready(self, model: Model) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(f"{model.name} is ready ({format_size(model.size)}).")
+        self.modelReady.emit()
+
+    # 1. Import a file ----------------------------------------------------------------
+
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a model file", str(Path.home()),
+                                              "GGUF models (*.gguf);;All files (*)")
+        if not path:
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, "Import a model file",
+                          f"{Path(path).name}\n\nCopy it into Enclave's own folder, or use it where it is?",
+                          parent=self)
+        copy = box.addButton("Copy into Enclave", QMessageBox.ButtonRole.AcceptRole)
+        in_place = box.addButton("Use where it is", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        if box.clickedButton() in (copy, in_place):
+            self.import_model(Path(path), "copy" if box.clickedButton() is copy else "in_place")
+
+    def import_model(self, path: Path, mode: ImportMode) -> None:
+        """Validate, hash (and copy) ``path`` on a pool thread, then register it."""
+        self._start(f"Importing {path.name}…",
+                    lambda: self._adopt(self.services.models.import_files(
+                        [path], mode, on_progress=self._report, cancelled=self._cancelled)),  # type: ignore[arg-type]
+                    self._ready, cancellable=True)
+
+    # 2. Models other apps downloaded -------------------------------------------------
+
+    def find_models(self) -> None:
+        from app.discovery import discover
+
+        self._start("Looking in the folders of Hugging Face, LM Studio, Ollama, GPT4All, Jan and llama.cpp…",
+                    discover, self._show_found)
+
+    def _show_found(self, found: list[Any]) -> None:
+        _clear(self.results)
+        self.results_box.setTitle("Models already on this machine")
+        self.results_box.show()
+        if not found:
+            self.status.setText("No models from other apps were found. Import a file or pick one from the catalog.")
+            return
+        self.status.setText(f"Found {len(found)}. “Use” registers a model where it is, without copying it.")
+        for item in found:
+            use = QPushButton("Use")
+            use.clicked.connect(lambda _c=False, item=item: self.use_found(item))
+            self._add_row(f"<b>{item.name}</b><br><small>{item.app} · {format_size(item.size)} · {item.path}</small>",
+                          use)
+
+    def use_found(self, item: Any) -> None:
+        first = item.source.get("snapshot_file")  # split models in the HF cache load through snapshot names
+        files = [Path(first)] if first else list(item.files)
+        self._start(f"Checking {item.name}…",
+                    lambda: self._adopt(self.services.models.register(
+                        files, origin="discovered", source={"app": item.app, **item.source},
+                        on_progress=self._report, cancelled=self._cancelled)),
+                    self._ready, cancellable=True)
+
+    # 3. The catalog ------------------------------------------------------------------
+
+    def show_catalog(self) -> None:
+        def judge() -> tuple[str, list[Any]]:
+            from app.catalog import fits, load_catalog
+            from inference.devices import detect_machine
+
+            machine = detect_machine()
+            return machine.describe(), fits(load_catalog(), machine)
+
+        self._start("Checking what fits this machine…", judge, self._show_catalog)
+
+    def _offline(self) -> bool:
+        from app.hub import offline_enabled
+
+        return self.services.current_settings().offline or offline_enabled()
+
+    def _show_catalog(self, result: tuple[str, list[Any]]) -> None:
+        machine, results = result
+        offline = self._offline()
+        _clear(self.results)
+        self.results_box.setTitle(f"The catalog — for this machine: {machine}")
+        self.results_box.show()
+        self.status.setText("Enclave is offline: copy a model file onto this machine and import it, or run the "
+                            "command shown on a machine with network." if offline else
+                            "Models that fit this machine are marked. Downloads come from the Hugging Face hub.")
+        for fit in sorted(results, key=lambda f: (not f.default.fits, f.entry.size_bytes)):
+            entry = fit.entry
+            size = format_size(entry.size_bytes) if entry.size_known else f"about {format_size(entry.size_bytes)}"
+            verdict = (f"✓ fits (up to {fit.largest.n_ctx:,} tokens of context)" if fit.default.fits
+                       else "✗ does not fit this machine")
+            command = f"enclave models pull {entry.repo} --quant {entry.quant}"
+            text = (f"<b>{entry.name}</b> · {entry.quant} · {size} · {verdict}<br><small>{entry.about}</small>"
+                    f"<br><small><code>{command}</code></small>")
+            button = None
+            if not offline:
+                button = QPushButton("Download")
+                button.clicked.connect(lambda _c=False, entry=entry: self.download(entry.repo, entry.quant))
+            self._add_row(text, button)
+
+    def download(self, repo: str, quant: str) -> None:
+        """What ``enclave models pull REPO --quant Q`` does: list, choose, download and
+        verify, register; resumable, cancellable."""
+        offline = self._offline()
+
+        def pull() -> Model:
+            from app import hub
+
+            token = hub.get_token(quiet=True)
+            listing = hub.list_gguf(repo, token=token, offline=offline)
+            choice = hub.choose(listing, quant=quant)
+            folder = self.services.paths.models / repo.replace("/", "--")
+            got = hub.download(listing, choice, folder, token=token, offline=offline, on_progress=self._report,
+                               cancelled=self._cancelled)
+            return self._adopt(self.services.models.register(
+                [path for path, _ in got.files], origin="downloaded",
+                source={"repo": got.repo_id, "revision": got.revision, "files": [f.name for _, f in got.files]},
+                hashes=[f.sha256 for _, f in got.files if f.sha256] or None, on_progress=self._report))
+
+        self._start(f"Downloading {repo} ({quant})…", pull, self._ready, cancellable=True)
+
+    def _add_row(self, html: str, button: QPushButton | None) -> None:
+        row = QWidget()
+        line = QHBoxLayout(row)
+        line.setContentsMargins(0, 4, 0, 4)
+        label = QLabel(html)
+        label.setWordWrap(True)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        line.addWidget(label, 1)
+        if button is not None:
+            line.addWidget(button, 0, Qt.AlignmentFlag.AlignTop)
+        self.results.addWidget(row)

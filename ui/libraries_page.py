@@ -1,0 +1,467 @@
+"""Page: the libraries — their documents, drag-and-drop ingestion, and whether a library
+fits the model's context.
+
+Left: the libraries (documents, unreadable ones), New / Delete. Right: the selected
+library's documents, Add files… / Add folder… with include/exclude globs, the running
+ingest, the whole-library token line, "Size the context for this library" and "Chat with
+this library". Files and folders dropped on the page go to the selected library, dropped
+on a library in the list to that one.
+
+Naming a new library: when ``default_name`` is set (tests, scripted use) the page names
+new libraries after it (made unique: "Documents", "Documents 2", …) without a dialog;
+when it is None (the default) a dialog asks, pre-filled with such a name.
+
+Reading the library list and document rows happens on the GUI thread (small indexed
+queries); ingestion, token counting and sizing run through ``TaskRunner``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ingest import IngestReport
+from app.libraries import Library
+from app.services import Services
+from inference.errors import EnclaveError
+from ui.library_documents import ERROR_COLOR, TITLE, DocumentTableModel
+from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
+from ui.library_tokens import LibraryTokens, SizingResult, measure, size_context
+from ui.tasks import TaskRunner
+
+LIBRARY_ID = Qt.ItemDataRole.UserRole
+
+
+def split_globs(text: str) -> tuple[str, ...]:
+    """'*.md, docs/*  *.txt' -> ('*.md', 'docs/*', '*.txt')."""
+    return tuple(p for p in text.replace(",", " ").split() if p)
+
+
+def local_paths(urls: list) -> list[Path]:
+    return [Path(u.toLocalFile()) for u in urls if u.isLocalFile() and u.toLocalFile()]
+
+
+class LibrariesPage(QWidget):
+    librariesChanged = Signal()
+    chatWithLibrary = Signal(int)
+
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.tasks = tasks
+        self.default_name: str | None = None  # see the module docstring
+        self.progress_interval = 0.05  # seconds between progress updates of an ingest
+        self._queue: deque[IngestRequest] = deque()
+        self._job: IngestJob | None = None
+        self._measure_generation = 0
+        self.tokens: LibraryTokens | None = None  # the last whole-library figure shown
+        self.setAcceptDrops(True)
+        self._build()
+        self.refresh()
+
+    # Layout ---------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.library_list = QListWidget()
+        self.library_list.currentItemChanged.connect(lambda *_: self._show_selected())
+        self.new_button = QPushButton("New library")
+        self.new_button.clicked.connect(self.new_library)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self.delete_selected)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(self.library_list, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.new_button)
+        buttons.addWidget(self.delete_button)
+        left_layout.addLayout(buttons)
+
+        self.title = QLabel()
+        self.title.setStyleSheet("font-weight: bold; font-size: 14pt;")
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.add_files_button = QPushButton("Add files…")
+        self.add_files_button.clicked.connect(self.choose_files)
+        self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button.clicked.connect(self.choose_folder)
+        self.include_edit = QLineEdit()
+        self.include_edit.setPlaceholderText("include, e.g. *.pdf *.md")
+        self.exclude_edit = QLineEdit()
+        self.exclude_edit.setPlaceholderText("exclude, e.g. drafts/*")
+        for edit in (self.include_edit, self.exclude_edit):
+            edit.setToolTip("Globs separated by spaces or commas, matched against the file name and its path "
+                            "inside the folder; they apply to dropped files and folders too.")
+        add_row = QHBoxLayout()
+        for widget in (self.add_files_button, self.add_folder_button, self.include_edit, self.exclude_edit):
+            add_row.addWidget(widget)
+
+        self.documents = DocumentTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.documents)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(TITLE, QHeaderView.ResizeMode.Stretch)
+        self.remove_button = QPushButton("Remove document")
+        self.remove_button.clicked.connect(self.remove_selected_documents)
+
+        self.ingest_panel = IngestPanel()
+
+        self.token_line = QLabel()
+        self.token_line.setWordWrap(True)
+        self.count_button = QPushButton("Count exactly")
+        self.count_button.clicked.connect(lambda: self._measure(load=True))
+        self.size_button = QPushButton("Size the context for this library")
+        self.size_button.clicked.connect(self.size_context)
+        self.sizing_line = QLabel()
+        self.sizing_line.setWordWrap(True)
+        self.chat_button = QPushButton("Chat with this library")
+        self.chat_button.clicked.connect(self._chat)
+        token_row = QHBoxLayout()
+        token_row.addWidget(self.token_line, 1)
+        token_row.addWidget(self.count_button)
+        action_row = QHBoxLayout()
+        action_row.addWidget(self.remove_button)
+        action_row.addStretch(1)
+        action_row.addWidget(self.size_button)
+        action_row.addWidget(self.chat_button)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.addWidget(self.title)
+        right_layout.addWidget(self.message)
+        right_layout.addLayout(add_row)
+        right_layout.addWidget(self.table, 1)
+        right_layout.addWidget(self.ingest_panel)
+        right_layout.addLayout(token_row)
+        right_layout.addWidget(self.sizing_line)
+        right_layout.addLayout(action_row)
+
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([220, 640])
+        QVBoxLayout(self).addWidget(splitter)
+
+    # Contract -------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the libraries (keeping the selection) and the selected one's documents."""
+        selected = self.selected_library_id()
+        self.library_list.blockSignals(True)
+        self.library_list.clear()
+        for library in self.services.libraries.all():
+            item = QListWidgetItem(self._label(library))
+            item.setData(LIBRARY_ID, library.id)
+            self.library_list.addItem(item)
+        if self.library_list.count():
+            self.library_list.setCurrentItem(self._item(selected) or self.library_list.item(0))
+        self.library_list.blockSignals(False)
+        self._show_selected()
+
+    def open_library(self, library_id: int) -> None:
+        item = self._item(library_id)
+        if item is None:
+            self.refresh()
+            item = self._item(library_id)
+        if item is not None:
+            self.library_list.setCurrentItem(item)
+
+    def add_paths(self, paths: list[Path], library_id: int | None = None) -> None:
+        """Ingest ``paths`` (files and folders) into ``library_id``, else the selected
+        library, else a new one (named as the module docstring says). Queued behind a
+        running ingest."""
+        if not paths:
+            return
+        if library_id is None:
+            library_id = self.selected_library_id()
+        if library_id is None:
+            created = self._create_library()
+            if created is None:
+                return
+            library_id = created.id
+        self._queue.append(IngestRequest(library_id, tuple(paths), split_globs(self.include_edit.text()),
+                                         split_globs(self.exclude_edit.text())))
+        self._start_next()
+
+    # Libraries ------------------------------------------------------------------------
+
+    def selected_library_id(self) -> int | None:
+        item = self.library_list.currentItem()
+        return None if item is None else int(item.data(LIBRARY_ID))
+
+    def new_library(self) -> Library | None:
+        created = self._create_library()
+        if created is not None:
+            self.open_library(created.id)
+        return created
+
+    def delete_selected(self) -> None:
+        library_id = self.selected_library_id()
+        if library_id is None:
+            return
+        if self._is_busy_with(library_id):
+            self._say("Files are being added to this library: wait for them (or cancel), then delete it.")
+            return
+        library = self.services.libraries.find(library_id)
+        if library is None:
+            self.refresh()
+            return
+        answer = QMessageBox.question(
+            self, "Delete library",
+            f"Delete the library {library.name!r} and its {library.documents + library.failed} documents? "
+            "The files on disk are not touched.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.services.prompt_cache.clear(library_id)  # first: deleting the library unlinks its entries
+        self.services.libraries.delete(library_id)
+        self.refresh()
+        self.librariesChanged.emit()
+
+    def _create_library(self) -> Library | None:
+        name = self._ask_name()
+        if not name:
+            return None
+        try:
+            created = self.services.libraries.create(name)
+        except EnclaveError as exc:
+            self._say(str(exc))
+            return None
+        self.refresh()
+        self.open_library(created.id)
+        self.librariesChanged.emit()
+        return created
+
+    def _ask_name(self) -> str | None:
+        if self.default_name is not None:
+            return self._unique(self.default_name)
+        name, ok = QInputDialog.getText(self, "New library", "Name of the new library:",
+                                        text=self._unique("Documents"))
+        return name.strip() if ok and name.strip() else None
+
+    def _unique(self, base: str) -> str:
+        taken = {lib.name for lib in self.services.libraries.all()}
+        n, name = 1, base
+        while name in taken:
+            n += 1
+            name = f"{base} {n}"
+        return name
+
+    def _item(self, library_id: int | None) -> QListWidgetItem | None:
+        for row in range(self.library_list.count()):
+            item = self.library_list.item(row)
+            if item.data(LIBRARY_ID) == library_id:
+                return item
+        return None
+
+    @staticmethod
+    def _label(library: Library) -> str:
+        failed = f", {library.failed} not readable" if library.failed else ""
+        return f"{library.name}\n{library.documents} documents{failed}"
+
+    # Documents ------------------------------------------------------------------------
+
+    def _show_selected(self) -> None:
+        library_id = self.selected_library_id()
+        library = self.services.libraries.find(library_id) if library_id is not None else None
+        has = library is not None
+        for widget in (self.delete_button, self.add_files_button, self.add_folder_button, self.remove_button,
+                       self.size_button, self.chat_button, self.table):
+            widget.setEnabled(has)
+        self.sizing_line.clear()
+        self.count_button.hide()
+        if library is None:
+            self.title.setText("No library yet")
+            self.message.setText("Drop files or folders here, or click New library.")
+            self.documents.set_documents([])
+            self.token_line.clear()
+            self.tokens = None
+            return
+        self.title.setText(library.name)
+        self.message.clear()
+        self.documents.set_documents(self.services.libraries.documents(library.id))
+        self._measure()
+
+    def remove_selected_documents(self) -> None:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        if not rows:
+            self._say("Select the documents to remove from the library first.")
+            return
+        for row in rows:
+            self.services.libraries.remove_document(self.documents.document(row).id)
+        self._after_change()
+
+    def _after_change(self) -> None:
+        library_id = self.selected_library_id()
+        self.refresh()
+        if library_id is not None:
+            self.open_library(library_id)
+        self.librariesChanged.emit()
+
+    def choose_files(self) -> None:
+        names, _ = QFileDialog.getOpenFileNames(self, "Add files to the library")
+        self.add_paths([Path(n) for n in names])
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder to the library")
+        if folder:
+            self.add_paths([Path(folder)])
+
+    # Ingestion ------------------------------------------------------------------------
+
+    @property
+    def ingesting(self) -> bool:
+        return self._job is not None
+
+    def stop(self) -> None:
+        """Cancel the running ingest (it stops after the file being read) and drop the
+        queued ones: for a window that is closing."""
+        self._queue.clear()
+        if self._job is not None:
+            self.ingest_panel.cancel()
+
+    def _is_busy_with(self, library_id: int) -> bool:
+        return any(r.library_id == library_id for r in self._queue) or (
+            self._job is not None and self._job.request.library_id == library_id)
+
+    def _start_next(self) -> None:
+        if self._job is not None or not self._queue:
+            return
+        request = self._queue.popleft()
+        library = self.services.libraries.find(request.library_id)
+        if library is None:
+            self._say("That library was deleted before its files could be added.")
+            self._start_next()
+            return
+        job = IngestJob(self.services, request, interval=self.progress_interval, parent=self)
+        self._job = job
+        self.ingest_panel.start(job, library.name)
+        self.tasks.run(job.run, on_result=lambda report: self._ingest_done(job, report),
+                       on_error=lambda message: self._ingest_failed(job, message), serial=False)
+
+    def _ingest_done(self, job: IngestJob, report: IngestReport) -> None:
+        self.ingest_panel.finish(report)
+        self._finish_job(job)
+
+    def _ingest_failed(self, job: IngestJob, message: str) -> None:
+        self.ingest_panel.fail(message)
+        self._finish_job(job)
+
+    def _finish_job(self, job: IngestJob) -> None:
+        self._job = None
+        job.deleteLater()
+        self._after_change()
+        self._start_next()
+
+    # Tokens and context ---------------------------------------------------------------
+
+    def _measure(self, *, load: bool = False) -> None:
+        """The whole-library token line, computed on the serial (model) thread; a newer
+        request makes an older answer stale."""
+        library_id = self.selected_library_id()
+        if library_id is None:
+            return
+        self._measure_generation += 1
+        generation = self._measure_generation
+        self.token_line.setText("Whole library: counting tokens…")
+
+        def shown(value: LibraryTokens) -> None:
+            if generation == self._measure_generation and value.library_id == self.selected_library_id():
+                self._show_tokens(value)
+
+        def failed(message: str) -> None:
+            if generation == self._measure_generation:
+                self.token_line.setText(f"Whole library: tokens unknown — {message}")
+
+        self.tasks.run(lambda: measure(self.services, library_id, load=load), on_result=shown, on_error=failed,
+                       serial=True)
+
+    def _show_tokens(self, value: LibraryTokens) -> None:
+        self.tokens = value
+        self.token_line.setText(value.describe())
+        self.token_line.setStyleSheet("" if value.fits else f"color: {ERROR_COLOR.name()};")
+        self.documents.set_token_counts(value.per_document)
+        self.count_button.setVisible(not value.exact and value.model_name is not None)
+
+    def size_context(self) -> None:
+        library_id = self.selected_library_id()
+        if library_id is None:
+            return
+        self.size_button.setEnabled(False)
+        self.sizing_line.setText("Sizing the context for this library…")
+
+        def failed(message: str) -> None:
+            self.size_button.setEnabled(True)
+            self.sizing_line.setText(message)
+
+        self.tasks.run(lambda: size_context(self.services, library_id), on_result=self._sized, on_error=failed,
+                       serial=True)
+
+    def _sized(self, result: SizingResult) -> None:
+        self.size_button.setEnabled(True)
+        sizing = result.sizing
+        text = f"{result.model_name}: {sizing.describe()}"
+        if sizing.fits:
+            self.services.settings.set("context_length", sizing.needed_ctx)
+            text += f" The context length is now {sizing.needed_ctx:,} tokens."
+        else:
+            text += " The context length was left as it is."
+        self.sizing_line.setText(text)
+        if result.library_id == self.selected_library_id():
+            self._measure()
+
+    def _chat(self) -> None:
+        library_id = self.selected_library_id()
+        if library_id is not None:
+            self.chatWithLibrary.emit(library_id)
+
+    def _say(self, text: str) -> None:
+        self.message.setText(text)
+
+    # Drag and drop --------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if local_paths(event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if local_paths(event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData().urls())
+        if not paths:
+            return
+        event.acceptProposedAction()
+        self.add_paths(paths, self.library_at(event.position().toPoint()))
+
+    def library_at(self, pos: QPoint) -> int | None:
+        """The library under ``pos`` (page coordinates) in the list, if any."""
+        viewport = self.library_list.viewport()
+        local = viewport.mapFrom(self, pos)
+        if not viewport.rect().contains(local):
+            return None
+        item = self.library_list.itemAt(local)
+        return None if item is None else int(item.data(LIBRARY_ID))

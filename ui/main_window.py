@@ -1,0 +1,219 @@
+"""The window: the sidebar on the left, the pages on the right.
+
+It owns what joins the pages: navigation, drag-and-drop routing (``.gguf`` → models,
+anything else → libraries), the shortcuts, the start screen until a model exists, and
+the remembered layout — an INI file in Enclave's config folder, so nothing lands in the
+registry or outside ``ENCLAVE_HOME``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QMimeData, QSettings, Qt
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import QMainWindow, QSplitter, QStackedWidget, QWidget
+
+from app.services import Services
+from ui.chat_view import ChatPage
+from ui.first_run import FirstRunPage
+from ui.libraries_page import LibrariesPage
+from ui.models_page import ModelsPage
+from ui.settings_page import SettingsPage
+from ui.sidebar import Sidebar
+from ui.tasks import TaskRunner
+
+LAYOUT_FILE = "window.ini"
+STATUS_MS = 8000
+
+
+def dropped_paths(mime: QMimeData) -> list[Path]:
+    """The local files and folders in a drop; web links and other data are ignored."""
+    if not mime.hasUrls():
+        return []
+    return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
+
+
+def is_model_file(path: Path) -> bool:
+    return path.suffix.lower() == ".gguf" and not path.is_dir()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.tasks = tasks
+        self.current_conversation: int | None = None
+        self.setWindowTitle("Enclave")
+        self.setAcceptDrops(True)
+        self.layout_settings = QSettings(str(services.paths.config / LAYOUT_FILE), QSettings.Format.IniFormat)
+
+        self.sidebar = Sidebar(services, tasks)
+        self.chat = ChatPage(services, tasks)
+        self.models = ModelsPage(services, tasks)
+        self.libraries = LibrariesPage(services, tasks)
+        self.settings_page = SettingsPage(services, tasks)
+        self.first_run = FirstRunPage(services, tasks)
+        self.stack = QStackedWidget()
+        for page in (self.chat, self.models, self.libraries, self.settings_page, self.first_run):
+            self.stack.addWidget(page)
+        self.pages: dict[str, QWidget] = {"chat": self.chat, "models": self.models, "libraries": self.libraries,
+                                          "settings": self.settings_page, "first_run": self.first_run}
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(self.stack)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setCollapsible(1, False)
+        self.splitter.setSizes([260, 940])
+        self.setCentralWidget(self.splitter)
+        self.statusBar().setSizeGripEnabled(True)
+
+        self._connect()
+        self._shortcuts()
+        self.restore_layout()
+        if self.needs_first_run():
+            self.show_page("first_run")
+        else:
+            self.new_chat()
+
+    # Wiring ----------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.sidebar.newChatRequested.connect(self.new_chat)
+        self.sidebar.conversationActivated.connect(self.open_conversation)
+        self.sidebar.conversationDeleted.connect(self._conversation_deleted)
+        self.sidebar.pageRequested.connect(self.show_page)
+        self.sidebar.errorOccurred.connect(self.show_message)
+        self.chat.conversationsChanged.connect(self._conversations_changed)
+        self.models.modelsChanged.connect(self._models_changed)
+        self.libraries.chatWithLibrary.connect(self.chat_with_library)
+        self.settings_page.settingsChanged.connect(lambda: self.show_message("Settings saved."))
+        self.first_run.modelReady.connect(self._model_ready)
+
+    def _shortcuts(self) -> None:
+        QShortcut(QKeySequence("Ctrl+N"), self, self.new_chat)
+        QShortcut(QKeySequence("Ctrl+F"), self, self.focus_search)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop_reply)
+
+    # Navigation ------------------------------------------------------------------------
+
+    def needs_first_run(self) -> bool:
+        return not self.services.models.all() and self.services.settings.load().default_model is None
+
+    def current_page(self) -> str:
+        return next(name for name, page in self.pages.items() if page is self.stack.currentWidget())
+
+    def show_page(self, name: str) -> None:
+        """Show a page by name; the chat waits behind the start screen until there is a model."""
+        if name == "chat" and self.needs_first_run():
+            name = "first_run"
+        page = self.pages[name]
+        if name in ("models", "libraries", "settings"):
+            page.refresh()  # type: ignore[attr-defined]
+        self.stack.setCurrentWidget(page)
+        self.sidebar.mark_page(name if name in self.sidebar.nav_buttons else None)
+        if name != "chat":
+            self.sidebar.select_conversation(None)
+
+    def new_chat(self, library_id: int | None = None) -> None:
+        self.show_page("chat")
+        if self.current_page() != "chat":
+            return
+        self.current_conversation = None
+        self.sidebar.select_conversation(None)
+        self.chat.new_conversation(library_id=library_id)
+        self.chat.focus_composer()
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self.show_page("chat")
+        if self.current_page() != "chat":
+            return
+        self.current_conversation = conversation_id
+        self.sidebar.select_conversation(conversation_id)
+        self.chat.open_conversation(conversation_id)
+
+    def chat_with_library(self, library_id: int) -> None:
+        self.new_chat(library_id=library_id)
+
+    def focus_search(self) -> None:
+        self.sidebar.focus_search()
+
+    def stop_reply(self) -> None:
+        if self.current_page() == "chat":
+            self.chat.stop()
+
+    def show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, STATUS_MS)
+
+    # What the pages report -------------------------------------------------------------
+
+    def _conversations_changed(self) -> None:
+        self.sidebar.refresh()
+        self.sidebar.select_conversation(self.current_conversation)
+
+    def _conversation_deleted(self, conversation_id: int) -> None:
+        if conversation_id == self.current_conversation and self.current_page() == "chat":
+            self.new_chat()
+
+    def _models_changed(self) -> None:
+        self.settings_page.refresh()  # the default-model choices
+        if self.current_page() == "first_run" and not self.needs_first_run():
+            self.new_chat()
+
+    def _model_ready(self) -> None:
+        self.models.refresh()
+        self.settings_page.refresh()
+        self.new_chat()
+
+    # Drag and drop ---------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        if self.handle_drop(event.mimeData()):
+            event.acceptProposedAction()
+
+    def handle_drop(self, mime: QMimeData) -> bool:
+        """Route dropped paths: model files to the models page, everything else (documents,
+        folders) to the libraries page, which is then shown."""
+        paths = dropped_paths(mime)
+        if not paths:
+            return False
+        models = [p for p in paths if is_model_file(p)]
+        documents = [p for p in paths if not is_model_file(p)]
+        if models:
+            self.show_page("models")
+            self.models.import_paths(models)
+        if documents:
+            self.show_page("libraries")
+            self.libraries.add_paths(documents)
+        return True
+
+    # Layout ----------------------------------------------------------------------------
+
+    def restore_layout(self) -> None:
+        geometry = self.layout_settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1200, 800)
+        splitter = self.layout_settings.value("window/splitter")
+        if isinstance(splitter, QByteArray) and not splitter.isEmpty():
+            self.splitter.restoreState(splitter)
+
+    def save_layout(self) -> None:
+        self.layout_settings.setValue("window/geometry", self.saveGeometry())
+        self.layout_settings.setValue("window/splitter", self.splitter.saveState())
+        self.layout_settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_layout()
+        self.chat.stop()  # a reply still streaming stops and keeps its text
+        super().closeEvent(event)

@@ -1,0 +1,173 @@
+"""The catalog tab: a few good quantized MoE models (shipped with Enclave), which of them
+fit this machine or a simulated one, and a Download button (only when Enclave may go
+online) that fetches, verifies and registers one — the sequence of ``enclave models pull``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import hub
+from app.catalog import CATALOG, CatalogEntry, Fit, fits, load_catalog
+from app.models import Model, Progress
+from app.services import Services
+from inference.devices import format_size
+from ui.models_jobs import JobBar
+from ui.models_machine import MachinePicker
+from ui.tasks import TaskRunner
+
+COLUMNS = ("Model", "Quant", "Size", "Verdict", "")
+
+
+def verdict_text(fit: Fit) -> str:
+    if fit.default.fits:
+        return f"fits (up to {fit.largest.n_ctx:,} tokens)"
+    return "does not fit"
+
+
+def size_text(entry: CatalogEntry) -> str:
+    return format_size(entry.size_bytes) if entry.size_known else f"~{format_size(entry.size_bytes)}"
+
+
+def download_and_register(services: Services, entry: CatalogEntry, on_progress: Progress,
+                          cancelled: Callable[[], bool]) -> Model:
+    """Runs on a pool thread: list the repo, pick the file, download (resumable, verified),
+    then register with the hashes the hub published (recomputed, not trusted)."""
+    offline = services.current_settings().offline
+    token = hub.get_token(quiet=True)
+    listing = hub.list_gguf(entry.repo, token=token, offline=offline)
+    choice = hub.choose(listing, file=entry.files[0] if entry.files else None, quant=entry.quant)
+    folder = services.paths.models / entry.repo.replace("/", "--")
+    got = hub.download(listing, choice, folder, token=token, offline=offline, on_progress=on_progress,
+                       cancelled=cancelled)
+    return services.models.register(
+        [path for path, _ in got.files], origin="downloaded",
+        source={"repo": got.repo_id, "revision": got.revision, "files": [f.name for _, f in got.files]},
+        hashes=[f.sha256 for _, f in got.files if f.sha256] or None, on_progress=on_progress)
+
+
+class CatalogTab(QWidget):
+    modelAdded = Signal(object)  # the downloaded, registered Model
+
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None, *,
+                 catalog: Path = CATALOG) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.tasks = tasks
+        self.entries: list[CatalogEntry] = []
+        self.fits: list[Fit] = []
+        self.machine_picker = MachinePicker(tasks)
+        self.context = QSpinBox()
+        self.context.setRange(512, 10_485_760)
+        self.context.setSingleStep(1024)
+        self.context.setValue(8192)
+        self.context.setSuffix(" tokens")
+        self.context.setKeyboardTracking(False)
+        self.summary = QLabel("Reading the catalog…")
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.offline_note = QLabel()
+        self.offline_note.setWordWrap(True)
+        self.jobs = JobBar()
+        form = QHBoxLayout()
+        form.addWidget(QLabel("Context"))
+        form.addWidget(self.context)
+        form.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.machine_picker)
+        layout.addLayout(form)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.offline_note)
+        layout.addWidget(self.jobs)
+        self.machine_picker.machineChanged.connect(self.judge)
+        self.context.valueChanged.connect(self.judge)
+        self.tasks.run(lambda: load_catalog(catalog), on_result=self._loaded,
+                       on_error=lambda message: self.summary.setText(f"The catalog cannot be read: {message}"))
+
+    def offline(self) -> bool:
+        return self.services.current_settings().offline or hub.offline_enabled()
+
+    def _loaded(self, entries: list[CatalogEntry]) -> None:
+        self.entries = entries
+        self.judge()
+
+    def judge(self, *_: object) -> None:
+        """Plan every entry for the chosen machine (pure and quick: on the GUI thread)."""
+        machine = self.machine_picker.machine()
+        if machine is None or not self.entries:
+            return
+        self.fits = fits(self.entries, machine, self.context.value())
+        self.summary.setText(f"For {machine.describe()}{' (simulated)' if machine.simulated else ''}, "
+                             f"at a context of {self.context.value():,} tokens:")
+        self.table.setRowCount(len(self.fits))
+        for row, fit in enumerate(self.fits):
+            entry = fit.entry
+            cells = (entry.name, entry.quant, size_text(entry), verdict_text(fit))
+            for col, text in enumerate(cells):
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(f"{entry.about}\n{entry.repo} — {entry.license}\n{fit.default.verdict}")
+                if col == 2:
+                    cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, cell)
+            if self.table.cellWidget(row, 4) is None:
+                button = QPushButton("Download")
+                button.clicked.connect(lambda _=False, r=row: self.download(r))
+                self.table.setCellWidget(row, 4, button)
+        self.update_offline()
+
+    def download_button(self, row: int) -> QPushButton:
+        widget = self.table.cellWidget(row, 4)
+        assert isinstance(widget, QPushButton)
+        return widget
+
+    def update_offline(self) -> None:
+        """Download buttons only when Enclave may go online and nothing is downloading."""
+        offline = self.offline()
+        for row in range(self.table.rowCount()):
+            button = self.download_button(row)
+            button.setEnabled(not offline and not self.jobs.busy)
+            button.setToolTip("Enclave works offline (the offline setting or ENCLAVE_OFFLINE=1)." if offline
+                              else f"Download {self.fits[row].entry.repo} from the Hugging Face hub.")
+        self.offline_note.setText("Enclave works offline: downloads are off. Copy a GGUF file onto this machine "
+                                  "and import it, or turn the offline setting off." if offline else "")
+
+    def download(self, row: int) -> None:
+        if self.jobs.busy or self.offline():
+            return
+        entry = self.fits[row].entry
+        progress, cancelled = self.jobs.start(f"Downloading {entry.name} ({size_text(entry)})…", cancellable=True)
+        self.update_offline()
+        self.tasks.run(lambda: download_and_register(self.services, entry, progress, cancelled),
+                       on_result=self._downloaded,
+                       on_error=lambda message: self._failed(entry, message))
+
+    def _downloaded(self, model: Model) -> None:
+        self.jobs.finish(f"Downloaded and verified {model.name} ({format_size(model.size)}) as {model.id}.")
+        self.update_offline()
+        self.modelAdded.emit(model)
+
+    def _failed(self, entry: CatalogEntry, message: str) -> None:
+        self.jobs.finish(f"{entry.name} was not downloaded: {message}", error=True)
+        self.update_offline()

@@ -1,0 +1,292 @@
+"""The memory plan of the selected model, live: where weights, experts, KV cache and
+compute buffers go on this (or a simulated) machine as the context, the KV cache type
+and the expert layers kept in RAM change, and a button to load the model by that plan.
+
+The planner is a pure function that takes well under 50 ms, so it runs on the GUI thread
+on every slider move; reading the model's shape (``Runtime.inspect``) and loading go
+through the task runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.runtime import LoadOutcome
+from app.services import Services
+from inference.devices import Machine
+from inference.gguf_info import GGUFInfo
+from inference.model_shape import ModelShape
+from inference.planner import Plan, PlanError, PlanRequest, plan
+from inference.protocol import ModelSettings
+from ui.models_machine import MachinePicker
+from ui.models_plan_bars import PlanBars
+from ui.tasks import TaskRunner
+from ui.theme import error_color
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
+MIN_CTX = 512
+AUTO = -1  # the expert slider's "auto" end: the planner fills VRAM itself
+
+
+def context_steps(trained: int) -> list[int]:
+    """Context lengths the slider stops at: 256 apart up to 8K, 1024 up to 32K, then
+    coarser, so the slider feels roughly logarithmic; the trained context is the last."""
+    steps, n = [], MIN_CTX
+    while n < trained:
+        steps.append(n)
+        n += 256 if n < 8192 else 1024 if n < 32768 else 4096 if n < 131072 else 16384
+    return [*steps, max(trained, MIN_CTX)]
+
+
+class PlanView(QWidget):
+    planChanged = Signal(object)  # the new Plan, or None (no model, or an impossible request)
+    loaded = Signal(object)  # LoadOutcome
+
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.tasks = tasks
+        self.model_id: str | None = None
+        self.info: GGUFInfo | None = None
+        self._infos: dict[str, GGUFInfo] = {}
+        self._plan: Plan | None = None
+        self.error = ""  # the planner's PlanError message, if any
+        self._steps = context_steps(4096)
+        self._build()
+
+    # Widgets ---------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.title = QLabel("Select a model to see where it goes in memory.")
+        self.title.setWordWrap(True)
+        self.ctx_slider = QSlider(Qt.Orientation.Horizontal)
+        self.ctx_label = QLabel()
+        self.ctx_label.setMinimumWidth(110)
+        self.kv_combo = QComboBox()
+        self.kv_combo.addItems(KV_TYPES)
+        self.kv_combo.setToolTip("q8_0 halves the KV cache, q4_0 quarters it, at a small cost in quality.")
+        self.flash = QCheckBox("Flash attention")
+        self.flash.setChecked(True)
+        self.flash.setToolTip("Needed for a quantized V cache; on by default.")
+        self.experts_slider = QSlider(Qt.Orientation.Horizontal)
+        self.experts_slider.setRange(AUTO, 0)
+        self.experts_label = QLabel()
+        self.experts_label.setMinimumWidth(110)
+        self.experts_slider.setToolTip("Keep the experts of the first N layers in RAM (llama.cpp's --n-cpu-moe); "
+                                       "at the left end the planner fills the GPU by itself.")
+        self.machine_picker = MachinePicker(self.tasks)
+        self.bars = PlanBars()
+        self.verdict = QLabel()
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.load_button = QPushButton("Load with this plan")
+        self.load_status = QLabel()
+        self.load_status.setWordWrap(True)
+        self.load_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        form = QFormLayout()
+        form.addRow("Context", _pair(self.ctx_slider, self.ctx_label))
+        form.addRow("KV cache", _pair(self.kv_combo, self.flash))
+        form.addRow("Expert layers in RAM", _pair(self.experts_slider, self.experts_label))
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addLayout(form)
+        layout.addWidget(self.machine_picker)
+        layout.addWidget(self.bars)
+        layout.addWidget(self.verdict)
+        layout.addWidget(_pair(self.load_button, self.load_status, stretch_second=True))
+        layout.addStretch(1)
+
+        self.ctx_slider.valueChanged.connect(self._replan)
+        self.kv_combo.currentIndexChanged.connect(self._replan)
+        self.flash.toggled.connect(self._replan)
+        self.experts_slider.valueChanged.connect(self._replan)
+        self.machine_picker.machineChanged.connect(self._replan)
+        self.load_button.clicked.connect(self.load)
+        self._set_enabled(False)
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.ctx_slider, self.kv_combo, self.flash, self.experts_slider):
+            w.setEnabled(on)
+        self.load_button.setEnabled(False)
+
+    # The model -------------------------------------------------------------------------
+
+    def set_model(self, model_id: str | None) -> None:
+        """Plan for ``model_id`` (its shape is read once, off the GUI thread, then kept)."""
+        if model_id == self.model_id and (self.info is not None or model_id is None):
+            return
+        self.model_id, self.info = model_id, None
+        self.load_status.clear()
+        if model_id is None:
+            self.title.setText("Select a model to see where it goes in memory.")
+            self._set_enabled(False)
+            self._replan()
+            return
+        if model_id in self._infos:
+            self._show_model(model_id, self._infos[model_id])
+            return
+        self.title.setText("Reading the model…")
+        self._set_enabled(False)
+        self._replan()
+        self.tasks.run(lambda: self.services.runtime.inspect(model_id),
+                       on_result=lambda info: self._inspected(model_id, info),
+                       on_error=lambda message: self._inspect_failed(model_id, message))
+
+    def _inspected(self, model_id: str, info: GGUFInfo) -> None:
+        self._infos[model_id] = info
+        if model_id == self.model_id:  # not a stale answer for a model no longer selected
+            self._show_model(model_id, info)
+
+    def _inspect_failed(self, model_id: str, message: str) -> None:
+        if model_id == self.model_id:
+            self.title.setText(f"Cannot read this model: {message}")
+            self.title.setStyleSheet(f"color: {error_color()};")
+
+    def _show_model(self, model_id: str, info: GGUFInfo) -> None:
+        self.info = info
+        shape = info.shape
+        self.title.setStyleSheet("")
+        kind = f"{shape.expert_count} experts, {shape.expert_used_count} used" if shape.is_moe else "dense"
+        self.title.setText(f"<b>{info.name}</b> — {info.architecture}, {shape.n_layer} layers, {kind}, "
+                           f"trained context {info.context_length:,}")
+        self._steps = context_steps(shape.context_length)
+        wanted = min(self.services.current_settings().context_length, shape.context_length)
+        for w in (self.ctx_slider, self.experts_slider):
+            w.blockSignals(True)
+        self.ctx_slider.setRange(0, len(self._steps) - 1)
+        self.ctx_slider.setValue(self._nearest_step(wanted))
+        self.experts_slider.setRange(AUTO, shape.n_layer)
+        self.experts_slider.setValue(AUTO)
+        for w in (self.ctx_slider, self.experts_slider):
+            w.blockSignals(False)
+        self._set_enabled(True)
+        self.experts_slider.setEnabled(shape.is_moe)
+        self._replan()
+
+    def _nearest_step(self, n_ctx: int) -> int:
+        return min(range(len(self._steps)), key=lambda i: abs(self._steps[i] - n_ctx))
+
+    # Controls a test or the window can set ---------------------------------------------
+
+    @property
+    def shape(self) -> ModelShape | None:
+        return self.info.shape if self.info else None
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._plan
+
+    @property
+    def n_ctx(self) -> int:
+        return self._steps[self.ctx_slider.value()]
+
+    def set_context(self, n_ctx: int) -> None:
+        """Move the context slider to the step nearest ``n_ctx``."""
+        self.ctx_slider.setValue(self._nearest_step(n_ctx))
+
+    def set_cpu_moe_layers(self, n: int | None) -> None:
+        self.experts_slider.setValue(AUTO if n is None else n)
+
+    def machine(self) -> Machine | None:
+        return self.machine_picker.machine()
+
+    def request(self) -> PlanRequest:
+        kv = self.kv_combo.currentText()
+        layers = self.experts_slider.value()
+        return PlanRequest(n_ctx=self.n_ctx, type_k=kv, type_v=kv,  # type: ignore[arg-type]
+                           flash_attn=self.flash.isChecked(), cpu_moe_layers=None if layers == AUTO else layers)
+
+    # Planning --------------------------------------------------------------------------
+
+    def _replan(self, *_: object) -> None:
+        shape, machine = self.shape, self.machine()
+        self.ctx_label.setText(f"{self.n_ctx:,} tokens" if shape else "")
+        layers = self.experts_slider.value()
+        self.experts_label.setText(
+            "auto" if layers == AUTO else f"first {layers} of {shape.n_layer}" if shape else "")
+        self.error = ""
+        result: Plan | None = None
+        if shape is not None and machine is not None:
+            try:
+                result = plan(shape, machine, self.request())
+            except PlanError as exc:
+                self.error = str(exc)
+        self._plan = result
+        self.bars.set_plan(result)
+        self._show_verdict(result, machine)
+        simulated = machine is not None and machine.simulated
+        self.load_button.setEnabled(result is not None and result.fits and not simulated and self.model_id is not None)
+        self.load_button.setToolTip("Turn off the simulation to load on this machine." if simulated else "")
+        self.planChanged.emit(result)
+
+    def _show_verdict(self, result: Plan | None, machine: Machine | None) -> None:
+        if self.error:
+            self.verdict.setStyleSheet(f"color: {error_color()};")
+            self.verdict.setText(self.error)
+            return
+        if result is None:
+            self.verdict.setText("" if self.shape is None or machine is not None else "Detecting this machine…")
+            return
+        self.verdict.setStyleSheet("" if result.fits else f"color: {error_color()};")
+        lines = [result.verdict]
+        if result.suggestions:
+            lines.append("Would help: " + "; ".join(result.suggestions) + ".")
+        self.verdict.setText("\n".join(lines))
+
+    # Loading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model in the worker with the request the sliders describe. The runtime
+        plans again on this machine (free memory may have changed) and refuses a plan that
+        does not fit."""
+        if self.model_id is None or self._plan is None:
+            return
+        model_id, request = self.model_id, self.request()
+        threads = self.services.current_settings().threads
+        base = ModelSettings(path="", flash_attn=request.flash_attn)
+        settings = replace(base, n_threads=threads) if threads else base
+        self.load_button.setEnabled(False)
+        self.load_status.setStyleSheet("")
+        self.load_status.setText(f"Loading with a context of {request.n_ctx:,} tokens…")
+        self.tasks.run(lambda: self.services.runtime.load(model_id, settings, planned=request),
+                       on_result=self._loaded, on_error=self._load_failed, serial=True)
+
+    def _loaded(self, outcome: LoadOutcome) -> None:
+        info = outcome.info
+        lines = [f"Loaded {outcome.gguf.name}: context {info.n_ctx:,} tokens, in {info.load_seconds:.1f} s."]
+        if outcome.plan is not None:
+            lines.append(f"{min(outcome.plan.n_gpu_layers, outcome.plan.n_layer)} of {outcome.plan.n_layer} "
+                         f"layers on {outcome.plan.gpu_device or 'the CPU'}.")
+        lines += ["Estimate vs llama.cpp — " + c.describe() for c in outcome.checks]
+        self.load_status.setStyleSheet("")
+        self.load_status.setText("\n".join(lines))
+        self._replan()
+        self.loaded.emit(outcome)
+
+    def _load_failed(self, message: str) -> None:
+        self.load_status.setStyleSheet(f"color: {error_color()};")
+        self.load_status.setText(f"Not loaded: {message}")
+        self._replan()
+
+
+def _pair(first: QWidget, second: QWidget, *, stretch_second: bool = False) -> QWidget:
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(first, 0 if stretch_second else 1)
+    row.addWidget(second, 1 if stretch_second else 0)
+    return box
