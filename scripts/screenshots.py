@@ -4,7 +4,8 @@
 
 A temporary ENCLAVE_HOME gets the tiny model of ``tests/tiny_models.py`` (registered in
 place), a small library of Markdown notes and a PDF, and one short conversation; then the
-window is grabbed on the chat, the models page (with the selected model's memory plan),
+window is grabbed on the chat (with its side panel: the model, the memory plan proposed
+for it and the context the conversation used), the models page (with the selected model's memory plan),
 the library, the settings and the start screen. Nothing is sent anywhere.
 """
 
@@ -115,7 +116,9 @@ def main() -> None:
                 raise SystemExit(f"could not write {path}")
             saved.append(path)
 
+        window.show_side_panel(True)
         window.open_conversation(chat_id)
+        settle(3.0, lambda: window.side_panel.plan is not None)  # the model is read on a pool thread
         shoot("chat")
 
         window.show_page("models")

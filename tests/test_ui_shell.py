@@ -36,6 +36,10 @@ class _Recorder(QWidget):
 
 class FakeChat(_Recorder):
     conversationsChanged = Signal()
+    conversationChanged = Signal(int)
+
+    def chosen_model(self) -> str | None:
+        return None
 
     def open_conversation(self, conversation_id: int) -> None:
         self.calls.append(("open", conversation_id))
@@ -87,9 +91,12 @@ def make_window(qtbot, monkeypatch: pytest.MonkeyPatch, services: Services):
     monkeypatch.setattr(ui.main_window, "ModelsPage", FakeModels)
     monkeypatch.setattr(ui.main_window, "LibrariesPage", FakeLibraries)
 
+    windows: list[MainWindow] = []  # held for the test: qtbot keeps only weak references
+
     def make() -> MainWindow:
         window = MainWindow(services, TaskRunner(synchronous=True))
         qtbot.addWidget(window)
+        windows.append(window)
         return window
 
     return make

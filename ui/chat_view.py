@@ -44,6 +44,7 @@ NEW = -1  # the drafts key of a conversation not created yet
 
 class ChatPage(QWidget):
     conversationsChanged = Signal()
+    conversationChanged = Signal(int)  # the id shown (NEW: not created yet): opened, created, model, reply done
 
     def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -195,6 +196,7 @@ class ChatPage(QWidget):
         self.composer.setPlainText(self._drafts.pop(self._draft_key(), ""))
         self._refresh_header()
         self._update_buttons()
+        self.conversationChanged.emit(self._draft_key())
 
     def _refresh_header(self) -> None:
         if self.conversation is not None:
@@ -241,6 +243,7 @@ class ChatPage(QWidget):
     def _model_chosen(self) -> None:
         if self.conversation is not None and self.chosen_model():
             self.conversation = self.services.conversations.update(self.conversation.id, model=self.chosen_model())
+        self.conversationChanged.emit(self._draft_key())
 
     def _update_buttons(self) -> None:
         self.send_button.setText("Stop" if self.busy else "Send")
@@ -316,6 +319,7 @@ class ChatPage(QWidget):
             return None
         self.model.set_conversation(self.conversation.id)
         self.conversationsChanged.emit()
+        self.conversationChanged.emit(self.conversation.id)
         return self.conversation.id
 
     def _start(self, make: object, sent_text: str | None) -> None:
@@ -382,6 +386,7 @@ class ChatPage(QWidget):
             self._refresh_header()
         self._update_buttons()
         self.conversationsChanged.emit()
+        self.conversationChanged.emit(self._draft_key())  # the model is loaded now, the context grew
 
     def reload_model(self) -> None:
         """Load the model again after a crash (the next send would, too)."""

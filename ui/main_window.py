@@ -1,4 +1,5 @@
-"""The window: the sidebar on the left, the pages on the right.
+"""The window: the sidebar on the left, the pages on the right; beside the chat (only
+there), the side panel with the model, its memory plan and the context in use.
 
 It owns what joins the pages: navigation, drag-and-drop routing (``.gguf`` → models,
 anything else → libraries), the shortcuts, the start screen until a model exists, and
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QMimeData, QSettings, Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QMainWindow, QSplitter, QStackedWidget, QWidget
 
 from app.services import Services
@@ -20,10 +21,12 @@ from ui.first_run import FirstRunPage
 from ui.libraries_page import LibrariesPage
 from ui.models_page import ModelsPage
 from ui.settings_page import SettingsPage
+from ui.side_panel import SidePanel
 from ui.sidebar import Sidebar
 from ui.tasks import TaskRunner
 
 LAYOUT_FILE = "window.ini"
+SIDE_PANEL_KEY = "window/side_panel"
 STATUS_MS = 8000
 
 
@@ -54,11 +57,21 @@ class MainWindow(QMainWindow):
         self.libraries = LibrariesPage(services, tasks)
         self.settings_page = SettingsPage(services, tasks)
         self.first_run = FirstRunPage(services, tasks)
+        self.side_panel = SidePanel(services, tasks)
+        self.chat_splitter = QSplitter(Qt.Orientation.Horizontal)  # the chat and its side panel
+        self.chat_splitter.addWidget(self.chat)
+        self.chat_splitter.addWidget(self.side_panel)
+        self.chat_splitter.setStretchFactor(0, 1)
+        self.chat_splitter.setCollapsible(0, False)
+        self.chat_splitter.setCollapsible(1, False)  # hidden only by "Show side panel"
+        self.chat_splitter.setSizes([620, 320])
         self.stack = QStackedWidget()
-        for page in (self.chat, self.models, self.libraries, self.settings_page, self.first_run):
+        # the pages by name, as the stack holds them (the chat inside its splitter)
+        self.pages: dict[str, QWidget] = {"chat": self.chat_splitter, "models": self.models,
+                                          "libraries": self.libraries, "settings": self.settings_page,
+                                          "first_run": self.first_run}
+        for page in self.pages.values():
             self.stack.addWidget(page)
-        self.pages: dict[str, QWidget] = {"chat": self.chat, "models": self.models, "libraries": self.libraries,
-                                          "settings": self.settings_page, "first_run": self.first_run}
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.sidebar)
@@ -68,6 +81,11 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([260, 940])
         self.setCentralWidget(self.splitter)
         self.statusBar().setSizeGripEnabled(True)
+
+        self.side_panel_action = QAction("Show side panel", self, checkable=True, checked=True)
+        self.side_panel_action.setShortcut(QKeySequence("Ctrl+Alt+B"))
+        self.side_panel_action.setToolTip("The chat's model, its memory plan and the context in use")
+        self.menuBar().addMenu("&View").addAction(self.side_panel_action)
 
         self._connect()
         self._shortcuts()
@@ -86,9 +104,11 @@ class MainWindow(QMainWindow):
         self.sidebar.pageRequested.connect(self.show_page)
         self.sidebar.errorOccurred.connect(self.show_message)
         self.chat.conversationsChanged.connect(self._conversations_changed)
+        self.chat.conversationChanged.connect(self._chat_changed)
         self.models.modelsChanged.connect(self._models_changed)
         self.libraries.chatWithLibrary.connect(self.chat_with_library)
-        self.settings_page.settingsChanged.connect(lambda: self.show_message("Settings saved."))
+        self.settings_page.settingsChanged.connect(self._settings_changed)
+        self.side_panel_action.toggled.connect(self.show_side_panel)
         self.first_run.modelReady.connect(self._model_ready)
 
     def _shortcuts(self) -> None:
@@ -146,11 +166,26 @@ class MainWindow(QMainWindow):
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, STATUS_MS)
 
+    def show_side_panel(self, on: bool) -> None:
+        """View ▸ Show side panel; the choice is remembered."""
+        self.side_panel_action.setChecked(on)
+        self.side_panel.setVisible(on)
+        self.layout_settings.setValue(SIDE_PANEL_KEY, on)
+
     # What the pages report -------------------------------------------------------------
 
     def _conversations_changed(self) -> None:
         self.sidebar.refresh()
         self.sidebar.select_conversation(self.current_conversation)
+
+    def _chat_changed(self, conversation_id: int) -> None:
+        """The chat shows another conversation, or a reply finished: ``-1`` is a new chat."""
+        self.side_panel.show_conversation(conversation_id if conversation_id >= 0 else None,
+                                          self.chat.chosen_model())
+
+    def _settings_changed(self) -> None:
+        self.show_message("Settings saved.")
+        self.side_panel.refresh()  # the default model, the context length
 
     def _conversation_deleted(self, conversation_id: int) -> None:
         if conversation_id == self.current_conversation and self.current_page() == "chat":
@@ -158,6 +193,7 @@ class MainWindow(QMainWindow):
 
     def _models_changed(self) -> None:
         self.settings_page.refresh()  # the default-model choices
+        self.side_panel.refresh()
         if self.current_page() == "first_run" and not self.needs_first_run():
             self.new_chat()
 
@@ -204,13 +240,17 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1200, 800)
-        splitter = self.layout_settings.value("window/splitter")
-        if isinstance(splitter, QByteArray) and not splitter.isEmpty():
-            self.splitter.restoreState(splitter)
+        for key, splitter in (("window/splitter", self.splitter), ("window/chat_splitter", self.chat_splitter)):
+            state = self.layout_settings.value(key)
+            if isinstance(state, QByteArray) and not state.isEmpty():
+                splitter.restoreState(state)
+        self.show_side_panel(self.layout_settings.value(SIDE_PANEL_KEY, True, type=bool))
 
     def save_layout(self) -> None:
         self.layout_settings.setValue("window/geometry", self.saveGeometry())
         self.layout_settings.setValue("window/splitter", self.splitter.saveState())
+        self.layout_settings.setValue("window/chat_splitter", self.chat_splitter.saveState())
+        self.layout_settings.setValue(SIDE_PANEL_KEY, self.side_panel_action.isChecked())
         self.layout_settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
