@@ -156,6 +156,9 @@ class ChatService:
         n_ctx = settings.context_length
         if conversation.library_id is not None and self.library_chat is not None:
             n_ctx = self.library_chat.context_for(conversation.library_id, model, n_ctx, reserve)
+        trained = self.runtime.inspect(model).context_length
+        if trained:
+            n_ctx = min(n_ctx, trained)  # past its trained context a model only produces noise
         extra = {"n_threads": settings.threads} if settings.threads else {}
         outcome = self.runtime.load(model, ModelSettings(path=model, n_ctx=n_ctx, **extra),
                                     planned=PlanRequest(n_ctx=n_ctx))

@@ -44,6 +44,9 @@ class FakeRuntime:
     def last_load(self) -> FakeLoad:
         return FakeLoad(FakeGGUF(self.template))
 
+    def inspect(self, model: str) -> object:
+        return type("Info", (), {"context_length": 0})()  # unknown: the settings decide
+
     def load(self, model: str, settings: object = None, **_: object) -> object:
         return type("Outcome", (), {"info": type("Info", (), {"n_ctx": self.n_ctx})()})()
 
