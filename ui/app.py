@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Ctrl-C in the terminal that started Enclave closes the window like the close button
         # (Python sees signals only when it runs: the timer lets it, four times a second).
         previous = signal.signal(signal.SIGINT, lambda *_: window.close())
+        previous_term = signal.signal(signal.SIGTERM, lambda *_: window.close())  # logout, kill: close cleanly
         wake = QTimer(interval=250)
         wake.timeout.connect(lambda: None)
         wake.start()
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             wake.stop()
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
         tasks.wait(SHUTDOWN_WAIT_MS)  # a stopped reply finishes writing before the database closes
         return code
     finally:
