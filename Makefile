@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean package package-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,33 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_overhead.py $(VENV)/bench-moe.gguf
 	$(BIN)/python bench/planner.py
 
+# Distribution (installers/README.md). Not part of `make test`: several minutes.
+#   make package       dist/Enclave/ (PyInstaller), the .deb and the portable .tar.gz
+#   make package-test  smoke test of all three in a clean environment
+# Packages are built in their own .venv-package, with llama.cpp compiled for any x86-64 CPU
+# with AVX2 (pip's default build targets this machine's CPU, and would crash elsewhere with
+# "Illegal instruction"). --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS.
+PKG_VENV := .venv-package
+PKG_BIN := $(PKG_VENV)/bin
+PACKAGE_STAMP := $(PKG_VENV)/.installed
+PORTABLE_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
+$(PACKAGE_STAMP): pyproject.toml
+	test -x $(PKG_BIN)/python || $(PYTHON) -m venv $(PKG_VENV)
+	$(PKG_BIN)/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(PORTABLE_CMAKE_ARGS) $(CMAKE_ARGS)" $(PKG_BIN)/python -m pip install --quiet --no-cache-dir \
+		"llama-cpp-python>=0.3.36"
+	$(PKG_BIN)/python -m pip install --quiet -e '.[package,dev]'
+	touch $(PACKAGE_STAMP)
+
+package: $(PACKAGE_STAMP)
+	$(PKG_BIN)/python scripts/third_party_licenses.py
+	$(PKG_BIN)/pyinstaller --noconfirm --clean --log-level WARN build.spec
+	installers/linux/build_deb.sh
+	installers/linux/build_tarball.sh
+
+package-test: $(PACKAGE_STAMP)
+	ENCLAVE_PYTHON=$(PKG_BIN)/python installers/linux/smoke_test.sh
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PKG_VENV) build dist *.egg-info .pytest_cache .ruff_cache

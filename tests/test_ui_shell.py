@@ -464,3 +464,15 @@ def test_the_real_pages_fit_the_shell(with_model: Services, qtbot, tmp_path: Pat
     window.libraries.add_paths = lambda paths, library_id=None: monkeypatched.append(paths)  # no dialog
     assert window.handle_drop(mime_of(tmp_path))
     assert monkeypatched == [[tmp_path]] and window.current_page() == "libraries"
+
+
+def test_about_shows_the_version_and_the_bundled_licences(qtbot, enclave_home) -> None:
+    from app import __version__
+    from app.paths import app_paths
+    from ui.about import AboutDialog
+
+    dialog = AboutDialog(app_paths())
+    qtbot.addWidget(dialog)
+    text = dialog.licenses.toPlainText()
+    assert "llama.cpp" in text and "LGPL" in text and "PySide6" in text
+    assert __version__ in dialog.findChildren(type(dialog.layout().itemAt(0).widget()))[0].text()

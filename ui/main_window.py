@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.side_panel_action.setShortcut(QKeySequence("Ctrl+Alt+B"))
         self.side_panel_action.setToolTip("The chat's model, its memory plan and the context in use")
         self.menuBar().addMenu("&View").addAction(self.side_panel_action)
+        self.menuBar().addMenu("&Help").addAction("&About Enclave", self.show_about)
 
         self._connect()
         self._shortcuts()
@@ -257,3 +258,8 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.chat.stop()  # a reply still streaming stops and keeps its text
         super().closeEvent(event)
+
+    def show_about(self) -> None:
+        from ui.about import AboutDialog
+
+        AboutDialog(self.services.paths, self).exec()

@@ -1,0 +1,111 @@
+#!/bin/sh
+# Build dist/enclave_<version>_<arch>.deb from the PyInstaller folder dist/Enclave/.
+#
+#   .venv/bin/pyinstaller --noconfirm build.spec && installers/linux/build_deb.sh
+#   (or: make package)
+#
+# Installs to /opt/enclave, with /usr/bin/enclave, the desktop entry and hicolor icons.
+# ENCLAVE_VARIANT=cuda12 (installers/gpu/build_cuda.sh) names the package enclave-cuda12,
+# which replaces the plain enclave package. Needs dpkg-deb (Debian/Ubuntu). Build on the oldest distribution you support: the
+# bundled libraries need that distribution's glibc or newer (Depends says which).
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DIST=${ENCLAVE_DIST:-$ROOT/dist}  # ENCLAVE_DIST: another PyInstaller output folder
+APPDIR="$DIST/Enclave"
+[ -x "$APPDIR/Enclave" ] || { echo "build_deb: $APPDIR/Enclave is missing; run pyinstaller build.spec first" >&2; exit 1; }
+
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/app/__init__.py")
+ARCH=$(dpkg --print-architecture)
+PACKAGE="enclave${ENCLAVE_VARIANT:+-$ENCLAVE_VARIANT}"
+VARIANT_FIELDS=""
+[ -n "${ENCLAVE_VARIANT:-}" ] && VARIANT_FIELDS="Provides: enclave
+Conflicts: enclave
+Replaces: enclave
+"
+# The newest glibc symbol version any bundled binary asks for (e.g. 2.36 on Debian 12).
+GLIBC=$(find "$APPDIR" -type f \( -name '*.so*' -o -name Enclave \) -exec objdump -T {} + 2>/dev/null \
+    | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+GLIBC=${GLIBC:-2.36}
+
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+PKG="$STAGE/enclave"
+
+mkdir -p "$PKG/DEBIAN" "$PKG/opt" "$PKG/usr/bin" "$PKG/usr/share/applications" \
+    "$PKG/usr/share/doc/enclave" "$PKG/usr/share/icons/hicolor/scalable/apps"
+cp -a "$APPDIR" "$PKG/opt/enclave"
+ln -s /opt/enclave/Enclave "$PKG/usr/bin/enclave"
+install -m 644 "$ROOT/assets/enclave.desktop" "$PKG/usr/share/applications/enclave.desktop"
+for png in "$ROOT"/assets/icons/enclave-*.png; do
+    size=$(basename "$png" .png | sed 's/enclave-//')
+    mkdir -p "$PKG/usr/share/icons/hicolor/${size}x${size}/apps"
+    install -m 644 "$png" "$PKG/usr/share/icons/hicolor/${size}x${size}/apps/enclave.png"
+done
+install -m 644 "$ROOT/assets/enclave.svg" "$PKG/usr/share/icons/hicolor/scalable/apps/enclave.svg"
+cat > "$PKG/usr/share/doc/enclave/copyright" <<EOF
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: Enclave
+
+Files: *
+License: Apache-2.0
+ On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
+Comment: Enclave bundles third-party software (Python, Qt/PySide6 under LGPL-3.0,
+ llama.cpp under MIT, and others). Their licences are listed in full in
+ /opt/enclave/_internal/assets/THIRD_PARTY_LICENSES.
+EOF
+
+# Debian policy: directories 755, files 644 unless executable.
+find "$PKG" -type d -exec chmod 755 {} +
+find "$PKG/opt" -type f ! -perm -u+x -exec chmod 644 {} +
+find "$PKG/opt" -type f -perm -u+x -exec chmod 755 {} +
+
+INSTALLED_SIZE=$(du -sk --apparent-size "$PKG" | cut -f1)
+# Qt's platform plugins load these from the system (PyInstaller does not bundle the
+# graphics stack); fontconfig and xkbcommon are bundled but bring the font and keymap data.
+cat > "$PKG/DEBIAN/control" <<EOF
+Package: $PACKAGE
+Version: $VERSION
+Architecture: $ARCH
+Maintainer: Enclave maintainers <enclave@localhost>
+Installed-Size: $INSTALLED_SIZE
+Depends: libc6 (>= $GLIBC), libgl1, libegl1, libdrm2, libxcb1, libxcb-icccm4, libxcb-keysyms1, libxkbcommon0, libxkbcommon-x11-0, libfontconfig1, libdbus-1-3, libwayland-client0, libwayland-cursor0, libwayland-egl1
+${VARIANT_FIELDS}Recommends: gnome-keyring | kwalletmanager | keepassxc
+Section: utils
+Priority: optional
+Description: run open-weight AI models entirely on your own machine
+ Enclave runs quantized Mixture-of-Experts GGUF models locally through llama.cpp,
+ on the CPU, with no network connection: chat, document libraries with citations,
+ and a planner that places every tensor in the memory you have.
+ .
+ This package ships a self-contained build (Python, Qt and llama.cpp included)
+ in /opt/enclave. Command line: enclave --help. Desktop: the Enclave menu entry.
+EOF
+
+cat > "$PKG/DEBIAN/postinst" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = "configure" ]; then
+    command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database -q /usr/share/applications || true
+    command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q -t -f /usr/share/icons/hicolor || true
+fi
+exit 0
+EOF
+cat > "$PKG/DEBIAN/postrm" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = "remove" ] || [ "$1" = "purge" ]; then
+    command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database -q /usr/share/applications || true
+    command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q -t -f /usr/share/icons/hicolor || true
+fi
+exit 0
+EOF
+chmod 755 "$PKG/DEBIAN/postinst" "$PKG/DEBIAN/postrm"
+
+OUT="$DIST/${PACKAGE}_${VERSION}_${ARCH}.deb"
+THREADS=""
+dpkg-deb --help 2>/dev/null | grep -q threads-max && THREADS="--threads-max=$(nproc)"
+# xz (the default) is the smallest; DEB_COMPRESS=zstd builds in a fraction of the time.
+# shellcheck disable=SC2086
+dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-xz}" $THREADS --build "$PKG" "$OUT" >/dev/null
+echo "built $OUT ($(du -h "$OUT" | cut -f1))"

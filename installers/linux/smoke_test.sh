@@ -1,0 +1,216 @@
+#!/bin/sh
+# Smoke test of the Linux packages: dist/Enclave/ (PyInstaller), the .deb and the tarball.
+#
+#   installers/linux/smoke_test.sh        (or: make package-test, after make package)
+#
+# Every frozen program runs in a clean environment (env -i PATH=/usr/bin:/bin HOME=<tmp>,
+# ENCLAVE_HOME=<tmp>), so no Python, venv or site-packages from this machine is used. The
+# only thing taken from the source tree is the tiny test model, written by tests/tiny_models.py.
+# Prints the timings installers/README.md quotes. Exit status: the number of failed checks.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DIST=${ENCLAVE_DIST:-$ROOT/dist}  # ENCLAVE_DIST: another PyInstaller output folder
+APP="$DIST/Enclave/Enclave"
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/app/__init__.py")
+ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB="$DIST/enclave_${VERSION}_${ARCH}.deb"
+TARBALL="$DIST/Enclave-$VERSION-linux-$(uname -m).tar.gz"
+PY="${ENCLAVE_PYTHON:-$ROOT/.venv/bin/python}"
+
+TMP=$(mktemp -d)
+FAILED=0
+LEFT=""
+cleanup() {
+    for pid in $LEFT; do kill -KILL "$pid" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+mkdir -p "$TMP/home"
+
+ok() { echo "  ok    $*"; }
+bad() { echo "  FAIL  $*"; FAILED=$((FAILED + 1)); }
+skip() { echo "  skip  $*"; }
+now() { date +%s%N; }
+ms() { echo $((($2 - $1) / 1000000)); }
+# A clean environment: no PATH into a venv, no PYTHON*, a throwaway HOME and ENCLAVE_HOME.
+clean() { env -i PATH=/usr/bin:/bin HOME="$TMP/home" LANG=C.UTF-8 ENCLAVE_HOME="$TMP/enclave" "$@"; }
+
+echo "Enclave $VERSION: smoke test of $DIST"
+[ -x "$APP" ] || { echo "no $APP: run make package first" >&2; exit 1; }
+
+# ---------------------------------------------------------------- the frozen folder
+echo "dist/Enclave ($(du -sh "$DIST/Enclave" | cut -f1))"
+
+cold=""
+if sync && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then cold="cold (page cache dropped)"; fi
+t0=$(now); out=$(clean "$APP" --version 2>&1); rc=$?; t1=$(now)
+first=$(ms "$t0" "$t1")
+if [ $rc -eq 0 ] && [ "$out" = "enclave $VERSION" ]; then ok "--version prints '$out'"; else bad "--version: rc=$rc '$out'"; fi
+best=""
+for _ in 1 2 3 4 5; do
+    t0=$(now); clean "$APP" --version >/dev/null 2>&1; t1=$(now)
+    t=$(ms "$t0" "$t1"); if [ -z "$best" ] || [ "$t" -lt "$best" ]; then best=$t; fi
+done
+echo "  time  --version: first run ${first} ms ${cold:+[$cold]}, warm ${best} ms (best of 5)"
+
+out=$(clean "$APP" doctor 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q "llama.cpp backends: .*CPU"; then
+    ok "doctor: $(echo "$out" | grep 'llama.cpp backends')"
+else
+    bad "doctor: rc=$rc"; echo "$out" | sed 's/^/        /'
+fi
+
+out=$(clean "$APP" models catalog 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q "enclave models pull"; then ok "models catalog (bundled assets/catalog.json)"; else bad "models catalog: rc=$rc $out"; fi
+CPU_LIB="$DIST/Enclave/_internal/llama_cpp/lib/libggml-cpu.so"
+if command -v objdump >/dev/null && [ -f "$CPU_LIB" ]; then
+    n=$(objdump -d --no-show-raw-insn "$CPU_LIB" | grep -c '%zmm')
+    if [ "$n" -eq 0 ]; then ok "llama.cpp CPU code is portable (no AVX-512 instructions)"
+    else echo "  WARN  llama.cpp was built native: $n AVX-512 instructions; crashes on CPUs without AVX-512 (installers/linux/portable_llama.sh)"; fi
+fi
+if [ -s "$DIST/Enclave/_internal/assets/THIRD_PARTY_LICENSES" ]; then ok "THIRD_PARTY_LICENSES bundled"; else bad "THIRD_PARTY_LICENSES missing"; fi
+
+# A real model through the real worker process (multiprocessing spawn of the frozen exe).
+MODEL="$TMP/tiny-moe.gguf"
+if (cd "$ROOT" && "$PY" -m tests.tiny_models "$MODEL" >/dev/null 2>&1); then
+    NET=""
+    if unshare -n true 2>/dev/null; then NET="unshare -n"; fi
+    t0=$(now)
+    # shellcheck disable=SC2086
+    frozen=$($NET env -i PATH=/usr/bin:/bin HOME="$TMP/home" LANG=C.UTF-8 ENCLAVE_HOME="$TMP/enclave" \
+        "$APP" run "$MODEL" "hello world" --max-tokens 16 --temperature 0 2>"$TMP/run.err"); rc=$?
+    t1=$(now)
+    source=$(cd "$ROOT" && ENCLAVE_HOME="$TMP/source-home" "$PY" -m app run "$MODEL" "hello world" \
+        --max-tokens 16 --temperature 0 2>/dev/null)
+    if [ $rc -ne 0 ]; then
+        bad "run tiny model: rc=$rc"; sed 's/^/        /' "$TMP/run.err"
+    elif [ -z "$frozen" ] || [ "$frozen" != "$source" ]; then
+        bad "run tiny model: output differs from the source tree's"
+    else
+        ok "run tiny model: 16 tokens, same as from source, $(ms "$t0" "$t1") ms${NET:+, with no network (unshare -n)}"
+    fi
+else
+    bad "could not write the tiny model with $PY -m tests.tiny_models"
+fi
+
+# The GUI: started offscreen, terminated with SIGTERM, must go without a crash.
+if clean "$APP" gui --help >/dev/null 2>&1; then
+    # Not through clean(): $! must be the app itself, not a subshell.
+    env -i PATH=/usr/bin:/bin HOME="$TMP/home" LANG=C.UTF-8 ENCLAVE_HOME="$TMP/enclave" QT_QPA_PLATFORM=offscreen \
+        "$APP" gui >"$TMP/gui.out" 2>"$TMP/gui.err" &
+    pid=$!
+    LEFT="$pid"
+    sleep 6
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        wait "$pid"; rc=$?
+        LEFT=""
+        if kill -0 "$pid" 2>/dev/null; then
+            bad "gui: still running 10 s after SIGTERM"; LEFT="$pid"
+        elif { [ $rc -eq 0 ] || [ $rc -eq 143 ]; } && ! grep -q -E "Traceback|Fatal Python error|core dumped|Segmentation|Aborted" "$TMP/gui.err"; then
+            ok "gui (offscreen): up for 6 s, exit $rc on SIGTERM, no crash"
+        else
+            bad "gui: exit $rc after SIGTERM"; sed 's/^/        /' "$TMP/gui.err" | tail -20
+        fi
+    else
+        wait "$pid"; rc=$?; LEFT=""
+        bad "gui (offscreen): exited by itself within 6 s (rc=$rc)"; sed 's/^/        /' "$TMP/gui.err" | tail -20
+    fi
+    # No worker or other child may outlive the window (multiprocessing's resource tracker
+    # takes a moment to notice its parent is gone: give it 5 s).
+    i=0; while pgrep -f "^$APP" >/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    orphans=$(pgrep -f "^$APP" || true)
+    if [ -n "$orphans" ]; then
+        bad "processes left behind:"; ps -o pid,ppid,args -p "$(echo $orphans | tr ' ' ',')" | sed 's/^/        /'; LEFT="$orphans"
+    else
+        ok "gui: nothing left running"
+    fi
+
+    # Time to the first visible window, on a virtual X server (xcb, as on a desktop).
+    if command -v xvfb-run >/dev/null && command -v xdotool >/dev/null; then
+        cat > "$TMP/show.sh" <<EOF
+#!/bin/sh
+t0=\$(date +%s%N)
+env -i PATH=/usr/bin:/bin HOME="$TMP/home" LANG=C.UTF-8 ENCLAVE_HOME="$TMP/enclave" DISPLAY="\$DISPLAY" \
+    XAUTHORITY="\$XAUTHORITY" QT_QPA_PLATFORM=xcb "$APP" gui >"$TMP/xgui.out" 2>"$TMP/xgui.err" &
+pid=\$!
+# Poll every 50 ms (xdotool's own --sync waits in 0.5 s steps).
+win=""; i=0
+while [ -z "\$win" ] && [ \$i -lt 1200 ]; do
+    win=\$(xdotool search --onlyvisible --pid \$pid 2>/dev/null | head -1); [ -n "\$win" ] || sleep 0.05; i=\$((i + 1))
+done
+t1=\$(date +%s%N)
+[ -n "\$win" ] && echo "\$(((t1 - t0) / 1000000)) ms, window '\$(xdotool getwindowname \$win)'"
+kill -TERM \$pid 2>/dev/null; wait \$pid
+EOF
+        chmod +x "$TMP/show.sh"
+        for run in first warm; do
+            note=""
+            if [ $run = first ] && sync && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then note=" [cold: page cache dropped]"; fi
+            shown=$(xvfb-run -a "$TMP/show.sh" 2>/dev/null | tail -1)
+            if [ -n "$shown" ]; then
+                echo "  time  gui ($run run, Xvfb, xcb): first window visible after $shown$note"
+            else
+                bad "gui on Xvfb: no visible window within 60 s"; sed 's/^/        /' "$TMP/xgui.err" | tail -20; break
+            fi
+        done
+    else
+        skip "gui show time: needs xvfb-run and xdotool"
+    fi
+else
+    skip "gui: this build has no 'gui' command yet (app/cli/gui.py); the check runs once it has"
+fi
+
+# ---------------------------------------------------------------- the .deb
+if [ -f "$DEB" ]; then
+    echo "$(basename "$DEB") ($(du -h "$DEB" | cut -f1))"
+    R="$TMP/root"
+    dpkg-deb -x "$DEB" "$R"
+    control=$(dpkg-deb -f "$DEB")
+    if echo "$control" | grep -q "^Version: $VERSION$" && echo "$control" | grep -q "^Depends: .*libegl1"; then ok "control: Version $VERSION, Depends"; else bad "control file"; fi
+    for f in opt/enclave/Enclave opt/enclave/_internal/assets/catalog.json opt/enclave/_internal/assets/THIRD_PARTY_LICENSES \
+        opt/enclave/_internal/llama_cpp/lib/libllama.so usr/share/applications/enclave.desktop \
+        usr/share/icons/hicolor/scalable/apps/enclave.svg usr/share/doc/enclave/copyright; do
+        [ -e "$R/$f" ] || bad "missing /$f"
+    done
+    for s in 16 24 32 48 64 128 256 512; do [ -s "$R/usr/share/icons/hicolor/${s}x${s}/apps/enclave.png" ] || bad "missing ${s}x${s} icon"; done
+    [ "$(readlink "$R/usr/bin/enclave")" = /opt/enclave/Enclave ] && ok "files, /usr/bin/enclave -> /opt/enclave/Enclave, icons 16-512" || bad "/usr/bin/enclave link"
+    dpkg-deb -I "$DEB" postinst >/dev/null 2>&1 && dpkg-deb -I "$DEB" postrm >/dev/null 2>&1 && ok "postinst, postrm" || bad "postinst/postrm missing"
+    if command -v desktop-file-validate >/dev/null; then
+        if desktop-file-validate "$R/usr/share/applications/enclave.desktop"; then ok "desktop-file-validate"; else bad "desktop entry invalid"; fi
+    else
+        skip "desktop-file-validate not installed (apt-get install desktop-file-utils)"
+    fi
+    # Run it the way /usr/bin/enclave does: through a symlink from elsewhere.
+    ln -s "$R/opt/enclave/Enclave" "$TMP/enclave-link"
+    out=$(clean "$TMP/enclave-link" --version 2>&1)
+    [ "$out" = "enclave $VERSION" ] && ok "extracted package runs through a symlink" || bad "extracted package: '$out'"
+else
+    bad "no $DEB"
+fi
+
+# ---------------------------------------------------------------- the tarball
+if [ -f "$TARBALL" ]; then
+    echo "$(basename "$TARBALL") ($(du -h "$TARBALL" | cut -f1))"
+    mkdir -p "$TMP/usb"
+    tar -C "$TMP/usb" -xzf "$TARBALL"
+    P="$TMP/usb/Enclave-$VERSION"
+    out=$(env -i PATH=/usr/bin:/bin HOME="$TMP/home" LANG=C.UTF-8 "$P/Enclave" doctor 2>&1); rc=$?
+    if [ $rc -eq 0 ] && echo "$out" | grep -q "database  $P/data/"; then
+        ok "portable: doctor runs, data kept in $(basename "$P")/data next to the launcher"
+    else
+        bad "portable: rc=$rc"; echo "$out" | sed 's/^/        /'
+    fi
+    if [ -f "$MODEL" ]; then
+        out=$(env -i PATH=/usr/bin:/bin HOME="$TMP/home" LANG=C.UTF-8 "$P/Enclave" run "$MODEL" hello --max-tokens 4 --temperature 0 2>&1); rc=$?
+        [ $rc -eq 0 ] && ok "portable: run tiny model" || { bad "portable run: rc=$rc"; echo "$out" | tail -5; }
+    fi
+else
+    bad "no $TARBALL"
+fi
+
+echo
+if [ $FAILED -eq 0 ]; then echo "smoke test passed"; else echo "smoke test: $FAILED check(s) failed"; fi
+exit $FAILED
