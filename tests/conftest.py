@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services import Services
 from inference.protocol import ModelSettings
 from inference.worker import Worker
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
@@ -75,6 +76,13 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
     w = Worker(tmp_path / "logs" / "llama.log")
     yield w
     w.close()
+
+
+@pytest.fixture
+def services(enclave_home: Path) -> Iterator[Services]:
+    """The app's services under this test's own ENCLAVE_HOME, closed afterwards."""
+    with Services.open() as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")

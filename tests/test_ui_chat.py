@@ -25,11 +25,6 @@ from ui.tasks import TaskRunner
 LONG_REPLY = 600  # max_tokens for replies we interrupt: long enough to stop, short enough if we miss
 
 
-@pytest.fixture
-def services() -> Iterator[Services]:
-    s = Services.open()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -23,11 +22,6 @@ from ui.tasks import TaskRunner
 BINARY = bytes(range(256)) * 8  # NUL bytes and control characters: not text, whatever the name says
 
 
-@pytest.fixture
-def services() -> Iterator[Services]:
-    s = Services.open()  # under this test's own ENCLAVE_HOME (conftest)
-    yield s
-    s.close()
 
 
 def make_page(qtbot: QtBot, services: Services, tasks: TaskRunner | None = None) -> LibrariesPage:

@@ -21,13 +21,6 @@ from ui.tasks import TaskRunner
 
 
 @pytest.fixture
-def services() -> Iterator[Services]:
-    s = Services.open()  # ENCLAVE_HOME is this test's own (conftest)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def page(qtbot: QtBot, services: Services) -> ModelsPage:
     widget = ModelsPage(services, TaskRunner(synchronous=True))
     qtbot.addWidget(widget)

@@ -6,7 +6,6 @@ contract in ui/README.md, so these tests check what the shell asks of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +71,6 @@ class FakeLibraries(_Recorder):
         self.calls.append(("open", library_id))
 
 
-@pytest.fixture
-def services() -> Iterator[Services]:
-    with Services.open() as opened:
-        yield opened
 
 
 @pytest.fixture

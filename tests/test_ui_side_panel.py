@@ -3,7 +3,7 @@ the context in use, in the real window; hiding it is remembered."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,10 +20,6 @@ from ui.tasks import TaskRunner
 CONTEXT = 1024
 
 
-@pytest.fixture
-def services() -> Iterator[Services]:
-    with Services.open() as opened:
-        yield opened
 
 
 @pytest.fixture

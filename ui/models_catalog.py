@@ -9,13 +9,10 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -29,6 +26,7 @@ from inference.devices import format_size
 from ui.models_jobs import JobBar
 from ui.models_machine import MachinePicker
 from ui.tasks import TaskRunner
+from ui.widgets import list_table
 
 COLUMNS = ("Model", "Quant", "Size", "Verdict", "")
 
@@ -79,14 +77,7 @@ class CatalogTab(QWidget):
         self.context.setKeyboardTracking(False)
         self.summary = QLabel("Reading the catalog…")
         self.summary.setWordWrap(True)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table = list_table(COLUMNS, stretch=3)
         self.offline_note = QLabel()
         self.offline_note.setWordWrap(True)
         self.jobs = JobBar()

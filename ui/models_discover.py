@@ -8,12 +8,9 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -25,6 +22,7 @@ from app.services import Services
 from inference.devices import format_size
 from ui.models_jobs import JobBar
 from ui.tasks import TaskRunner
+from ui.widgets import list_table
 
 COLUMNS = ("App", "Model", "Size", "Where", "")
 
@@ -43,14 +41,7 @@ class DiscoverTab(QWidget):
         self.summary = QLabel("Looks in the folders of the Hugging Face cache, LM Studio, Ollama, GPT4All, Jan "
                               "and llama.cpp. Nothing is copied; added models are used where they are.")
         self.summary.setWordWrap(True)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table = list_table(COLUMNS, stretch=3)
         self.jobs = JobBar()
         top = QHBoxLayout()
         top.addWidget(self.search_button)
