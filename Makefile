@@ -30,6 +30,9 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.tiny_models $(VENV)/bench-moe.gguf --kind bench
 	$(BIN)/python bench/engine_overhead.py $(VENV)/bench-moe.gguf
 	$(BIN)/python bench/planner.py
+	$(BIN)/python bench/store.py
+	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/ui.py
+	$(BIN)/python bench/library.py
 
 # Distribution (installers/README.md). Not part of `make test`: several minutes.
 #   make package       dist/Enclave/ (PyInstaller), the .deb and the portable .tar.gz
