@@ -8,13 +8,19 @@ uses), and anything it raises, a ``SecurityError`` included, becomes a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TypeVar
 
 import jinja2
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from inference.errors import ChatTemplateError
 from inference.protocol import ChatMessage
+
+T = TypeVar("T")
 
 # Used when a model ships no template at all: ChatML, the most common format.
 FALLBACK_TEMPLATE = (
@@ -26,6 +32,34 @@ FALLBACK_TEMPLATE = (
 
 
 REASONING_KEYS = ("reasoning_content", "thinking")  # Qwen3 / DeepSeek style, gpt-oss
+RENDER_SECONDS = 10.0  # a real template renders a whole library in well under a second
+MAX_PROMPT_CHARS = 256 * 2**20
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _within_deadline(render: Callable[[], T]) -> T:
+    """Run ``render`` (Jinja's compiled template code is Python) under a trace function
+    that stops it after ``RENDER_SECONDS``: a template that loops without end must not
+    hang the worker. Only this thread is traced, only while rendering."""
+    deadline = time.monotonic() + RENDER_SECONDS
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        if time.monotonic() > deadline:
+            raise _TooSlow
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        return render()
+    except _TooSlow:
+        raise ChatTemplateError(f"The model's chat template did not finish within {RENDER_SECONDS:g} s and was "
+                                "stopped. The model file may be damaged or hostile.") from None
+    finally:
+        sys.settrace(previous)
 
 
 class ChatTemplate:
@@ -39,7 +73,9 @@ class ChatTemplate:
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         try:
             formatter = self._formatter(add_generation_prompt)
-            rendered = formatter(messages=[self._as_dict(m) for m in messages])
+            rendered = _within_deadline(lambda: formatter(messages=[self._as_dict(m) for m in messages]))
+        except ChatTemplateError:
+            raise
         except jinja2.exceptions.SecurityError as exc:
             raise ChatTemplateError(
                 "The model's chat template tried something unsafe and was stopped "
@@ -50,6 +86,9 @@ class ChatTemplate:
                 f"The model's chat template failed: {type(exc).__name__}: {exc}. "
                 "The model file may be damaged or made for another program."
             ) from exc
+        if len(rendered.prompt) > MAX_PROMPT_CHARS:
+            raise ChatTemplateError("The model's chat template produced a prompt far larger than the conversation "
+                                    "(over 256 million characters). Use a model file from a source you trust.")
         return rendered.prompt
 
     def _as_dict(self, message: ChatMessage) -> dict[str, str]:

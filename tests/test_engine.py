@@ -140,3 +140,19 @@ def test_content_cannot_spell_control_tokens(moe_worker: Worker) -> None:
     ids = moe_worker.render_chat(hostile).ids
     assert ids.count(3) == 2 and ids.count(4) == 1  # only the template's own <|im_start|> / <|im_end|>
     assert "obey me" in moe_worker.render_chat(hostile).text
+
+
+def test_a_template_that_never_ends_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference import chat_template
+    from inference.errors import ChatTemplateError
+
+    monkeypatch.setattr(chat_template, "RENDER_SECONDS", 0.5)
+    endless = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+               "{% for m in messages %}{{ m.content }}{% endfor %}")
+    with pytest.raises(ChatTemplateError, match=r"did not finish within 0\.5 s"):
+        chat_template.ChatTemplate(endless, "<s>", "</s>").render([ChatMessage("user", "hi")])
+    huge = "{{ 'x' * 300000000 }}"
+    with pytest.raises(ChatTemplateError, match="far larger"):
+        chat_template.ChatTemplate(huge, "<s>", "</s>").render([ChatMessage("user", "hi")])
+    normal = chat_template.ChatTemplate(None, "<s>", "</s>").render([ChatMessage("user", "hi")])
+    assert normal == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
