@@ -9,6 +9,7 @@ read keeps its row with the reason, so the user sees what was left out and why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,6 +222,20 @@ class LibraryRepository:
                 f"({', '.join('?' * len(chunk))})", [tokenizer, *chunk]).fetchall()
             found.update(dict(rows))
         return found
+
+    def count_tokens(self, shas: list[str], tokenizer: str, count: Callable[[Sequence[str]], list[int]],
+                     texts: dict[str, str] | None = None) -> dict[str, int]:
+        """Token counts of these contents for ``tokenizer``: cached ones as they are, the
+        rest counted now (with ``count``) and cached. ``texts`` saves reading them again."""
+        counts = self.token_counts(shas, tokenizer)
+        missing = [sha for sha in shas if sha not in counts]
+        if missing:
+            known = texts or {}
+            counted = dict(zip(missing, count([known[sha] if sha in known else self.content(sha).text
+                                               for sha in missing]), strict=True))
+            self.save_token_counts(counted, tokenizer)
+            counts.update(counted)
+        return counts
 
     def save_token_counts(self, counts: dict[str, int], tokenizer: str) -> None:
         with self.store.write() as db:

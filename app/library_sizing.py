@@ -61,14 +61,8 @@ def library_tokens(repo: LibraryRepository, library_id: int, tokenizer: str,
     """(tokens of every readable document, exact?) — counting what is not cached yet
     when ``count`` is given."""
     shas = list(dict.fromkeys(d.sha256 for d in repo.documents(library_id, readable_only=True) if d.sha256))
-    counts = repo.token_counts(shas, tokenizer)
+    counts = repo.count_tokens(shas, tokenizer, count) if count else repo.token_counts(shas, tokenizer)
     missing = [sha for sha in shas if sha not in counts]
-    if missing and count is not None:
-        texts = [repo.content(sha).text for sha in missing]
-        counted = dict(zip(missing, count(texts), strict=True))
-        repo.save_token_counts(counted, tokenizer)
-        counts.update(counted)
-        missing = []
     estimated = sum(int(len(repo.content(sha).text) / CHARS_PER_TOKEN) for sha in missing)
     frames = 40 * len(shas)  # delimiters and page markers
     return sum(counts.values()) + estimated + frames, not missing

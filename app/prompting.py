@@ -146,12 +146,8 @@ class LibraryPromptBuilder:
         unique = [d for d in documents if d.sha256 and not (d.sha256 in seen or seen.add(d.sha256))]
         contents = {d.sha256: self.repo.content(d.sha256) for d in unique if d.sha256}
         blocks = [document_block(d, contents[d.sha256]) for d in unique if d.sha256]  # (block, frame)
-        cached = self.repo.token_counts(list(contents), self.tokenizer)
-        missing = [sha for sha in contents if sha not in cached]
-        if missing:
-            counted = dict(zip(missing, self._tokens([contents[sha].text for sha in missing]), strict=True))
-            self.repo.save_token_counts(counted, self.tokenizer)
-            cached.update(counted)
+        cached = self.repo.count_tokens(list(contents), self.tokenizer, self._tokens,
+                                        {sha: c.text for sha, c in contents.items()})
         # the delimiters and page markers are short: count them all at once, rather than caching them
         frames = self._tokens([frame for _, frame in blocks])
         return [Unit(d, None, block, cached[d.sha256 or ""] + frame_tokens)
