@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -50,6 +52,24 @@ class Logged:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-cased names
+
+
+HUB_ENVIRONMENT = ("HF_HUB_OFFLINE", "ENCLAVE_OFFLINE", "HF_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                   "http_proxy", "https_proxy", "all_proxy")
+
+
+def point_huggingface_hub_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make huggingface_hub, in this process, talk to ``url`` and nothing else: the
+    endpoint, no offline switch (conftest sets one, read at import), no token or proxy
+    from the environment, and a fresh shared client. Call ``close_session()`` afterwards."""
+    import huggingface_hub.constants as hf_constants
+    from huggingface_hub.utils import close_session
+
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    for var in HUB_ENVIRONMENT:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    close_session()
 
 
 @dataclass

@@ -37,7 +37,7 @@ from app.hub import (
     search,
 )
 from app.hub.repos import hub_file
-from tests.fake_hub import COMMIT, FakeHub, FakeRepo
+from tests.fake_hub import COMMIT, FakeHub, FakeRepo, point_huggingface_hub_at
 from tests.tiny_models import DENSE, write_tiny_model
 
 REPO = "org/Model-GGUF"
@@ -100,13 +100,8 @@ def gguf_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, gguf_bytes: bytes) -> Iterator[FakeHub]:
     with FakeHub() as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        for var in ("HF_HUB_OFFLINE", "ENCLAVE_OFFLINE", "HF_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                    "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # conftest sets it; it is read at import
+        point_huggingface_hub_at(fake.url, monkeypatch)
         monkeypatch.setattr(fetch_module, "RETRY_DELAY", 0.0)
-        close_session()  # huggingface_hub's shared client, made again with this environment
         fake.add(FakeRepo(REPO, {
             SINGLE: gguf_bytes,
             SHARDS[0]: _payload(1, 200_000),

@@ -318,20 +318,14 @@ def test_with_real_threads_progress_and_results_come_back(qtbot: QtBot, services
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch, moe_model: Path) -> Iterator[str]:
     """A hub on 127.0.0.1 serving the tiny MoE model as org/Tiny-GGUF (as tests/test_hub.py)."""
-    import huggingface_hub.constants as hf_constants
     from huggingface_hub.utils import close_session
 
     import app.hub
-    from tests.fake_hub import FakeHub, FakeRepo
+    from tests.fake_hub import FakeHub, FakeRepo, point_huggingface_hub_at
 
     with FakeHub() as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        for var in ("HF_HUB_OFFLINE", "ENCLAVE_OFFLINE", "HF_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                    "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        point_huggingface_hub_at(fake.url, monkeypatch)
         monkeypatch.setattr(app.hub, "get_token", lambda quiet=False: None)  # never the machine's keyring
-        close_session()
         fake.add(FakeRepo("org/Tiny-GGUF", {"tiny-moe-Q8_0.gguf": moe_model.read_bytes()}))
         yield fake.url
     close_session()
