@@ -8,6 +8,7 @@ from typing import Any
 
 from app import __version__
 from app.paths import AppPaths
+from app.policy import policy_in_force
 from inference import ggml_backend
 
 
@@ -22,4 +23,10 @@ def collect(paths: AppPaths) -> dict[str, Any]:
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "devices": [asdict(d) for d in ggml_backend.list_devices()],
         "paths": paths.as_dict(),
+        "policy": _policy(),
     }
+
+
+def _policy() -> dict[str, Any] | None:
+    policy = policy_in_force()
+    return {"source": str(policy.source), **dict(policy.rules())} if policy.in_force else None

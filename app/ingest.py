@@ -18,6 +18,7 @@ from pathlib import Path
 from app.extract import ExtractionError, Limits, extract, kind_of
 from app.hashing import sha256_file
 from app.libraries import Library, LibraryRepository
+from app.policy import PolicyRefusal
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
                                kind=doc.kind, text=doc.text, pages=doc.pages, warnings=doc.warnings)
     except ExtractionError as exc:
         _fail(repo, library, path, kind, exc.reason, str(exc), report)
+        return
+    except PolicyRefusal as exc:  # the library is as large as the organisation allows
+        _fail(repo, library, path, kind, "policy", str(exc), report)
         return
     except FileNotFoundError:
         _fail(repo, library, path, kind, "vanished", f"{path}: the file disappeared while it was being read.", report)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.conversations import NotFound, now
+from app.enforcement import Enforcer
 from app.store import Store
 from inference.errors import EnclaveError
 
@@ -76,8 +77,9 @@ def _document(row: dict[str, Any]) -> Document:
 
 
 class LibraryRepository:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, enforcer: Enforcer | None = None) -> None:
         self.store = store
+        self.enforcer = enforcer or Enforcer()
 
     # Libraries -----------------------------------------------------------------------
 
@@ -90,7 +92,9 @@ class LibraryRepository:
         stamp = now()
         with self.store.write() as db:
             db.execute("INSERT INTO libraries (name, created_at, updated_at) VALUES (?, ?, ?)", [name, stamp, stamp])
-        return self.get(name)
+        created = self.get(name)
+        self.enforcer.record("library.create", library=created.name, library_id=created.id)
+        return created
 
     def find(self, name_or_id: str | int) -> Library | None:
         column = "id" if isinstance(name_or_id, int) or str(name_or_id).isdigit() else "name"
@@ -110,9 +114,12 @@ class LibraryRepository:
         return [Library(**r) for r in self.store.read().query(f"{_LIBRARY_SELECT} ORDER BY l.name")]
 
     def delete(self, library_id: int) -> None:
+        library = self.find(library_id)
         with self.store.write() as db:
             db.execute("DELETE FROM libraries WHERE id = ?", [library_id])
             _drop_orphan_contents(db)
+        if library is not None:
+            self.enforcer.record("library.delete", library=library.name, library_id=library_id)
 
     def touch(self, library_id: int) -> None:
         with self.store.write() as db:
@@ -155,6 +162,7 @@ class LibraryRepository:
         when this content is already stored."""
         stamp = now()
         previous = self.document_at(library_id, path)
+        self._check_room(library_id, path, sha256, text, previous)
         with self.store.write() as db:
             if text is not None:
                 db.execute("INSERT OR IGNORE INTO contents (sha256, text, pages, kind, title, warnings) "
@@ -173,7 +181,25 @@ class LibraryRepository:
             db.execute("UPDATE libraries SET updated_at = ? WHERE id = ?", [stamp, library_id])
         found = self.document_at(library_id, path)
         assert found is not None
+        self.enforcer.record("library.add", library=self._name(library_id), library_id=library_id,
+                             document_id=found.id, path=path, sha256=sha256)
         return found
+
+    def _check_room(self, library_id: int, path: str, sha256: str, text: str | None,
+                    previous: Document | None) -> None:
+        """Refuse the document when the policy's size limit would not hold it."""
+        if self.enforcer.policy.max_library_mb is None:
+            return
+        library = self.get(library_id)
+        row = None if text is not None else self.store.read().execute(
+            "SELECT length(text) FROM contents WHERE sha256 = ?", [sha256]).fetchone()
+        adding = len(text) if text is not None else (row[0] if row else 0)
+        current = library.chars - (previous.chars if previous is not None else 0)
+        self.enforcer.check_library_size(library.name, current, adding, path)
+
+    def _name(self, library_id: int) -> str | None:
+        row = self.store.read().execute("SELECT name FROM libraries WHERE id = ?", [library_id]).fetchone()
+        return row[0] if row else None
 
     def save_failure(self, library_id: int, path: str, *, size: int, mtime: float | None, kind: str | None,
                      reason: str, error: str) -> Document:
@@ -203,11 +229,14 @@ class LibraryRepository:
                        [mtime, document_id])
 
     def remove_document(self, document_id: int) -> None:
-        sha = self.document(document_id).sha256
+        document = self.document(document_id)
         with self.store.write() as db:
             db.execute("DELETE FROM documents WHERE id = ?", [document_id])
-            if sha:
-                _drop_if_unused(db, sha)
+            if document.sha256:
+                _drop_if_unused(db, document.sha256)
+        self.enforcer.record("library.remove", library=self._name(document.library_id),
+                             library_id=document.library_id, document_id=document_id, path=document.path,
+                             sha256=document.sha256)
 
     # Token counts ----------------------------------------------------------------------
 

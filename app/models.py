@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.conversations import NotFound, now
+from app.enforcement import Enforcer
 from app.hashing import copy_hashed, sha256_file
 from app.store import Store
 from inference.errors import EnclaveError
@@ -75,9 +76,10 @@ def model_id(name: str, sha256: str) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, store: Store, folder: Path) -> None:
+    def __init__(self, store: Store, folder: Path, enforcer: Enforcer | None = None) -> None:
         self.store = store
         self.folder = folder  # Enclave's own model folder
+        self.enforcer = enforcer or Enforcer()
 
     # Reading ---------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class ModelRegistry:
         existing = self.by_hash(shas[0])
         if existing is not None:
             raise EnclaveError(f"This model is already registered as {existing.id} ({existing.name}).")
+        self.enforcer.check_model(info.name, shas, "import")
         shape = info.shape
         new_id = model_id(info.name if info.name != paths[0].stem else paths[0].stem, shas[0])
         stamp = now()
@@ -159,6 +162,8 @@ class ModelRegistry:
             for position, (path, sha) in enumerate(zip(paths, shas, strict=True)):
                 db.execute("INSERT INTO model_files (model_id, position, path, size, sha256) VALUES (?, ?, ?, ?, ?)",
                            [new_id, position, str(path.absolute()), path.stat().st_size, sha])
+        files = [{"path": str(p.absolute()), "sha256": sha} for p, sha in zip(paths, shas, strict=True)]
+        self.enforcer.record("model.import", model=new_id, name=info.name, origin=origin, files=files)
         return self.get(new_id)
 
     def import_files(self, files: Sequence[Path], mode: Literal["copy", "link", "in_place"], *,
@@ -248,6 +253,8 @@ class ModelRegistry:
                 path.unlink(missing_ok=True)
             elif path.exists() or path.is_symlink():
                 kept.append(str(path))
+        self.enforcer.record("model.remove", model=model.id, name=model.name, deleted_files=delete_files,
+                             files=[{"path": f.path, "sha256": f.sha256} for f in model.files])
         if delete_files:
             for parent in {Path(f.path).parent for f in model.files if self.owns(Path(f.path))}:
                 if parent.exists() and not any(parent.iterdir()):

@@ -1,7 +1,8 @@
 """Where Enclave keeps its files: the one place that asks platformdirs.
 
 ``ENCLAVE_HOME`` moves everything (data, config, cache, logs) under one folder; tests
-and portable installs on a USB stick use it.
+and portable installs on a USB stick use it. An organisation's policy with ``data_dir``
+does the same, and wins over ``ENCLAVE_HOME``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platformdirs import PlatformDirs
+
+from app.policy import policy_in_force
 
 APP_NAME = "Enclave"
 HOME_ENV = "ENCLAVE_HOME"
@@ -62,8 +65,9 @@ class AppPaths:
 
 
 def app_paths() -> AppPaths:
-    """The paths in force now: under ``ENCLAVE_HOME`` when set, else the platform's."""
-    home = os.environ.get(HOME_ENV)
+    """The paths in force now: under the policy's ``data_dir``, else under ``ENCLAVE_HOME``
+    when set, else the platform's."""
+    home = policy_in_force().data_dir or os.environ.get(HOME_ENV)
     if home:
         root = Path(home).expanduser().resolve()
         return AppPaths(data=root / "data", config=root / "config", cache=root / "cache", logs=root / "logs")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from app.enforcement import Enforcer
 from app.paths import AppPaths
 from inference.devices import Machine, detect_machine
 from inference.errors import EnclaveError
@@ -59,11 +60,13 @@ def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine | None = No
 
 
 class Runtime:
-    def __init__(self, paths: AppPaths, resolve: Callable[[str], Path] = resolve_model) -> None:
+    def __init__(self, paths: AppPaths, resolve: Callable[[str], Path] = resolve_model,
+                 enforcer: Enforcer | None = None) -> None:
         """``resolve`` turns what a user calls a model (a path; with the registry, an id
-        or a name too) into its file."""
+        or a name too) into its file. ``enforcer``: the policy's allow-list and audit log."""
         self.paths = paths
         self.resolve = resolve
+        self.enforcer = enforcer or Enforcer()
         self.worker = Worker(paths.llama_log)
         self.last_load: LoadOutcome | None = None
         self._last_request: tuple[object, ...] | None = None
@@ -100,6 +103,7 @@ class Runtime:
             return self.last_load
         gguf = self.inspect(model)  # validates; llama.cpp never sees a broken file
         path = gguf.path  # the first shard of a split model, which llama.cpp wants
+        hashes = self.enforcer.admit_load(gguf.name, [p for p, _ in gguf.files])
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
         if planned is not None:
@@ -112,6 +116,8 @@ class Runtime:
             wanted = replace(wanted, tensor_overrides=extra_overrides + wanted.tensor_overrides)
         self._resident = None  # a new load starts with an empty KV cache
         info = self.worker.load(wanted)
+        self.enforcer.record("model.load", name=gguf.name, path=str(path), sha256=hashes,
+                             vocab_only=wanted.vocab_only)
         report = parse_load_log(info.log_lines)
         checks = check_estimates(chosen, report) if chosen is not None else ()
         for check in checks:

@@ -3,16 +3,19 @@ and the chat service. The CLI and the GUI build one ``Services`` and use only it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from app.chat import ChatService
 from app.conversations import ConversationRepository
+from app.enforcement import Enforcer
+from app.export import export_json, export_markdown
 from app.kv_cache import PromptCache
 from app.libraries import LibraryRepository
 from app.library_chat import LibraryChat
 from app.models import ModelRegistry
 from app.paths import AppPaths, app_paths
+from app.policy import Policy
 from app.runtime import Runtime, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
@@ -27,24 +30,32 @@ class Services:
     libraries: LibraryRepository
     prompt_cache: PromptCache
     models: ModelRegistry
+    enforcer: Enforcer = field(default_factory=Enforcer)
     _runtime: Runtime | None = field(default=None, repr=False)
     _chat: ChatService | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, paths: AppPaths | None = None, *, readonly: bool = False) -> Services:
-        """``readonly``: for commands that only read, which may run beside a running Enclave."""
+        """``readonly``: for commands that only read, which may run beside a running Enclave.
+        The organisation's policy is read first: an invalid one, or an audit log it asks
+        for that cannot be written, stops here."""
         paths = (paths or app_paths()).ensure()
+        enforcer = Enforcer.in_force(paths)
         store = open_store(paths.database, readonly=readonly)
         settings = SettingsRepository(store)
         cache = PromptCache(store, paths.kv_cache, lambda: int(settings.load().kv_cache_max_gb * 2**30))
-        return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store), cache,
-                   ModelRegistry(store, paths.models))
+        return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store, enforcer), cache,
+                   ModelRegistry(store, paths.models, enforcer), enforcer)
+
+    @property
+    def policy(self) -> Policy:
+        return self.enforcer.policy
 
     @property
     def runtime(self) -> Runtime:
         """The worker process starts only when something needs a model."""
         if self._runtime is None:
-            self._runtime = Runtime(self.paths, self.resolve_model)
+            self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer)
         return self._runtime
 
     def resolve_model(self, ref: str) -> Path:
@@ -60,7 +71,18 @@ class Services:
         return self._chat
 
     def current_settings(self) -> Settings:
-        return self.settings.load()
+        """The saved settings, with what the organisation's policy decides in their place."""
+        return replace(self.settings.load(), **self.policy.managed_settings())
+
+    def export_conversation(self, conversation_id: int, fmt: str, destination: str) -> str:
+        """A conversation as Markdown (``md``) or JSON, if the policy allows exports."""
+        self.enforcer.check_export("conversation", conversation=conversation_id, destination=destination)
+        conversation = self.conversations.get(conversation_id)
+        messages = self.conversations.messages(conversation_id)
+        text = export_json(conversation, messages) if fmt == "json" else export_markdown(conversation, messages)
+        self.enforcer.record("conversation.export", conversation=conversation_id, format=fmt,
+                             destination=destination, messages=len(messages))
+        return text
 
     def close(self) -> None:
         if self._runtime is not None:

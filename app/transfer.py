@@ -39,6 +39,7 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
                  cancelled: Callable[[], bool] = lambda: False) -> Path:
     """Copy ``model`` into ``folder`` (checking each copy's SHA-256 against the registry)
     and add it to the folder's manifest. Returns the manifest's path."""
+    registry.enforcer.check_export("model", model=model.id, folder=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     done = 0
 
@@ -66,6 +67,8 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
         "files": [{"name": Path(f.path).name, "size": f.size, "sha256": f.sha256} for f in model.files],
     }]
     manifest_path.write_text(json.dumps(manifest, indent=2))
+    registry.enforcer.record("model.export", model=model.id, name=model.name, folder=str(folder.absolute()),
+                             sha256=[f.sha256 for f in model.files])
     return manifest_path
 
 

@@ -17,6 +17,7 @@ import click
 from app import __version__
 from app.logs import configure_logging
 from app.paths import app_paths
+from app.policy import PolicyError, policy_in_force
 from inference.devices import parse_size
 from inference.errors import EnclaveError
 
@@ -118,9 +119,15 @@ def cli(ctx: click.Context) -> None:
     Nothing leaves it: no telemetry, no update checks, no network unless you ask for a
     download.
     """
-    configure_logging(app_paths())
     if ctx.invoked_subcommand is None:
-        ctx.exit(launch_gui())
+        ctx.exit(launch_gui())  # the window says what stops it, a policy that is not valid included
+    if ctx.invoked_subcommand == "policy":
+        return  # 'policy check FILE' works whatever the policy in force
+    try:
+        policy_in_force()  # fails closed: nothing runs under a policy that cannot be read
+    except PolicyError as exc:
+        fail(str(exc))
+    configure_logging(app_paths())
 
 
 def launch_gui() -> int:

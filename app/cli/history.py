@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from app.cli.common import cli, user_errors
-from app.export import export_json, export_markdown, import_json
+from app.export import export_markdown, import_json
 from app.services import Services
 from inference.errors import EnclaveError
 
@@ -80,9 +80,7 @@ def search(query: str, limit: int, as_json: bool) -> None:
 def export(conversation_id: int, fmt: str, output: Path | None) -> None:
     """Export a conversation as Markdown (to read) or JSON (complete, re-importable)."""
     with Services.open(readonly=True) as services:
-        conversation = services.conversations.get(conversation_id)
-        messages = services.conversations.messages(conversation_id)
-    text = export_json(conversation, messages) if fmt == "json" else export_markdown(conversation, messages)
+        text = services.export_conversation(conversation_id, fmt, str(output.absolute()) if output else "stdout")
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -8,7 +8,9 @@ from dataclasses import asdict
 import click
 
 from app.cli.common import EXIT_USER_ERROR, cli, user_errors
+from app.cli.policy import policy_lines
 from app.paths import app_paths
+from app.policy import policy_in_force
 from app.services import Services
 from app.settings import parse_value
 from inference.devices import format_size
@@ -40,6 +42,7 @@ def doctor(as_json: bool, check_db: bool) -> None:
     click.echo("Data:")
     for name, path in report["paths"].items():
         click.echo(f"  {name:<9} {path}")
+    click.echo("Policy: " + "\n".join(policy_lines(policy_in_force())))
 
 
 @cli.group(invoke_without_command=True)

@@ -46,7 +46,7 @@ def list_gguf(repo_id: str, *, revision: str | None = None, token: str | None = 
               offline: bool = False) -> HubRepo:
     """The GGUF files of ``repo_id`` at ``revision`` (default: main), with sizes and SHA-256,
     and the commit sha the listing was made at."""
-    refuse_if_offline(offline)
+    refuse_if_offline(offline, "list")
     auth = resolve(token)
     with translated(f"listing the files of {repo_id}", repo_id=repo_id, endpoint=endpoint(),
                     token_sent=auth is not False):
@@ -68,7 +68,7 @@ def _hub_file(sibling: Any) -> HubFile:
 def search(query: str, *, limit: int = 20, token: str | None = None, offline: bool = False) -> list[dict]:
     """GGUF repositories matching ``query``, most downloaded first: dicts with id, downloads,
     likes, last_modified (ISO 8601 or None) and gated."""
-    refuse_if_offline(offline)
+    refuse_if_offline(offline, "search")
     limit = max(1, min(int(limit), SEARCH_LIMIT_MAX))
     auth = resolve(token)
     refused = (f"The hub refused the saved token while searching. Create a new read token at {TOKENS_PAGE} and "

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from app.enforcement import Enforcer
 from inference.errors import EnclaveError
 
 OFFLINE_ENV = "ENCLAVE_OFFLINE"
@@ -36,8 +37,10 @@ def offline_enabled() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def refuse_if_offline(offline: bool) -> None:
-    """Raise :class:`OfflineError` when offline; called before anything can open a socket."""
+def refuse_if_offline(offline: bool, action: str) -> None:
+    """Raise :class:`OfflineError` when offline, or the policy's refusal when the organisation
+    turned downloads off; called before anything can open a socket."""
+    Enforcer.in_force().check_downloads(action)
     if offline or offline_enabled():
         raise OfflineError()
 

@@ -61,7 +61,7 @@ def download(repo: HubRepo, choice: Choice, dest: Path, *, token: str | None = N
     ``on_progress(done, total)`` counts bytes over all files (bytes already on disk count
     as they are checked). ``cancelled()`` is polled between chunks; a cancel raises
     :class:`DownloadCancelled` and keeps partial files for the next call to resume."""
-    refuse_if_offline(offline)
+    refuse_if_offline(offline, "download")
     if not choice.files:
         raise HubError("Nothing to download: the choice has no files.")
     dest = Path(dest)

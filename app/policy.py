@@ -1,0 +1,184 @@
+"""The organisation's policy: a TOML file an administrator owns and users cannot override.
+
+Where it is read from, in this order:
+
+1. the system file, ``system_policy_path()`` — ``/etc/xdg/enclave/policy.toml`` on Linux and
+   other Unix (fixed: ``XDG_CONFIG_DIRS`` is not consulted, since any user can set it),
+   ``/Library/Application Support/enclave/policy.toml`` on macOS,
+   ``C:\\ProgramData\\enclave\\policy.toml`` on Windows. When it exists it is in force, and
+   ``ENCLAVE_POLICY`` is ignored;
+2. otherwise the file ``ENCLAVE_POLICY`` names — for deployments without a system-wide
+   folder (the environment is then the administrator's) and for tests;
+3. otherwise there is no policy.
+
+A policy that cannot be read or is not valid (a TOML error, an unknown key, a wrong type)
+stops Enclave with the file and the problem: it fails closed, never open.
+
+    downloads = false                     # no pull, search or catalog downloads
+    export = false                        # no conversation or model export
+    allowed_models = ["<sha256>", ...]    # every file of a model (each shard) must be listed
+    data_dir = "/srv/enclave/{user}"      # everything under here, whatever ENCLAVE_HOME says
+    max_library_mb = 200                  # extracted text per library, in millions of characters
+    audit_log = true                      # or a path, e.g. "/var/log/enclave/audit.jsonl"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from platformdirs import site_config_path
+
+from app.audit import os_user
+from inference.errors import EnclaveError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+POLICY_ENV = "ENCLAVE_POLICY"
+POLICY_NAME = "policy.toml"
+SET_BY = "Set by your organisation"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class PolicyError(EnclaveError):
+    """The policy file cannot be used; Enclave does not start."""
+
+
+class PolicyRefusal(EnclaveError):
+    """Something the policy does not allow was asked for."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: Path | None = None  # None: no policy in force
+    downloads: bool = True
+    export: bool = True
+    allowed_models: frozenset[str] | None = None  # SHA-256 of every allowed model file; None: any model
+    data_dir: Path | None = None
+    max_library_mb: float | None = None
+    audit_log: Path | bool = False  # True: audit.jsonl in the data folder's logs/
+
+    @property
+    def in_force(self) -> bool:
+        return self.source is not None
+
+    def audit_path(self, logs: Path) -> Path | None:
+        if self.audit_log is True:
+            return logs / "audit.jsonl"
+        return self.audit_log or None
+
+    def managed_settings(self) -> dict[str, Any]:
+        """Settings the policy decides, with the value it imposes."""
+        return {} if self.downloads else {"offline": True}
+
+    def rules(self) -> list[tuple[str, str]]:
+        """(key, what it means) for every rule, for ``doctor`` and ``policy show``."""
+        allowed = self.allowed_models
+        return [
+            ("downloads", "allowed" if self.downloads else "turned off"),
+            ("export", "allowed" if self.export else "turned off"),
+            ("allowed_models", "any model" if allowed is None else f"only {len(allowed)} listed file hashes"),
+            ("data_dir", str(self.data_dir) if self.data_dir else "not fixed"),
+            ("max_library_mb", f"{self.max_library_mb:g} million characters of text per library"
+             if self.max_library_mb is not None else "no limit"),
+            ("audit_log", "on (the data folder's logs/audit.jsonl)" if self.audit_log is True
+             else str(self.audit_log) if self.audit_log else "off"),
+        ]
+
+
+def system_policy_path() -> Path:
+    if sys.platform in ("win32", "darwin"):
+        return site_config_path("enclave", appauthor=False) / POLICY_NAME
+    return Path("/etc/xdg/enclave") / POLICY_NAME
+
+
+def policy_file() -> Path | None:
+    """The file in force (see the module's docstring), or None."""
+    system = system_policy_path()
+    try:
+        if system.exists() or system.is_symlink():
+            return system
+    except OSError as exc:
+        raise PolicyError(f"the policy {system} cannot be read ({exc.strerror or exc}). Enclave does not start "
+                          "until it can be; ask your administrator.") from exc
+    named = os.environ.get(POLICY_ENV)
+    return Path(named).expanduser() if named else None
+
+
+def policy_in_force() -> Policy:
+    path = policy_file()
+    return load_policy(path) if path is not None else Policy()
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _invalid(path, exc.strerror or str(exc)) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _invalid(path, str(exc)) from exc
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _PARSERS:
+            raise _invalid(path, f"unknown key {key!r} (known: {', '.join(_PARSERS)})")
+        try:
+            values[key] = _PARSERS[key](value)
+        except ValueError as exc:
+            raise _invalid(path, f"{key}: {exc}") from exc
+    return Policy(source=path.absolute(), **values)
+
+
+def _invalid(path: Path, problem: str) -> PolicyError:
+    return PolicyError(f"the policy {path} is not valid: {problem}. Enclave does not start until it is fixed; "
+                       "ask your administrator.")
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+def _hashes(value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of SHA-256 hashes")
+    for item in value:
+        if not isinstance(item, str) or not _SHA256.fullmatch(item.strip().lower()):
+            raise ValueError(f"{item!r} is not a SHA-256 hash (64 hexadecimal digits)")
+    return frozenset(item.strip().lower() for item in value)
+
+
+def _folder(value: Any) -> Path:
+    """An absolute path; ``{user}`` becomes the account's name (one data folder per user)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a path")
+    path = Path(value.replace("{user}", os_user()))
+    if not path.is_absolute():
+        raise ValueError(f"{value!r} must be an absolute path")
+    return path
+
+
+def _megabytes(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _audit(value: Any) -> Path | bool:
+    if not isinstance(value, (bool, str)):
+        raise ValueError(f"must be true, false or a path, not {value!r}")
+    return value if isinstance(value, bool) else _folder(value)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "downloads": _bool, "export": _bool, "allowed_models": _hashes, "data_dir": _folder,
+    "max_library_mb": _megabytes, "audit_log": _audit,
+}
