@@ -36,6 +36,16 @@ import ui.pyside_fixes  # noqa: E402, F401  (PySide6 6.12's emit leak; see the m
 
 
 @pytest.fixture(autouse=True)
+def no_system_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Tests never read this machine's policy: the system file is one that does not exist
+    (tests put one there to act as the administrator), and ENCLAVE_POLICY is unset."""
+    path = tmp_path / "system-config" / "enclave" / "policy.toml"
+    monkeypatch.setattr("app.policy.system_policy_path", lambda: path)
+    monkeypatch.delenv("ENCLAVE_POLICY", raising=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
 def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "enclave-home"
     monkeypatch.setenv("ENCLAVE_HOME", str(home))

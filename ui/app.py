@@ -20,8 +20,10 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 import ui.pyside_fixes  # noqa: F401  (before any signal is emitted)
 from app.logs import configure_logging
 from app.paths import app_paths
+from app.policy import PolicyError
 from app.services import Services
 from app.store import StoreError
+from inference.errors import EnclaveError
 from ui.main_window import MainWindow
 from ui.tasks import TaskRunner
 from ui.theme import apply_theme
@@ -51,7 +53,7 @@ def open_services() -> Services | None:
     """The services, or None after telling the user why they cannot be opened."""
     try:
         return Services.open()
-    except StoreError as exc:  # another Enclave has the data folder, or the database is damaged
+    except (StoreError, EnclaveError) as exc:  # the folder in use or damaged; a policy's audit log unwritable
         message = str(exc)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
@@ -70,10 +72,14 @@ def keep_settings_in(folder: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    paths = app_paths()
+    app = application(argv)
+    try:
+        paths = app_paths()  # reads the organisation's policy: one that is not valid stops Enclave here
+    except PolicyError as exc:
+        QMessageBox.critical(None, "Enclave cannot start", str(exc))
+        return EXIT_USER_ERROR
     configure_logging(paths)
     keep_settings_in(paths.config)
-    app = application(argv)
     services = open_services()
     if services is None:
         return EXIT_USER_ERROR

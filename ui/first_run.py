@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.models import Model
+from app.policy import SET_BY
 from app.services import Services
 from inference.devices import format_size
 from ui.tasks import TaskRunner
@@ -259,7 +260,9 @@ class FirstRunPage(QWidget):
         _clear(self.results)
         self.results_box.setTitle(f"The catalog — for this machine: {machine}")
         self.results_box.show()
-        self.status.setText("Enclave is offline: copy a model file onto this machine and import it, or run the "
+        self.status.setText(f"{SET_BY}: downloads are turned off. Copy a model file onto this machine and import "
+                            "it." if not self.services.policy.downloads else
+                            "Enclave is offline: copy a model file onto this machine and import it, or run the "
                             "command shown on a machine with network." if offline else
                             "Models that fit this machine are marked. Downloads come from the Hugging Face hub.")
         for fit in sorted(results, key=lambda f: (not f.default.fits, f.entry.size_bytes)):

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from app import hub
 from app.catalog import CATALOG, CatalogEntry, Fit, fits, load_catalog
 from app.models import Model, Progress
+from app.policy import SET_BY
 from app.services import Services
 from inference.devices import format_size
 from ui.models_jobs import JobBar
@@ -139,10 +140,16 @@ class CatalogTab(QWidget):
         for row in range(self.table.rowCount()):
             button = self.download_button(row)
             button.setEnabled(not offline and not self.jobs.busy)
-            button.setToolTip("Enclave works offline (the offline setting or ENCLAVE_OFFLINE=1)." if offline
+            button.setToolTip(self.offline_reason() if offline
                               else f"Download {self.fits[row].entry.repo} from the Hugging Face hub.")
-        self.offline_note.setText("Enclave works offline: downloads are off. Copy a GGUF file onto this machine "
-                                  "and import it, or turn the offline setting off." if offline else "")
+        note = (f"{self.offline_reason()} Copy a GGUF file onto this machine and import it"
+                + (", or turn the offline setting off." if self.services.policy.downloads else "."))
+        self.offline_note.setText(note if offline else "")
+
+    def offline_reason(self) -> str:
+        if not self.services.policy.downloads:
+            return f"{SET_BY}: downloads are turned off."
+        return "Enclave works offline (the offline setting or ENCLAVE_OFFLINE=1): downloads are off."
 
     def download(self, row: int) -> None:
         if self.jobs.busy or self.offline():

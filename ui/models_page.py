@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.models import Model, Verification
+from app.policy import SET_BY
 from app.services import Services
 from app.transfer import ImportReport, export_model, import_folder
 from inference.devices import format_size
@@ -176,6 +177,9 @@ class ModelsPage(QWidget):
         model = self.selected_model()
         for button in (self.verify_button, self.remove_button, self.default_button, self.export_button):
             button.setEnabled(model is not None and not self.jobs.busy)
+        if not self.services.policy.export:
+            self.export_button.setEnabled(False)
+            self.export_button.setToolTip(f"{SET_BY}: exports are turned off.")
         self.plan_view.set_model(model.id if model else None)
 
     def _name_of(self, model_id: str) -> str:

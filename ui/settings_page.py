@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.paths import HOME_ENV
+from app.policy import SET_BY
 from app.services import Services
 from app.settings import Settings, parse_value
 from inference.errors import EnclaveError
@@ -66,6 +67,7 @@ class SettingsPage(QWidget):
         self.tasks = tasks
         self.editors: dict[str, Editor] = {}
         self.errors: dict[str, QLabel] = {}
+        self.managed_notes: dict[str, QLabel] = {}
         self._loaded: Settings = Settings()
 
         body = QWidget()
@@ -98,6 +100,9 @@ class SettingsPage(QWidget):
             cell.setSpacing(2)
             cell.addWidget(editor)
             cell.addWidget(error)
+            self.managed_notes[f.name] = QLabel(SET_BY)
+            self.managed_notes[f.name].hide()
+            cell.addWidget(self.managed_notes[f.name])
             if isinstance(editor, QCheckBox):
                 form.addRow("", cell)
             else:
@@ -144,10 +149,21 @@ class SettingsPage(QWidget):
         home = os.environ.get(HOME_ENV)
         where = str(self.services.paths.data)
         self.data_label.setText(f"{where}\n(ENCLAVE_HOME is set: {home})" if home else where)
+        if self.services.policy.data_dir is not None:
+            self.data_label.setText(f"{where}\n({SET_BY})")
         for name, editor in self.editors.items():
             self._show(name, editor, getattr(self._loaded, name))
             self.errors[name].hide()
+        self._show_managed()
         self.status.clear()
+
+    def _show_managed(self) -> None:
+        """What the organisation's policy decides: shown with its value, greyed out, never saved from here."""
+        for name, value in self.services.policy.managed_settings().items():
+            self._show(name, self.editors[name], value)
+            self.editors[name].setEnabled(False)
+            self.editors[name].setToolTip(SET_BY)
+            self.managed_notes[name].show()
 
     def _show(self, name: str, editor: Editor, value: Any) -> None:
         if isinstance(editor, QComboBox):
@@ -183,7 +199,10 @@ class SettingsPage(QWidget):
         """(valid changed values, errors by field) from what the editors show."""
         values: dict[str, Any] = {}
         errors: dict[str, str] = {}
+        managed = self.services.policy.managed_settings()
         for name, editor in self.editors.items():
+            if name in managed:
+                continue
             try:
                 value = parse_value(name, self._text_of(editor))
             except EnclaveError as exc:
