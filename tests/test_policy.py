@@ -232,6 +232,8 @@ def test_cli_enforces_each_rule(tmp_path: Path, enclave_home: Path, moe_model: P
     for command in (("models", "pull", "org/repo"), ("models", "search", "qwen")):
         assert "Downloads are turned off by your organisation" in one_error_line(
             enclave(*command, home=enclave_home, policy=policy))
+    assert "offline is set by your organisation's policy" in one_error_line(
+        enclave("settings", "set", "offline", "false", home=enclave_home, policy=policy))
     ran = one_error_line(enclave("run", str(moe_model), "hi", home=enclave_home, policy=policy))
     assert "not on your organisation's list of allowed models" in ran and str(policy) in ran
     assert "not on your organisation's list" in one_error_line(

@@ -14,6 +14,7 @@ from app.policy import policy_in_force
 from app.services import Services
 from app.settings import parse_value
 from inference.devices import format_size
+from inference.errors import EnclaveError
 
 
 @cli.command()
@@ -63,6 +64,9 @@ def settings(ctx: click.Context) -> None:
 def set_setting(key: str, value: str) -> None:
     """Set KEY to VALUE (none clears an optional setting)."""
     with Services.open() as services:
+        if key in services.policy.managed_settings():
+            raise EnclaveError(f"{key} is set by your organisation's policy ({services.policy.source}); it cannot be "
+                               "changed here.")
         updated = services.settings.set(key, parse_value(key, value))
     click.echo(f"{key} = {json.dumps(getattr(updated, key))}")
 
