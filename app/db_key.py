@@ -71,6 +71,11 @@ def delete_key(database: Path) -> None:
         raise DatabaseKeyError(f"The keyring refused to delete the database key ({exc}).") from exc
 
 
+def check_keyring() -> None:
+    """DatabaseKeyError when there is no usable keyring to keep a key in."""
+    _backend()
+
+
 def _backend() -> Any:
     backend = usable_keyring()
     if backend is None:

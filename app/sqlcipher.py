@@ -41,21 +41,25 @@ def is_plain_sqlite(path: Path) -> bool:
         return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
-def key_pragma(key: str) -> str:
-    """SQLCipher's raw-key literal; the key is checked so that it can only be hex digits."""
+def key_literal(key: str | None) -> str:
+    """SQLCipher's raw-key form, checked so that it can only be hex digits; '' for no key
+    (a plain database)."""
+    if key is None:
+        return ""
     if not re.fullmatch(r"[0-9a-f]{64}", key):
         raise EnclaveError("The database key in the keyring is not one Enclave made (64 hex digits expected).")
-    return f"\"x'{key}'\""
+    return f"x'{key}'"
 
 
-def connect(path: Path, key: str, *, readonly: bool = False) -> Any:
-    """A connection to an encrypted database (or a new one to be encrypted) with ``key``."""
+def connect(path: Path, key: str | None, *, readonly: bool = False) -> Any:
+    """A SQLCipher connection: to an encrypted database with ``key``, or a plain one (None)."""
     if dbapi2 is None:
         raise EnclaveError(INSTALL)
     target, uri = (f"{path.as_uri()}?mode=ro", True) if readonly else (str(path), False)
     conn = dbapi2.connect(target, uri=uri, check_same_thread=False)
     conn.execute("PRAGMA cipher_log_level = NONE")  # a wrong key is our error to report, not a line on stderr
-    conn.execute(f"PRAGMA key = {key_pragma(key)}")
+    if key is not None:
+        conn.execute(f'PRAGMA key = "{key_literal(key)}"')
     return conn
 
 
@@ -64,7 +68,7 @@ def cipher_settings() -> dict[str, str]:
     if dbapi2 is None:
         return {"sqlcipher": "not installed"}
     conn = dbapi2.connect(":memory:")
-    conn.execute(f"PRAGMA key = {key_pragma(new_key())}")  # the provider is only known once keyed
+    conn.execute(f'PRAGMA key = "{key_literal(new_key())}"')  # the provider is only known once keyed
     try:
         def value(pragma: str) -> str:
             row = conn.execute(f"PRAGMA {pragma}").fetchone()
