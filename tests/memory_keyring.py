@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
@@ -23,3 +27,25 @@ class MemoryKeyring(KeyringBackend):
     def delete_password(self, service: str, username: str) -> None:
         if self.passwords.pop((service, username), None) is None:
             raise PasswordDeleteError("no such password")
+
+
+class FileKeyring(MemoryKeyring):
+    """The same, kept in the JSON file ``$ENCLAVE_TEST_KEYRING``, for tests that run ``enclave``
+    as a process: ``PYTHON_KEYRING_BACKEND=tests.memory_keyring.FileKeyring``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.file = Path(os.environ.get("ENCLAVE_TEST_KEYRING", os.devnull))  # keyring makes one of each backend
+        if self.file.is_file():
+            self.passwords = {tuple(k.split("\n", 1)): v for k, v in json.loads(self.file.read_text()).items()}
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        super().set_password(service, username, password)
+        self._save()
+
+    def delete_password(self, service: str, username: str) -> None:
+        super().delete_password(service, username)
+        self._save()
+
+    def _save(self) -> None:
+        self.file.write_text(json.dumps({f"{s}\n{u}": p for (s, u), p in self.passwords.items()}))
