@@ -20,8 +20,10 @@ import app.encryption as encryption
 from app import sqlcipher
 from app.chat import ReplyFinished
 from app.db_key import SERVICE, DatabaseKeyError, entry_name, load_key, new_key
-from app.encryption import EncryptionError, decrypt_database, encrypt_database, is_encrypted, status
+from app.diagnostics import collect
+from app.encryption import EncryptionError, decrypt_database, describe, encrypt_database, is_encrypted, status
 from app.ingest import ingest
+from app.paths import app_paths
 from app.services import Services
 from app.store import AnotherInstanceError, StoreError, open_store
 from tests.memory_keyring import MemoryKeyring
@@ -100,13 +102,15 @@ def test_encrypting_keeps_every_row_and_the_file_says_nothing(database: Path,
         assert len(services.conversations.search("quokka")) == 3
 
 
-def test_status_reports_on_off_and_the_cipher(database: Path) -> None:
-    assert status(database) == {"encrypted": False, "sqlcipher_available": True}
+def test_doctor_reports_on_off_and_the_cipher(database: Path) -> None:
+    assert collect(app_paths())["encryption"] == {"encrypted": False, "sqlcipher_available": True}
+    assert describe(status(database)) == "off ('enclave database encrypt' turns it on)"
     encrypt_database(database)
-    report = status(database)
+    report = collect(app_paths())["encryption"]
     assert report["encrypted"] and report["cipher"]["cipher"] == "AES-256-CBC"
     assert report["cipher"]["sqlcipher"].startswith("4.") and report["cipher"]["hmac"] == "HMAC_SHA512"
     assert report["keyring"] == MemoryKeyring().name and report["key_entry"].endswith(str(database.parent))
+    assert describe(report).startswith("on (SQLCipher 4.")
 
 
 def test_a_wrong_key_is_refused_and_the_file_left_alone(database: Path, memory_keyring: MemoryKeyring) -> None:
