@@ -26,6 +26,8 @@ INSTALL = ("Encryption needs SQLCipher for Python: 'pip install sqlcipher3-binar
            "'pip install sqlcipher3' with SQLCipher installed (apt install libsqlcipher-dev, brew install sqlcipher).")
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError,) + ((dbapi2.DatabaseError,) if dbapi2 else ())
+# Reading a page that fails authentication is an error, in some paths SQLITE_NOMEM (MemoryError).
+READ_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, MemoryError)
 OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (
     (sqlite3.OperationalError,) + ((dbapi2.OperationalError,) if dbapi2 else ()))
 

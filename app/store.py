@@ -108,8 +108,15 @@ class Store:
         return [m.name for m in MIGRATIONS.applied(self.read())]
 
     def integrity_check(self) -> list[str]:
-        """SQLite's own check: ['ok'] when the file is sound."""
-        return [row[0] for row in self.read().execute("PRAGMA integrity_check").fetchall()]
+        """SQLite's own check (and SQLCipher's page authentication when encrypted): ['ok']
+        when the file is sound."""
+        db = self.read()
+        found = [f"cipher: {row[0]}" for row in db.execute("PRAGMA cipher_integrity_check")] if self.encrypted else []
+        try:
+            found += [row[0] for row in db.execute("PRAGMA integrity_check") if row[0] != "ok"]
+        except sqlcipher.READ_ERRORS as exc:  # SQLCipher refuses to read a page that fails authentication
+            found.append(f"cannot be read: {exc or type(exc).__name__}")
+        return found or ["ok"]
 
     def close(self) -> None:
         for conn in getattr(self, "_all_readers", []):
@@ -145,6 +152,10 @@ def _key_for(path: Path) -> str | None:
                                         "machine, unlock the keyring (or log in as the user who encrypted it)"))
     if not sqlcipher.available():
         raise StoreError(f"The database {path} is encrypted. {sqlcipher.INSTALL}")
+    try:
+        sqlcipher.key_literal(key)
+    except EnclaveError as exc:
+        raise StoreError(f"The database {path} cannot be opened: {exc} Enclave did not change it.") from exc
     return key
 
 
