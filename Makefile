@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_overhead.py $(VENV)/bench-moe.gguf
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/encryption.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/ui.py
 	$(BIN)/python bench/library.py
 

@@ -7,6 +7,7 @@ from importlib.metadata import version
 from typing import Any
 
 from app import __version__
+from app.encryption import status as encryption_status
 from app.paths import AppPaths
 from app.policy import policy_in_force
 from inference import ggml_backend
@@ -23,6 +24,7 @@ def collect(paths: AppPaths) -> dict[str, Any]:
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "devices": [asdict(d) for d in ggml_backend.list_devices()],
         "paths": paths.as_dict(),
+        "encryption": encryption_status(paths.database),
         "policy": _policy(),
     }
 

@@ -5,6 +5,10 @@ everything that decides its bytes: the model's weights (fingerprint), the KV cac
 flash attention (it changes the V layout) and the prefix's exact tokens (so a changed or
 added document makes a new key). Entries are listed in the app database; the files live
 under the cache folder. Past the size cap the least recently used go first.
+
+The states are derived from document text, so with an encrypted database they are not
+written to disk at all (``persistent`` is False): a library's prefix is then kept only in
+the worker's memory, and evaluated again after a restart.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class PromptCache:
         self.store = store
         self.folder = folder
         self._max_bytes = max_bytes
+        self.persistent = not store.encrypted
 
     @staticmethod
     def key(model_fingerprint: str, settings: ModelSettings, prefix: Sequence[int]) -> str:
@@ -60,6 +65,8 @@ class PromptCache:
 
     def lookup(self, key: str) -> Path | None:
         """The state file for ``key`` if it is there (and marked as just used)."""
+        if not self.persistent:
+            return None
         path = self.path_for(key)
         row = self.store.read().execute("SELECT 1 FROM kv_cache WHERE key = ?", [key]).fetchone()
         if row is None or not path.exists():
@@ -117,6 +124,12 @@ class PromptCache:
             "l.name AS library FROM kv_cache k LEFT JOIN libraries l ON l.id = k.library_id "
             "ORDER BY k.last_used_at DESC")
         return [CacheEntry(**r) for r in rows]
+
+    def clear_disk(self) -> tuple[int, int]:
+        """Every saved state off the disk, listed or not: (entries, bytes) freed."""
+        freed = self.clear()
+        self.evict()  # the files no entry lists
+        return freed
 
     def clear(self, library_id: int | None = None) -> tuple[int, int]:
         """Forget every entry (of one library): returns (entries, bytes) freed."""

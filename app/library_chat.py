@@ -4,8 +4,8 @@ The prompt is [system: the user's system prompt + the library] + the conversatio
 conversation gets up to a quarter of the context (oldest turns dropped first), the reply
 its reserve, the library the rest. When the whole library fits, its prefix is the same for
 every question, so its KV state is kept: in the worker between questions, and on disk
-(``PromptCache``) across restarts. The first question evaluates the library once (with
-progress); the next ones evaluate only themselves.
+(``PromptCache``) across restarts unless the database is encrypted. The first question
+evaluates the library once (with progress); the next ones evaluate only themselves.
 """
 
 from __future__ import annotations
@@ -118,8 +118,10 @@ class LibraryChat:
                 raise EnclaveError(event.message)
             elif isinstance(event, Done) and event.stats.stop_reason == "cancelled":
                 raise EnclaveError("Stopped while reading the library; nothing was answered.")
-        self.cache.folder.mkdir(parents=True, exist_ok=True)
-        self.runtime.save_state(self.cache.path_for(key))
-        scope = PromptCache.scope(library_id, loaded.info.fingerprint, settings, system_prompt)
-        self.cache.record(key, scope=scope, library_id=library_id, model=loaded.gguf.path.name, tokens=len(prefix))
+        if self.cache.persistent:  # not with an encrypted database: the state is the library's text
+            self.cache.folder.mkdir(parents=True, exist_ok=True)
+            self.runtime.save_state(self.cache.path_for(key))
+            scope = PromptCache.scope(library_id, loaded.info.fingerprint, settings, system_prompt)
+            self.cache.record(key, scope=scope, library_id=library_id, model=loaded.gguf.path.name,
+                              tokens=len(prefix))
         return key

@@ -44,6 +44,8 @@ class Services:
         store = open_store(paths.database, readonly=readonly)
         settings = SettingsRepository(store)
         cache = PromptCache(store, paths.kv_cache, lambda: int(settings.load().kv_cache_max_gb * 2**30))
+        if not cache.persistent and not readonly:
+            cache.clear_disk()  # states saved before the database was encrypted
         return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store, enforcer), cache,
                    ModelRegistry(store, paths.models, enforcer), enforcer)
 

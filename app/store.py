@@ -8,6 +8,10 @@ One Enclave process owns a data folder at a time: ``open_store`` takes an exclus
 file next to the database and tells a second instance plainly that the folder is in use.
 Enclave never overwrites a file it did not create: a damaged or foreign database is
 refused with what to do, and left as it is.
+
+An encrypted database (``enclave database encrypt``) has no SQLite header; the store then
+takes its key from the keyring (``app.db_key``) and opens every connection through
+SQLCipher (``app.sqlcipher``). Without the key it is refused like a foreign file.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from sqlite_utils import Database
 
+from app import sqlcipher
+from app.db_key import SERVICE, DatabaseKeyError, entry_name, load_key
 from app.schema import MIGRATIONS
 from inference.errors import EnclaveError
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class StoreError(EnclaveError):
@@ -36,8 +40,10 @@ class AnotherInstanceError(StoreError):
     pass
 
 
-def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
+def _connect(path: Path, readonly: bool = False, key: str | None = None) -> sqlite3.Connection:
+    if key is not None:
+        conn = sqlcipher.connect(path, key, readonly=readonly)
+    elif readonly:
         conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, check_same_thread=False)
@@ -51,28 +57,32 @@ class Store:
         self.path = path
         self.readonly = readonly
         self._lock: FileLock | None = None
-        _refuse_foreign_file(path)
+        self._key = _key_for(path)
         if not readonly:
-            self._lock = _take_instance_lock(path)
+            self._lock = take_instance_lock(path)
         try:
-            self._writer = Database(_connect(path, readonly), execute_plugins=False)
+            self._writer = Database(_connect(path, readonly, self._key), execute_plugins=False)
             _refuse_foreign_schema(self._writer, path)  # before anything could write to it
             if not readonly:
                 self._writer.execute("PRAGMA journal_mode = WAL")
                 self._writer.execute("PRAGMA synchronous = NORMAL")
                 MIGRATIONS.apply(self._writer)
-        except sqlite3.OperationalError as exc:
+        except sqlcipher.OPERATIONAL_ERRORS as exc:
             self.close()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise StoreError(f"The database {path} is locked by another program. Close it (or wait for it to "
                                  "finish) and try again.") from exc
             raise StoreError(_damaged(path, exc)) from exc
-        except sqlite3.DatabaseError as exc:
+        except sqlcipher.DATABASE_ERRORS as exc:
             self.close()
-            raise StoreError(_damaged(path, exc)) from exc
+            raise StoreError(_wrong_key(path) if self._key is not None else _damaged(path, exc)) from exc
         self._write_lock = threading.RLock()
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
+
+    @property
+    def encrypted(self) -> bool:
+        return self._key is not None
 
     # Access -------------------------------------------------------------------------
 
@@ -89,7 +99,7 @@ class Store:
         waits for a writer."""
         db = getattr(self._readers, "db", None)
         if db is None:
-            conn = _connect(self.path, readonly=True)
+            conn = _connect(self.path, readonly=True, key=self._key)
             self._all_readers.append(conn)
             db = self._readers.db = Database(conn, execute_plugins=False)
         return db
@@ -98,8 +108,15 @@ class Store:
         return [m.name for m in MIGRATIONS.applied(self.read())]
 
     def integrity_check(self) -> list[str]:
-        """SQLite's own check: ['ok'] when the file is sound."""
-        return [row[0] for row in self.read().execute("PRAGMA integrity_check").fetchall()]
+        """SQLite's own check (and SQLCipher's page authentication when encrypted): ['ok']
+        when the file is sound."""
+        db = self.read()
+        found = [f"cipher: {row[0]}" for row in db.execute("PRAGMA cipher_integrity_check")] if self.encrypted else []
+        try:
+            found += [row[0] for row in db.execute("PRAGMA integrity_check") if row[0] != "ok"]
+        except sqlcipher.READ_ERRORS as exc:  # SQLCipher refuses to read a page that fails authentication
+            found.append(f"cannot be read: {exc or type(exc).__name__}")
+        return found or ["ok"]
 
     def close(self) -> None:
         for conn in getattr(self, "_all_readers", []):
@@ -118,13 +135,34 @@ class Store:
         self.close()
 
 
-def _refuse_foreign_file(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with path.open("rb") as f:
-        head = f.read(len(SQLITE_MAGIC))
-    if head != SQLITE_MAGIC:
-        raise StoreError(_damaged(path, "it is not an SQLite database"))
+def _key_for(path: Path) -> str | None:
+    """None for a plain (or new) database; the keyring's key for an encrypted one. A file
+    with neither a SQLite header nor a key is refused: it is encrypted elsewhere, or not a
+    database at all, and either way not Enclave's to change."""
+    if not path.exists() or path.stat().st_size == 0 or sqlcipher.is_plain_sqlite(path):
+        return None
+    try:
+        key = load_key(path)
+    except DatabaseKeyError as exc:
+        raise StoreError(f"The database {path} is encrypted (or is not a database); Enclave did not change it. "
+                         f"{exc}") from exc
+    if key is None:
+        raise StoreError(_damaged(path, f"it is not a plain SQLite database, and the keyring holds no Enclave key "
+                                        f"for it ('{SERVICE}' / '{entry_name(path)}'); if it was encrypted on this "
+                                        "machine, unlock the keyring (or log in as the user who encrypted it)"))
+    if not sqlcipher.available():
+        raise StoreError(f"The database {path} is encrypted. {sqlcipher.INSTALL}")
+    try:
+        sqlcipher.key_literal(key)
+    except EnclaveError as exc:
+        raise StoreError(f"The database {path} cannot be opened: {exc} Enclave did not change it.") from exc
+    return key
+
+
+def _wrong_key(path: Path) -> str:
+    return (f"The key in the keyring ('{SERVICE}' / '{entry_name(path)}') does not open the database {path}: the "
+            "key was replaced, or the file is damaged or not Enclave's. Enclave did not change it. Put back the "
+            "key or a backup of the file, or move the file away to start with an empty database.")
 
 
 def _refuse_foreign_schema(db: Database, path: Path) -> None:
@@ -141,7 +179,8 @@ def _damaged(path: Path, reason: object) -> str:
             "to start with an empty database, or put back a backup; 'enclave doctor --check-db' checks it.")
 
 
-def _take_instance_lock(path: Path) -> FileLock:
+def take_instance_lock(path: Path) -> FileLock:
+    """The data folder's instance lock: one Enclave (or database command) at a time."""
     lock_path = path.with_name(path.name + ".lock")
     pid_path = path.with_name(path.name + ".pid")
     lock = FileLock(lock_path)

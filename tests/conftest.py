@@ -9,11 +9,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import keyring
 import pytest
 
 from app.services import Services
 from inference.protocol import ModelSettings
 from inference.worker import Worker
+from tests.memory_keyring import MemoryKeyring
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -51,6 +53,17 @@ def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENCLAVE_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    """Every test's keyring is a fresh dict: the HF token and database keys never reach the
+    machine's password store."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,7 @@ import huggingface_hub.constants as hf_constants
 import keyring
 import pytest
 from huggingface_hub.utils import close_session
-from keyring.backend import KeyringBackend
 from keyring.backends import fail
-from keyring.errors import PasswordDeleteError
 
 import app.hub.fetch as fetch_module
 from app.hub import (
@@ -38,6 +36,7 @@ from app.hub import (
 )
 from app.hub.repos import hub_file
 from tests.fake_hub import COMMIT, FakeHub, FakeRepo, point_huggingface_hub_at
+from tests.memory_keyring import MemoryKeyring
 from tests.tiny_models import DENSE, write_tiny_model
 
 REPO = "org/Model-GGUF"
@@ -57,35 +56,6 @@ def _record_sockets(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_record_sockets)
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring in a dict, so that tests never touch the machine's password store."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passwords: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.passwords.pop((service, username), None) is None:
-            raise PasswordDeleteError("no such password")
-
-
-@pytest.fixture(autouse=True)
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 def _payload(seed: int, size: int) -> bytes:

@@ -58,6 +58,13 @@ def _number_text(value: object) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def encryption_text(on: bool) -> str:
+    """Read-only: changing it rewrites the database, which needs Enclave closed."""
+    if on:
+        return "On (SQLCipher; key in the system keyring). Turn off with 'enclave database decrypt'."
+    return "Off. Turn on with 'enclave database encrypt' while Enclave is closed."
+
+
 class SettingsPage(QWidget):
     settingsChanged = Signal()
 
@@ -89,6 +96,9 @@ class SettingsPage(QWidget):
         data_row.addWidget(self.data_label, 1)
         data_row.addWidget(open_button)
         form.addRow("Data folder", data_row)
+        self.encryption_label = QLabel(encryption_text(services.store.encrypted))
+        self.encryption_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("Database encryption", self.encryption_label)
 
         for f in fields(Settings):
             editor = self._editor_for(f.name, str(f.type))

@@ -6,7 +6,6 @@ import functools
 import importlib
 import os
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +17,7 @@ from app import __version__
 from app.logs import configure_logging
 from app.paths import app_paths
 from app.policy import PolicyError, policy_in_force
+from app.sqlcipher import OPERATIONAL_ERRORS
 from inference.devices import parse_size
 from inference.errors import EnclaveError
 
@@ -44,7 +44,7 @@ def user_errors(fn: F) -> F:
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
             fail(f"cannot use{where}: {exc.strerror or exc}.")
-        except sqlite3.OperationalError as exc:
+        except OPERATIONAL_ERRORS as exc:
             fail(f"the database is not available right now ({exc}); if another program is using it, close it "
                  "and try again.")
 

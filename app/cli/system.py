@@ -24,6 +24,7 @@ from inference.errors import EnclaveError
 def doctor(as_json: bool, check_db: bool) -> None:
     """What llama.cpp was built with, the devices it sees, and where Enclave keeps data."""
     from app.diagnostics import collect
+    from app.encryption import describe as describe_encryption
 
     if check_db:
         _check_database()
@@ -43,6 +44,7 @@ def doctor(as_json: bool, check_db: bool) -> None:
     click.echo("Data:")
     for name, path in report["paths"].items():
         click.echo(f"  {name:<9} {path}")
+    click.echo(f"Database encryption: {describe_encryption(report['encryption'])}")
     click.echo("Policy: " + "\n".join(policy_lines(policy_in_force())))
 
 

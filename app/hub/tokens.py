@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from app.hub.errors import TOKENS_PAGE, HubError
+from app.keyring_access import usable_keyring
 
 log = logging.getLogger("enclave.hub")
 
@@ -24,11 +25,8 @@ NO_KEYRING = (
 
 def _backend() -> Any:
     """The keyring backend in use, or HubError when there is none that stores anything."""
-    import keyring
-    from keyring.backends import fail, null
-
-    backend = keyring.get_keyring()
-    if isinstance(backend, (fail.Keyring, null.Keyring)):
+    backend = usable_keyring()
+    if backend is None:
         raise HubError(NO_KEYRING)
     return backend
 
