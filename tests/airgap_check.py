@@ -31,6 +31,7 @@ from pathlib import Path
 from tests.airgap_steps import (
     Step,
     Workspace,
+    doctor_step,
     first_steps,
     found_conversation,
     history_steps,
@@ -121,7 +122,7 @@ def run_steps(run: Run, namespace: bool, quick: bool, probe: bool) -> None:
     if probe:
         run.step(probe_step())
     if quick:
-        run.all(first_steps(run.ws)[:2])
+        run.all([*first_steps(run.ws)[:1], doctor_step()])
     else:
         *start, imported = first_steps(run.ws)
         run.all(start)
@@ -175,7 +176,8 @@ def report(run: Run, audit: AuditLog, namespace: str) -> bool:
               f"({'; '.join(seen)}), each failed with one 'No network' line")
     for problem in problems:
         print(f"PROBLEM  {problem}")
-    print("air-gap check: " + ("PASSED" if not problems else f"FAILED ({len(problems)} problems)"))
+    plural = "s" if len(problems) > 1 else ""
+    print("air-gap check: " + ("PASSED" if not problems else f"FAILED ({len(problems)} problem{plural})"))
     return not problems
 
 
