@@ -183,11 +183,12 @@ def report(run: Run, audit: AuditLog, namespace: str) -> bool:
 
 def inside(args: argparse.Namespace, namespace: str) -> int:
     if args.namespace:
-        up = [name for name, is_up in interfaces().items() if is_up]
+        present = interfaces()
+        up = [name for name, is_up in present.items() if is_up]
         if up:
             print(f"air-gap check: FAILED: this namespace has interfaces up: {up}")
             return 1
-        namespace += f"; interfaces: {', '.join(interfaces()) or 'none'}, none up"
+        namespace += f"; interfaces: {', '.join(present) or 'none'}, none up"
     with tempfile.TemporaryDirectory(prefix="enclave-airgap-") as tmp:
         ws = Workspace(Path(tmp))
         log = ws.root / "net-audit.jsonl"
