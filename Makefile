@@ -26,6 +26,13 @@ lint: $(STAMP)
 test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
+# The no-network proof (README: Security): the whole app, GUI included, in a network namespace
+# with no interfaces and an audit hook in every process; prints its figures. Needs root or
+# unprivileged user namespaces (exit 3 says why not).
+.PHONY: airgap-test
+airgap-test: $(STAMP)
+	$(BIN)/python -m tests.airgap_check
+
 bench: $(STAMP)
 	$(BIN)/python -m tests.tiny_models $(VENV)/bench-moe.gguf --kind bench
 	$(BIN)/python bench/engine_overhead.py $(VENV)/bench-moe.gguf

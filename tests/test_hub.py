@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from app.hub import (
     save_token,
     search,
 )
+from app.hub.api import require_network
+from app.hub.errors import NoNetworkError
 from app.hub.repos import hub_file
 from tests.fake_hub import COMMIT, FakeHub, FakeRepo, point_huggingface_hub_at
 from tests.memory_keyring import MemoryKeyring
@@ -383,6 +386,39 @@ def test_huggingface_hub_offline_mode_is_an_offline_error(hub: FakeHub, monkeypa
     with pytest.raises(OfflineError, match="HF_HUB_OFFLINE"):
         list_gguf(REPO)
     assert hub.requests == []
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A machine without network: every name lookup fails, as in a network namespace."""
+    looked_up: list[str] = []
+
+    def fail_lookup(host: str, *args: object, **kwargs: object) -> None:
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", fail_lookup)
+    return looked_up
+
+
+@pytest.mark.parametrize("call", [lambda: list_gguf(REPO), lambda: search("GGUF")], ids=["list", "search"])
+def test_no_network_is_one_plain_error_at_once_without_retries(hub: FakeHub, no_dns: list[str], call) -> None:
+    with pytest.raises(NoNetworkError, match=r"^No network: 127\.0\.0\.1 cannot be found \(Temporary failure in "
+                                             r"name resolution\).*enclave models import PATH"):
+        call()
+    assert no_dns == ["127.0.0.1"] and hub.requests == []
+
+
+def test_behind_a_proxy_names_are_left_to_the_proxy(no_dns: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    require_network()
+    assert no_dns == []
 
 
 def test_importing_enclave_loads_no_http_stack() -> None:

@@ -8,11 +8,14 @@ the first request of a process) is switched off before and after the import.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.request
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from app import __version__
-from app.hub.errors import TOKENS_PAGE, HubError, refuse_if_offline, translated
+from app.hub.errors import TOKENS_PAGE, HubError, NoNetworkError, refuse_if_offline, translated
 from app.hub.repos import HubFile, HubRepo, hub_file
 from app.hub.tokens import resolve
 
@@ -38,6 +41,23 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_ENDPOINT
 
 
+def require_network() -> None:
+    """Fail at once, in one line, when the hub's name cannot be resolved (a machine with no
+    network or no DNS): huggingface_hub would otherwise retry a search for half a minute,
+    logging every attempt. Behind a proxy the proxy resolves names, so nothing is checked."""
+    address = urlsplit(endpoint())
+    host = address.hostname or ""
+    proxies = urllib.request.getproxies()
+    proxied = bool(proxies.get(address.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
+    if not host or proxied:
+        return
+    try:
+        socket.getaddrinfo(host, address.port or (443 if address.scheme == "https" else 80),
+                           type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise NoNetworkError(host, exc.strerror or str(exc)) from exc
+
+
 def api() -> Any:
     return hf().HfApi(endpoint=endpoint(), library_name="enclave", library_version=__version__)
 
@@ -47,6 +67,7 @@ def list_gguf(repo_id: str, *, revision: str | None = None, token: str | None = 
     """The GGUF files of ``repo_id`` at ``revision`` (default: main), with sizes and SHA-256,
     and the commit sha the listing was made at."""
     refuse_if_offline(offline, "list")
+    require_network()
     auth = resolve(token)
     with translated(f"listing the files of {repo_id}", repo_id=repo_id, endpoint=endpoint(),
                     token_sent=auth is not False):
@@ -69,6 +90,7 @@ def search(query: str, *, limit: int = 20, token: str | None = None, offline: bo
     """GGUF repositories matching ``query``, most downloaded first: dicts with id, downloads,
     likes, last_modified (ISO 8601 or None) and gated."""
     refuse_if_offline(offline, "search")
+    require_network()
     limit = max(1, min(int(limit), SEARCH_LIMIT_MAX))
     auth = resolve(token)
     refused = (f"The hub refused the saved token while searching. Create a new read token at {TOKENS_PAGE} and "

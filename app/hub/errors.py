@@ -28,6 +28,16 @@ class OfflineError(HubError):
             "this machine and import it."))
 
 
+class NoNetworkError(HubError):
+    """The hub's name cannot be resolved: this machine has no network (or no DNS)."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(
+            f"No network: {host} cannot be found ({reason}), so this machine seems to have no internet connection. "
+            "Connect it (or set HTTPS_PROXY for a proxy) and try again, or copy the GGUF file onto this machine "
+            "and run 'enclave models import PATH'.")
+
+
 class DownloadCancelled(HubError):
     """The caller cancelled a download. What was downloaded is kept for a resume."""
 
