@@ -205,6 +205,7 @@ def search(query: str, limit: int) -> None:
 
     with Services.open(readonly=True) as services:
         offline = services.current_settings().offline
+    hub.refuse_if_offline(offline, "search")  # before the keyring is asked for a token
     for repo in hub.search(query, limit=limit, token=hub.get_token(quiet=True), offline=offline):
         click.echo(f"{repo['id']:<60} {repo.get('downloads', 0):>10,} downloads")
 
@@ -221,6 +222,7 @@ def pull(repo: str, file_name: str | None, quant: str | None, revision: str | No
 
     with Services.open() as services:
         offline = services.current_settings().offline
+        hub.refuse_if_offline(offline, "list")  # before the keyring is asked for a token
         token = hub.get_token(quiet=True)
         listing = hub.list_gguf(repo, revision=revision, token=token, offline=offline)
         choice = hub.choose(listing, file=file_name, quant=quant)

@@ -10,7 +10,7 @@ huggingface_hub's telemetry is switched off for the process.
 """
 
 from app.hub.api import endpoint, list_gguf, search
-from app.hub.errors import DownloadCancelled, HubError, OfflineError, offline_enabled
+from app.hub.errors import DownloadCancelled, HubError, OfflineError, offline_enabled, refuse_if_offline
 from app.hub.fetch import check_disk_space, download, safe_target
 from app.hub.repos import DEFAULT_QUANT, Choice, Downloaded, HubFile, HubRepo, choose, quant_label, shard_of
 from app.hub.tokens import delete_token, get_token, save_token
@@ -33,6 +33,7 @@ __all__ = [
     "list_gguf",
     "offline_enabled",
     "quant_label",
+    "refuse_if_offline",
     "safe_target",
     "save_token",
     "search",
