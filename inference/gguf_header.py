@@ -271,8 +271,9 @@ def _read_tensor_type(path: Path, cur: _Cursor, name: str) -> GGMLQuantizationTy
 
 def _tensor_bytes(path: Path, name: str, dims: Sequence[int], ggml_type: GGMLQuantizationType) -> int:
     block_size, type_size = gguf.GGML_QUANT_SIZES[ggml_type]
-    if dims and dims[0] % block_size:
-        raise GGUFError(f"{path}: the tensor '{shown(name)}' has rows of {dims[0]} values, not a multiple of the "
+    row = dims[0] if dims else 1  # no dimensions: one value, as in ggml
+    if row % block_size:
+        raise GGUFError(f"{path}: the tensor '{shown(name)}' has rows of {row} values, not a multiple of the "
                         f"{ggml_type.name} block size {block_size}. {DAMAGED}")
     return math.prod(dims) * type_size // block_size
 

@@ -14,6 +14,7 @@ import pytest
 from app.services import Services
 from inference.protocol import ModelSettings
 from inference.worker import Worker
+from tests.fuzzing import cases_run
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -92,3 +93,9 @@ def moe_worker(tmp_path_factory: pytest.TempPathFactory, moe_model: Path) -> Ite
     w.load(settings_for(moe_model))
     yield w
     w.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if cases_run:
+        counts = ", ".join(f"{category} {n:,}" for category, n in sorted(cases_run.items()))
+        terminalreporter.write_line(f"fuzz cases run: {sum(cases_run.values()):,} ({counts})")
