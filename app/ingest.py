@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.extract import ExtractionError, Limits, extract, kind_of
+from app.extract import Extracted, ExtractionError, Limits, extract, kind_of
+from app.extract.isolated import IsolatedExtractor
 from app.hashing import sha256_file
 from app.libraries import Library, LibraryRepository
 
@@ -106,17 +107,18 @@ def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, 
         report.failed.append((path, reason, message))
     total_bytes = sum(f.size for f in files)
     done_bytes = 0
-    for index, candidate in enumerate(files):
-        if cancelled():
-            report.cancelled = True
-            break
-        on_progress(IngestProgress(index, len(files), done_bytes, total_bytes, str(candidate.path)))
-        try:
-            _ingest_one(repo, library, candidate.path, limits, report)
-        except KeyboardInterrupt:  # the file's transaction rolled back: nothing half-stored
-            report.cancelled = True
-            break
-        done_bytes += candidate.size
+    with IsolatedExtractor() as extractor:
+        for index, candidate in enumerate(files):
+            if cancelled():
+                report.cancelled = True
+                break
+            on_progress(IngestProgress(index, len(files), done_bytes, total_bytes, str(candidate.path)))
+            try:
+                _ingest_one(repo, library, candidate.path, limits, report, extractor.extract)
+            except KeyboardInterrupt:  # the file's transaction rolled back: nothing half-stored
+                report.cancelled = True
+                break
+            done_bytes += candidate.size
     on_progress(IngestProgress(len(files) if not report.cancelled else index, len(files), done_bytes,
                                total_bytes, ""))
     repo.touch(library.id)
@@ -124,7 +126,7 @@ def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, 
 
 
 def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: Limits,
-                report: IngestReport) -> None:
+                report: IngestReport, read: Callable[[Path, Limits], Extracted]) -> None:
     key = str(path)
     kind = kind_of(path)
     existing = repo.document_at(library.id, key)
@@ -145,7 +147,7 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha,
                                title=content.title, kind=content.kind)
         else:
-            doc = extract(path, limits)
+            doc = read(path, limits)
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha, title=doc.title,
                                kind=doc.kind, text=doc.text, pages=doc.pages, warnings=doc.warnings)
     except ExtractionError as exc:

@@ -14,7 +14,7 @@ import pytest
 from app.services import Services
 from inference.protocol import ModelSettings
 from inference.worker import Worker
-from tests.fuzzing import cases_run
+from tests.fuzzing import cases_run, slowest_case
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -99,3 +99,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if cases_run:
         counts = ", ".join(f"{category} {n:,}" for category, n in sorted(cases_run.items()))
         terminalreporter.write_line(f"fuzz cases run: {sum(cases_run.values()):,} ({counts})")
+        category, seconds = max(slowest_case.items(), key=lambda item: item[1])
+        terminalreporter.write_line(f"slowest fuzz case: {seconds:.2f} s ({category})")

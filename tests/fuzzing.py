@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ DEFAULT_EXAMPLES = 60
 HANG_SECONDS = 30  # far beyond what one case takes; only a hang gets here
 
 cases_run: Counter[str] = Counter()
+slowest_case: dict[str, float] = {}  # seconds, per category
 
 
 def examples(default: int = DEFAULT_EXAMPLES) -> int:
@@ -43,9 +45,11 @@ def case(category: str) -> Iterator[None]:
 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(HANG_SECONDS)
+    start = time.perf_counter()
     try:
         yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
         cases_run[category] += 1
+        slowest_case[category] = max(slowest_case.get(category, 0.0), time.perf_counter() - start)
