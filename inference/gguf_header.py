@@ -48,6 +48,9 @@ _OTHER_FORMATS = (  # what a file that is not a GGUF often turns out to be
 
 def check_file(path: Path) -> int:
     try:
+        if not path.exists() and path.is_symlink():
+            raise GGUFError(f"{path}: this link points to a file that is not there, or loops back on itself. "
+                            "Choose the model file itself.")
         if not path.exists():
             raise GGUFError(f"{path}: the file does not exist. Check the path, or download the model again.")
         if path.is_dir():
