@@ -237,6 +237,17 @@ def array_count(key: bytes, count: int) -> Mutation:
     return mutate
 
 
+def test_a_scalar_embedding_without_an_embedding_length_is_described(layouts: dict[str, bytes],
+                                                                     tmp_path: Path) -> None:
+    def change(layout: Layout) -> None:
+        layout.values = [v for v in layout.values if v.key != b"llama.embedding_length"]
+        tensor_of(layout, b"token_embd.weight").dims = []
+
+    path = tmp_path / "scalar.gguf"
+    path.write_bytes(changed(layouts, change, "tiny-dense"))
+    assert inspect_gguf(path).shape.n_embd == 0
+
+
 @pytest.mark.parametrize(("mutate", "expected"), [
     (array_count(b"tokenizer.ggml.tokens", 2**64 - 1), "claims 18,446,744,073,709,551,615 entries"),
     (array_count(b"tokenizer.ggml.tokens", 3_999_999), "ends inside its header"),
