@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean package package-test
+.PHONY: run test lint fuzz bench clean package package-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ test: lint
 .PHONY: airgap-test
 airgap-test: $(STAMP)
 	$(BIN)/python -m tests.airgap_check
+
+# Longer fuzzing of hostile input than `make test` runs: GGUF files (bytes and fields),
+# documents of every rich format, and accepted GGUF files loaded by llama.cpp.
+# FUZZ_EXAMPLES cases per fuzz test; prints the number of cases run per category.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_fuzz_gguf.py tests/test_fuzz_documents.py tests/test_gguf_info.py::test_damage_never_escapes_as_anything_but_gguf_error
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.tiny_models $(VENV)/bench-moe.gguf --kind bench

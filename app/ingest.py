@@ -9,13 +9,16 @@ The caller runs ``ingest`` on whatever thread it likes and gets progress callbac
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
-from app.extract import ExtractionError, Limits, extract, kind_of
+from app.extract import Extracted, ExtractionError, Limits, extract, kind_of
+from app.extract.isolated import IsolatedExtractor
 from app.hashing import sha256_file
 from app.libraries import Library, LibraryRepository
 from app.policy import PolicyRefusal
@@ -56,11 +59,29 @@ def _matches(rel: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
+def _not_a_file(path: Path) -> tuple[str, str, str] | None:
+    """Why ``path`` cannot be read as a document, or None when it is a regular file: never open a
+    pipe (it would block), a device, a socket, or follow a broken or looping link."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if path.is_symlink():
+            what = "loops back on itself" if exc.errno == errno.ELOOP else "points to something that is not there"
+            return str(path), "unreadable", f"{path}: this link {what}."
+        return str(path), "unreadable", f"{path}: cannot be read ({exc.strerror or exc})."
+    if not S_ISREG(mode):
+        return str(path), "unreadable", (f"{path}: not a regular file (a device, pipe or socket), so it cannot be "
+                                         "added as a document.")
+    return None
+
+
 def scan(paths: Iterable[Path], include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
          ) -> tuple[list[_Candidate], list[tuple[str, str]], list[tuple[str, str, str]]]:
     """The files to read under ``paths``: folders recursively, hidden files and folders
     skipped (unless named directly), ``include``/``exclude`` globs matched against the
-    path inside the folder and the file name. Returns (files, skipped, missing)."""
+    path inside the folder and the file name. Links to folders are not followed (so a link
+    to a parent cannot loop); folders that cannot be listed, broken or looping links and what
+    is not a regular file are returned with the reason. Returns (files, skipped, missing)."""
     files: list[_Candidate] = []
     skipped: list[tuple[str, str]] = []
     missing: list[tuple[str, str, str]] = []
@@ -74,21 +95,27 @@ def scan(paths: Iterable[Path], include: tuple[str, ...] = (), exclude: tuple[st
             skipped.append((str(path), "excluded"))
         elif kind_of(path) is None:
             skipped.append((str(path), f"not a supported type ({path.suffix or 'no extension'})"))
+        elif (problem := _not_a_file(path)) is not None:
+            missing.append(problem)
         else:
-            try:
-                files.append(_Candidate(path, path.stat().st_size))
-            except OSError as exc:
-                missing.append((str(path), "unreadable", f"{path}: cannot be read ({exc.strerror or exc})."))
+            files.append(_Candidate(path, path.stat().st_size))
+
+    def unlistable(error: OSError) -> None:
+        folder = error.filename
+        missing.append((str(folder), "unreadable", f"{folder}: this folder cannot be read "
+                        f"({error.strerror or error}); nothing in it was added."))
 
     for given in paths:
         root = Path(given).expanduser().absolute()
         if root.is_dir():
-            for folder, dirs, names in os.walk(root, followlinks=False):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for folder, dirs, names in os.walk(root, onerror=unlistable, followlinks=False):
+                links = {d for d in dirs if not d.startswith(".") and os.path.islink(os.path.join(folder, d))}
+                skipped += [(str(Path(folder) / d), "a link to a folder (not followed)") for d in sorted(links)]
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in links)
                 for name in sorted(names):
                     path = Path(folder) / name
                     consider(path, path.relative_to(root).as_posix(), named=False)
-        elif root.exists():
+        elif root.exists() or root.is_symlink():
             consider(root, root.name, named=True)
         else:
             missing.append((str(root), "vanished", f"{root}: no such file or folder."))
@@ -107,17 +134,18 @@ def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, 
         report.failed.append((path, reason, message))
     total_bytes = sum(f.size for f in files)
     done_bytes = 0
-    for index, candidate in enumerate(files):
-        if cancelled():
-            report.cancelled = True
-            break
-        on_progress(IngestProgress(index, len(files), done_bytes, total_bytes, str(candidate.path)))
-        try:
-            _ingest_one(repo, library, candidate.path, limits, report)
-        except KeyboardInterrupt:  # the file's transaction rolled back: nothing half-stored
-            report.cancelled = True
-            break
-        done_bytes += candidate.size
+    with IsolatedExtractor() as extractor:
+        for index, candidate in enumerate(files):
+            if cancelled():
+                report.cancelled = True
+                break
+            on_progress(IngestProgress(index, len(files), done_bytes, total_bytes, str(candidate.path)))
+            try:
+                _ingest_one(repo, library, candidate.path, limits, report, extractor.extract)
+            except KeyboardInterrupt:  # the file's transaction rolled back: nothing half-stored
+                report.cancelled = True
+                break
+            done_bytes += candidate.size
     on_progress(IngestProgress(len(files) if not report.cancelled else index, len(files), done_bytes,
                                total_bytes, ""))
     repo.touch(library.id)
@@ -125,7 +153,7 @@ def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, 
 
 
 def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: Limits,
-                report: IngestReport) -> None:
+                report: IngestReport, read: Callable[[Path, Limits], Extracted]) -> None:
     key = str(path)
     kind = kind_of(path)
     existing = repo.document_at(library.id, key)
@@ -146,7 +174,7 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha,
                                title=content.title, kind=content.kind)
         else:
-            doc = extract(path, limits)
+            doc = read(path, limits)
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha, title=doc.title,
                                kind=doc.kind, text=doc.text, pages=doc.pages, warnings=doc.warnings)
     except ExtractionError as exc:

@@ -9,6 +9,7 @@ folder without a manifest is imported file by file, each validated and hashed.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,22 @@ class ImportReport:
 
 
 def model_files_in(folder: Path) -> list[Path]:
-    """The GGUF models in ``folder`` (not recursive): single files and first shards."""
-    return sorted(p for p in folder.glob("*.gguf")
-                  if p.is_file() and ("-of-" not in p.name or _SHARD in p.name))
+    """The GGUF models in ``folder`` (not recursive): single files and first shards. What only
+    looks like one (a broken or looping link, a pipe named .gguf) is listed too, to be refused
+    with the reason when it is imported."""
+    try:
+        with os.scandir(folder) as listing:
+            names = [entry.name for entry in listing if entry.name.endswith(".gguf") and not _is_folder(entry)]
+    except OSError as exc:
+        raise EnclaveError(f"{folder}: this folder cannot be read ({exc.strerror or exc}).") from None
+    return sorted(folder / name for name in names if "-of-" not in name or _SHARD in name)
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progress: Progress = lambda d, t: None,
@@ -74,11 +88,11 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
 
 def import_folder(registry: ModelRegistry, folder: Path, mode: Literal["copy", "link", "in_place"],
                   on_progress: Progress = lambda d, t: None) -> ImportReport:
+    candidates = model_files_in(folder)  # first: it says so when the folder cannot be read
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         return _import_manifest(registry, folder, _read_manifest(manifest_path), mode, on_progress)
     report = ImportReport()
-    candidates = model_files_in(folder)
     if not candidates:
         raise EnclaveError(f"No .gguf model files in {folder}.")
     for path in candidates:

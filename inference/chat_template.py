@@ -1,24 +1,28 @@
 """Render chat messages with the model's own template, safely.
 
 The template comes from the GGUF file, so it is untrusted input: it runs in jinja2's
-immutable sandbox (through llama-cpp-python's formatter, the same one its ``Llama``
-uses), and anything it raises, a ``SecurityError`` included, becomes a
-``ChatTemplateError`` with a message a user can act on.
+immutable sandbox, set up and called as llama-cpp-python's ``Jinja2ChatFormatter`` does
+(the same extensions, ``tojson``, ``raise_exception`` and ``strftime_now``), with a size
+limit on every value it builds (``template_sandbox``) and a time limit on the render.
+Anything it raises, a ``SecurityError`` included, becomes a ``ChatTemplateError`` with a
+message a user can act on.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TypeVar
 
 import jinja2
+import jinja2.ext
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from inference.errors import ChatTemplateError
 from inference.protocol import ChatMessage
+from inference.template_sandbox import MAX_CHARS, BoundedSandbox, TemplateTooLarge, bounded_filter
 
 T = TypeVar("T")
 
@@ -33,7 +37,7 @@ FALLBACK_TEMPLATE = (
 
 REASONING_KEYS = ("reasoning_content", "thinking")  # Qwen3 / DeepSeek style, gpt-oss
 RENDER_SECONDS = 10.0  # a real template renders a whole library in well under a second
-MAX_PROMPT_CHARS = 256 * 2**20
+MAX_PROMPT_CHARS = MAX_CHARS
 
 
 class _TooSlow(Exception):
@@ -62,20 +66,51 @@ def _within_deadline(render: Callable[[], T]) -> T:
         sys.settrace(previous)
 
 
+def _sandbox() -> BoundedSandbox:
+    environment = BoundedSandbox(
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, jinja2.ext.loopcontrols],
+    )
+    environment.filters["tojson"] = bounded_filter("tojson", Jinja2ChatFormatter.tojson)
+    return environment
+
+
+def _raise_exception(message: str) -> None:
+    raise ValueError(message)
+
+
+def _joined_within_limit(pieces: Iterator[str]) -> str:
+    """The output as it streams, stopped as soon as it is too long (not after it is built)."""
+    parts: list[str] = []
+    size = 0
+    for piece in pieces:
+        size += len(piece)
+        if size > MAX_PROMPT_CHARS:
+            raise TemplateTooLarge(f"the prompt would exceed {MAX_PROMPT_CHARS // 2**20} million characters")
+        parts.append(piece)
+    return "".join(parts)
+
+
 class ChatTemplate:
     def __init__(self, template: str | None, bos_token: str, eos_token: str) -> None:
         self.is_fallback = not template
         self.source = template or FALLBACK_TEMPLATE
         self._bos_token = bos_token
         self._eos_token = eos_token
-        self._formatters: dict[bool, Jinja2ChatFormatter] = {}
+        self._compiled: jinja2.Template | None = None
 
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         try:
-            formatter = self._formatter(add_generation_prompt)
-            rendered = _within_deadline(lambda: formatter(messages=[self._as_dict(m) for m in messages]))
+            return _within_deadline(lambda: self._render(messages, add_generation_prompt))
         except ChatTemplateError:
             raise
+        except TemplateTooLarge as exc:
+            raise ChatTemplateError(
+                f"The model's chat template was stopped: {exc}, far larger than any prompt. "
+                "Use a model file from a source you trust."
+            ) from None
         except jinja2.exceptions.SecurityError as exc:
             raise ChatTemplateError(
                 "The model's chat template tried something unsafe and was stopped "
@@ -86,10 +121,22 @@ class ChatTemplate:
                 f"The model's chat template failed: {type(exc).__name__}: {exc}. "
                 "The model file may be damaged or made for another program."
             ) from exc
-        if len(rendered.prompt) > MAX_PROMPT_CHARS:
-            raise ChatTemplateError("The model's chat template produced a prompt far larger than the conversation "
-                                    "(over 256 million characters). Use a model file from a source you trust.")
-        return rendered.prompt
+
+    def _render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool) -> str:
+        if self._compiled is None:
+            self._compiled = _sandbox().from_string(self.source)
+        return _joined_within_limit(self._compiled.generate(
+            messages=[self._as_dict(m) for m in messages],
+            eos_token=self._eos_token,
+            bos_token=self._bos_token,
+            raise_exception=_raise_exception,
+            add_generation_prompt=add_generation_prompt,
+            functions=None,
+            function_call=None,
+            tools=None,
+            tool_choice=None,
+            strftime_now=Jinja2ChatFormatter.strftime_now,
+        ))
 
     def _as_dict(self, message: ChatMessage) -> dict[str, str]:
         """Earlier reasoning goes back into the prompt only when the template uses it
@@ -100,13 +147,3 @@ class ChatTemplate:
                 if key in self.source:
                     item[key] = message.reasoning
         return item
-
-    def _formatter(self, add_generation_prompt: bool) -> Jinja2ChatFormatter:
-        if add_generation_prompt not in self._formatters:
-            self._formatters[add_generation_prompt] = Jinja2ChatFormatter(
-                template=self.source,
-                eos_token=self._eos_token,
-                bos_token=self._bos_token,
-                add_generation_prompt=add_generation_prompt,
-            )
-        return self._formatters[add_generation_prompt]

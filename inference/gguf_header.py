@@ -48,6 +48,9 @@ _OTHER_FORMATS = (  # what a file that is not a GGUF often turns out to be
 
 def check_file(path: Path) -> int:
     try:
+        if not path.exists() and path.is_symlink():
+            raise GGUFError(f"{path}: this link points to a file that is not there, or loops back on itself. "
+                            "Choose the model file itself.")
         if not path.exists():
             raise GGUFError(f"{path}: the file does not exist. Check the path, or download the model again.")
         if path.is_dir():
@@ -271,8 +274,9 @@ def _read_tensor_type(path: Path, cur: _Cursor, name: str) -> GGMLQuantizationTy
 
 def _tensor_bytes(path: Path, name: str, dims: Sequence[int], ggml_type: GGMLQuantizationType) -> int:
     block_size, type_size = gguf.GGML_QUANT_SIZES[ggml_type]
-    if dims and dims[0] % block_size:
-        raise GGUFError(f"{path}: the tensor '{shown(name)}' has rows of {dims[0]} values, not a multiple of the "
+    row = dims[0] if dims else 1  # no dimensions: one value, as in ggml
+    if row % block_size:
+        raise GGUFError(f"{path}: the tensor '{shown(name)}' has rows of {row} values, not a multiple of the "
                         f"{ggml_type.name} block size {block_size}. {DAMAGED}")
     return math.prod(dims) * type_size // block_size
 

@@ -367,7 +367,7 @@ def _build_shape(meta: _Metadata, raw: list[_RawTensor], name: str) -> ModelShap
         raise meta.shard.fail(f"the model claims {n_layer} layers (from 1 to {MAX_LAYERS} are plausible). {DAMAGED}")
     tensors = [_tensor_info(meta.shard, t, n_layer) for t in raw]
     embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
-    n_embd = meta.integer(Keys.LLM.EMBEDDING_LENGTH, embd.shape[0] if embd else 0)
+    n_embd = meta.integer(Keys.LLM.EMBEDDING_LENGTH, embd.shape[0] if embd and embd.shape else 0)
     heads = meta.per_layer(Keys.Attention.HEAD_COUNT, n_layer, [0] * n_layer)
     heads_kv = meta.per_layer(Keys.Attention.HEAD_COUNT_KV, n_layer, heads)
     head_dim = n_embd // heads[0] if heads[0] else 0  # llama.cpp: n_embd / n_head(0)

@@ -15,6 +15,7 @@ import pytest
 from app.services import Services
 from inference.protocol import ModelSettings
 from inference.worker import Worker
+from tests.fuzzing import cases_run, slowest_case
 from tests.memory_keyring import MemoryKeyring
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
 
@@ -115,3 +116,11 @@ def moe_worker(tmp_path_factory: pytest.TempPathFactory, moe_model: Path) -> Ite
     w.load(settings_for(moe_model))
     yield w
     w.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if cases_run:
+        counts = ", ".join(f"{category} {n:,}" for category, n in sorted(cases_run.items()))
+        terminalreporter.write_line(f"fuzz cases run: {sum(cases_run.values()):,} ({counts})")
+        category, seconds = max(slowest_case.items(), key=lambda item: item[1])
+        terminalreporter.write_line(f"slowest fuzz case: {seconds:.2f} s ({category})")

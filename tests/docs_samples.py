@@ -16,10 +16,12 @@ PDF_PAGES = (
 )
 
 
-def pdf_bytes(pages: tuple[str, ...] = PDF_PAGES, title: str | None = "Quarterly Fruit Report") -> bytes:
+def pdf_bytes(pages: tuple[str, ...] = PDF_PAGES, title: str | None = "Quarterly Fruit Report",
+              compress: bool = True) -> bytes:
     from fpdf import FPDF
 
     pdf = FPDF()
+    pdf.set_compression(compress)
     if title:
         pdf.set_title(title)
     pdf.set_font("Helvetica", size=12)
@@ -143,4 +145,31 @@ def write_forged_zip(path: Path, declared: int) -> Path:
     entry = data.rindex(b"PK\x01\x02")  # central directory entry of the last member
     struct.pack_into("<I", data, entry + 24, declared)  # its uncompressed size
     path.write_bytes(bytes(data))
+    return path
+
+
+def write_slow_pdf(path: Path, pages: int = 200, operators: int = 20_000) -> Path:
+    """A PDF of a few KB that takes pypdf minutes to read: every page shows the same compressed
+    content stream of ``operators`` text operators (so its text is read once per page)."""
+    import zlib
+
+    content = zlib.compress(b"BT /F1 12 Tf " + b"1 0 0 1 10 10 Tm (ab) Tj " * operators + b"ET", 9)
+    kids = " ".join(f"{5 + i} 0 R" for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Count {pages} /Kids [{kids}] >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+    ] + [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+         b"/Resources << /Font << /F1 3 0 R >> >> >>"] * pages
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
     return path

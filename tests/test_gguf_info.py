@@ -11,12 +11,13 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import inference.gguf_info as gguf_info
 from inference.gguf_info import GGUFError, GGUFInfo, inspect_gguf, tensor_role
 from inference.model_shape import TensorInfo, TensorRole
+from tests.fuzzing import case, fuzz_settings
 from tests.tiny_models import CHATML_TEMPLATE, DENSE, MOE, TinySpec, vocabulary
 
 Q8_0_BLOCK = (32, 34)  # values per block, bytes per block
@@ -523,7 +524,7 @@ def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return write_tiny_model(tmp_path_factory.mktemp("fuzz") / "fuzz.gguf", DENSE).read_bytes()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz_settings(150)
 @given(
     changes=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), min_size=1, max_size=8),
     cut=st.one_of(st.none(), st.integers(0, 1_100_000)),
@@ -537,7 +538,8 @@ def test_damage_never_escapes_as_anything_but_gguf_error(
     path = tmp_path / "fuzzed.gguf"
     path.write_bytes(bytes(data[:cut]))
     try:
-        info = inspect_gguf(path)
+        with case("gguf bytes"):
+            info = inspect_gguf(path)
     except GGUFError as error:
         assert str(path) in str(error)
         # The validation itself found the damage: GGUFReader never had to fail on it.

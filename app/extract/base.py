@@ -13,7 +13,7 @@ from pathlib import Path
 from inference.errors import EnclaveError
 
 REASONS = frozenset({"too_large", "encrypted", "no_text", "corrupt", "binary", "unsupported", "unreadable",
-                     "vanished", "zip_bomb", "empty"})
+                     "vanished", "zip_bomb", "empty", "too_slow"})
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Limits:
     max_compression_ratio: float = 100.0  # zip-based formats: per large member, uncompressed / compressed
     max_pdf_pages: int = 5000
     max_sheet_cells: int = 2_000_000  # spreadsheets and CSV/TSV
+    max_seconds: float = 300.0  # per rich document (isolated.py); a 5,000-page PDF takes about a minute
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,7 @@ def human_size(n: int | float) -> str:
     if n >= 1024:
         return f"{n / 1024:.0f} KB"
     return f"{int(n)} bytes"
+
+
+def human_seconds(seconds: float) -> str:
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")

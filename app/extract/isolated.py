@@ -1,0 +1,101 @@
+"""Documents read in a child process, each within a time limit.
+
+A parser on a hostile file can run for hours: a 2 KB PDF whose pages all share one
+half-megabyte content stream keeps pypdf busy for minutes, and a few hundred thousand nested
+HTML tags take seconds per megabyte. Rich formats (PDF, Office, HTML, e-mail) are therefore
+read in one reusable child process; a document that takes longer than ``Limits.max_seconds``
+is recorded as too slow, the child is killed and the next document gets a fresh one. Plain
+text, code and data files are read in this process, where they cost nothing extra.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+
+from app.extract import Extracted, ExtractionError, Limits, extract, kind_of
+from app.extract.base import human_seconds
+
+IN_PROCESS_KINDS = frozenset({"text", "markdown", "code", "csv", "tsv", "json"})
+_CLOSE_SECONDS = 5.0
+
+
+def _serve(conn: Connection) -> None:
+    """The child: read documents until the parent closes the pipe."""
+    while True:
+        try:
+            path, limits = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("ok", extract(Path(path), limits)))
+        except ExtractionError as exc:
+            conn.send(("error", exc))
+
+
+class IsolatedExtractor:
+    """``extract`` with a time limit per document; use as a context manager (one per ingest)."""
+
+    def __init__(self) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def extract(self, path: Path, limits: Limits) -> Extracted:
+        if kind_of(path) in IN_PROCESS_KINDS:
+            return extract(path, limits)
+        conn = self._connection()
+        conn.send((str(path), limits))
+        if not conn.poll(limits.max_seconds):
+            self._stop(kill=True)
+            raise ExtractionError(f"{path.name} took longer than {human_seconds(limits.max_seconds)} to read and "
+                                  "was stopped; it may be damaged or made to be slow to read. Open it and save a "
+                                  "new copy (or print it to PDF), then add that instead.", reason="too_slow")
+        try:
+            status, value = conn.recv()
+        except (EOFError, OSError):
+            self._stop(kill=True)
+            raise ExtractionError(f"{path.name} made the document reader stop unexpectedly (it ran out of memory "
+                                  "or crashed); it may be damaged. Open it and save a new copy, then add that "
+                                  "instead.", reason="corrupt") from None
+        if status == "error":
+            raise value
+        return value
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._process is None or not self._process.is_alive():
+            self._stop(kill=True)
+            parent, child = self._context.Pipe()
+            process = self._context.Process(target=_serve, args=(child,), name="enclave-extract", daemon=True)
+            process.start()
+            child.close()
+            self._process, self._conn = process, parent
+        return self._conn
+
+    def _stop(self, kill: bool) -> None:
+        if self._conn is not None:
+            self._conn.close()  # the child's recv() ends: it returns
+            self._conn = None
+        if self._process is not None:
+            if kill:
+                self._process.kill()
+            self._process.join(timeout=_CLOSE_SECONDS)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process = None
+
+    def close(self) -> None:
+        self._stop(kill=False)
+
+    def __enter__(self) -> IsolatedExtractor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop(kill=exc is not None)
