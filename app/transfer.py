@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +107,24 @@ def import_folder(registry: ModelRegistry, folder: Path, mode: Literal["copy", "
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != FORMAT or not isinstance(data.get("models"), list):
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), list):
             raise ValueError("not an Enclave model manifest")
+        for number, entry in enumerate(data["models"], 1):
+            _check_manifest_entry(number, entry)
         return data
     except (OSError, ValueError) as exc:
         raise EnclaveError(f"{path} cannot be used: {exc}. Export the models again.") from exc
+
+
+def _check_manifest_entry(number: int, entry: object) -> None:
+    """A manifest is input from another machine: its shape is checked before any of it is used."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("files"), list) or not isinstance(
+            entry.get("source", {}), dict | None):
+        raise ValueError(f"model {number} of the manifest is not a model entry")
+    for f in entry["files"]:
+        if not (isinstance(f, dict) and isinstance(f.get("name"), str) and type(f.get("size")) is int
+                and isinstance(f.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", f["sha256"])):
+            raise ValueError(f"model {number} of the manifest lists a file without a name, size and SHA-256")
 
 
 def _import_manifest(registry: ModelRegistry, folder: Path, manifest: dict[str, Any],

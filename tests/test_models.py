@@ -125,6 +125,21 @@ def test_a_manifest_cannot_point_outside_its_folder(registry: ModelRegistry, tmp
     assert not report.imported and "missing" in report.refused[0][1]
 
 
+@pytest.mark.parametrize("models", [
+    "not a list", [["a list"]], [{"files": "x"}], [{"files": [{"name": "a.gguf"}]}],
+    [{"files": [{"name": "a.gguf", "size": "1", "sha256": "0" * 64}]}],
+    [{"files": [{"name": 3, "size": 1, "sha256": "0" * 64}]}], [{"files": [], "source": ["x"]}],
+])
+def test_a_malformed_manifest_is_refused_in_one_sentence(registry: ModelRegistry, tmp_path: Path,
+                                                         models: object) -> None:
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / MANIFEST).write_text(json.dumps({"format": "enclave-models", "models": models}))
+    with pytest.raises(EnclaveError, match=r"cannot be used: .*Export the models again"):
+        import_folder(registry, stick, "copy")
+    assert registry.all() == []
+
+
 def test_a_folder_of_models_without_a_manifest(registry: ModelRegistry, tmp_path: Path) -> None:
     folder = tmp_path / "plain"
     folder.mkdir()
