@@ -59,16 +59,18 @@ class ReplyKills(Scenario):
 
     def setup(self) -> None:
         self.app = Enclave(self.work / "home", self.work / "runs")
-        self.tokens = 120 if self.quick else 400
-        for key, value in (("max_tokens", self.tokens), ("context_length", 2048), ("threads", 1)):
-            self._must(self.app.run("settings", "set", key, str(value)))
+        self.tokens = 60 if self.quick else 400
+        with Services.open(paths_under(self.app.home)) as services:
+            for key, value in (("max_tokens", self.tokens), ("context_length", 2048), ("threads", 1)):
+                services.settings.set(key, value)
         docs = self.work / "notes"
         docs.mkdir(exist_ok=True)
         for i in range(4):
             (docs / f"note-{i}.txt").write_text(f"Note {i}: the secure library keeps memory of expert {i}.\n")
         self._must(self.app.run("library", "add", "notes", str(docs), "--create"))
+        self.ops = ("continue", "ask") if self.quick else self.OPS
         self.windows = {}
-        for op in self.OPS:  # each works once, and its duration bounds the kill delays
+        for op in self.ops:  # each works once, and its duration bounds the kill delays
             args, stdin = self._command(op, random.Random(0))
             self.windows[op] = self._must(self.app.run(*args, stdin=stdin)).seconds
 
@@ -91,7 +93,7 @@ class ReplyKills(Scenario):
                 "--threads", "1", "--temperature", "0"), None
 
     def attempt(self, rng: random.Random) -> Attempt:
-        op = rng.choice(self.OPS)
+        op = rng.choice(self.ops)
         args, stdin = self._command(op, rng)
         database = self.app.database
         before = messages(database)
@@ -100,6 +102,8 @@ class ReplyKills(Scenario):
         problems = ended_badly(ended) + database_problems(database)
         after = messages(database)
         problems += lost(ended.seen if ended.seen is not None else before, after) + unmarked(after)
+        if not ended.killed:  # faster than the run that set the window: aim earlier from now on
+            self.windows[op] = min(self.windows[op], ended.seconds) * 0.9
         return Attempt(ended.killed, f"{op} {self._phase(op, before, ended)}", problems)
 
     @staticmethod
@@ -118,7 +122,7 @@ class ReplyKills(Scenario):
         """Every conversation left by a kill can be continued, and the reply completes."""
         problems = []
         plain = sorted({r.conversation_id for r in messages(self.app.database).values()})
-        for cid in plain[-3:]:
+        for cid in plain[-1 if self.quick else -3:]:
             ended = self.app.run("chat", "--conversation", str(cid), stdin="one more, to the end\n")
             problems += ended_badly(ended)
             last = max((r for r in messages(self.app.database).values() if r.conversation_id == cid),
