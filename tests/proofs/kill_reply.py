@@ -11,9 +11,8 @@ from typing import NamedTuple
 
 from app.chat import ReplyDelta, ReplyFinished
 from app.conversations import Message
-from app.paths import AppPaths
 from app.services import Services
-from tests.proofs.launch import Enclave, Ended
+from tests.proofs.launch import Enclave, Ended, paths_under
 from tests.proofs.probes import alive, children, database_problems, open_fds, snapshot_rows
 from tests.proofs.scenario import Attempt, Scenario, ended_badly
 
@@ -130,10 +129,6 @@ class ReplyKills(Scenario):
             if last.role != "assistant" or last.status != "complete" or not last.content:
                 problems.append(f"the reply in conversation {cid} after the kills did not complete: {last}")
         return problems + database_problems(self.app.database)
-
-
-def paths_under(home: Path) -> AppPaths:
-    return AppPaths(data=home / "data", config=home / "config", cache=home / "cache", logs=home / "logs")
 
 
 class WorkerKills(Scenario):

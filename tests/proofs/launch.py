@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from app.paths import AppPaths
 from tests.proofs.probes import children, still_running
 
 T = TypeVar("T")
 RUN_TIMEOUT = 300  # seconds; a run that takes longer has hung
 ORPHAN_GRACE = 20  # seconds a killed app's worker may take to notice and end
+
+
+def paths_under(home: Path) -> AppPaths:
+    """Enclave's folders under ``home``, as ``ENCLAVE_HOME=home`` gives them, for the app in this process."""
+    return AppPaths(data=home / "data", config=home / "config", cache=home / "cache", logs=home / "logs")
 
 
 @dataclass
@@ -63,7 +69,7 @@ class Enclave:
 
     @property
     def database(self) -> Path:
-        return self.home / "data" / "enclave.db"
+        return paths_under(self.home).database
 
     def _start(self, args: tuple[str, ...], stdin: str | None) -> tuple[subprocess.Popen, Path, Path]:
         self.runs += 1

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.services import Services
 from inference.protocol import ModelSettings
-from tests.proofs.kill_reply import paths_under
+from tests.proofs.launch import paths_under
 from tests.proofs.probes import children, open_fds, rss_bytes
 from tests.tiny_models import MOE, write_tiny_model
 from ui.chat_view import ChatPage
