@@ -54,7 +54,7 @@ class SoakResult:
     before: Sample  # after the warm-up, a model loaded
     after_replies: Sample
     after: Sample  # after the cycles, the model loaded again
-    unloaded: tuple[int, int]  # (fds, children) after the first and the last unload
+    unloaded: tuple[tuple[int, int], tuple[int, int]]  # (fds, children) after the first and the last unload
     complete: int  # replies stored complete
     seconds: float
 
@@ -66,10 +66,11 @@ class SoakResult:
         problems = []
         if self.growth >= MAX_GROWTH:
             problems.append(f"GUI memory grew by {self.growth / 2**20:.1f} MB (limit {MAX_GROWTH // 2**20} MB)")
-        if (self.after.fds, self.after.children) != (self.before.fds, self.before.children):
-            problems.append(f"open files or child processes differ: {self.before} -> {self.after}")
-        if self.unloaded[0] != self.unloaded[1]:
-            problems.append(f"after unloading, open files and children went from {self.unloaded[0]} to "
+        # fewer open files is fine: Qt ends pool threads idle for 30 s, and with them their event fds
+        if self.after.fds > self.before.fds or self.after.children != self.before.children:
+            problems.append(f"open files or child processes leaked: {self.before} -> {self.after}")
+        if self.unloaded[1][0] > self.unloaded[0][0] or self.unloaded[1][1] != self.unloaded[0][1]:
+            problems.append(f"after unloading, (open files, children) went from {self.unloaded[0]} to "
                             f"{self.unloaded[1]}")
         if self.complete != self.replies + self.warm_up:
             problems.append(f"{self.complete} replies stored complete of {self.replies + self.warm_up}")
