@@ -108,7 +108,7 @@ class ReplyKills(Scenario):
     @staticmethod
     def _phase(op: str, before: dict[int, Row], ended: Ended) -> str:
         if op == "run":
-            return "replying" if ended.stdout.strip() else "starting"
+            return "replying" if ended.stdout.strip() else "before the first token"
         new = [r for r in (ended.seen or {}).values() if r.id not in before]
         if not new:
             return "starting"
@@ -118,7 +118,8 @@ class ReplyKills(Scenario):
         return "replying" if last.status == "partial" else "between turns"
 
     def finish(self) -> list[str]:
-        """Every conversation left by a kill can be continued, and the reply completes."""
+        """The last conversations the kills left (one cut mid-reply, most likely) can be continued,
+        and the reply completes."""
         problems = []
         plain = sorted({r.conversation_id for r in messages(self.app.database).values()})
         for cid in plain[-1 if self.quick else -3:]:
