@@ -73,7 +73,10 @@ class DownloadKills(Scenario):
         if not ended.killed or self._registered():
             self.completed += 1
             self._start_over()
-        phase = "mid-file" if self._partial_size() else ("verifying or registering" if gets else "asking the hub")
+        if not gets:
+            phase = "before the file's GET (start-up, listing, checking kept bytes)"
+        else:
+            phase = "mid-file" if self._partial_size() else "verifying or registering"
         return Attempt(ended.killed, phase, problems)
 
     def _check_registered(self, must: bool) -> list[str]:
