@@ -50,6 +50,20 @@ bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/ui.py
 	$(BIN)/python bench/library.py
 
+# Proofs (README: security). Not part of `make test`, which runs a small version of each:
+#   make kill-test KILLS=50                 SIGKILL mid-reply, mid-ingest, mid-download, and of the worker
+#   make soak-test REPLIES=1000 CYCLES=100  GUI memory, file handles and child processes over a long session
+KILLS ?= 50
+REPLIES ?= 1000
+CYCLES ?= 100
+.PHONY: kill-test soak-test
+
+kill-test: $(STAMP)
+	$(BIN)/python -m tests.proofs.kills --kills $(KILLS) $(if $(SEED),--seed $(SEED))
+
+soak-test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m tests.proofs.soak --replies $(REPLIES) --cycles $(CYCLES)
+
 # Distribution (installers/README.md). Not part of `make test`: several minutes.
 #   make package       dist/Enclave/ (PyInstaller), the .deb and the portable .tar.gz
 #   make package-test  smoke test of all three in a clean environment

@@ -77,8 +77,9 @@ class Store:
             self.close()
             raise StoreError(_wrong_key(path) if self._key is not None else _damaged(path, exc)) from exc
         self._write_lock = threading.RLock()
-        self._readers = threading.local()
-        self._all_readers: list[sqlite3.Connection] = []
+        # by thread id, not threading.local: a Qt pool thread gets a new Python thread state (and
+        # so new thread-locals) for every task, which would open a connection per task and never close it
+        self._readers: dict[int, Database] = {}
 
     @property
     def encrypted(self) -> bool:
@@ -97,11 +98,11 @@ class Store:
     def read(self) -> Database:
         """This thread's reading connection: it sees the last committed state and never
         waits for a writer."""
-        db = getattr(self._readers, "db", None)
+        thread = threading.get_ident()
+        db = self._readers.get(thread)
         if db is None:
             conn = _connect(self.path, readonly=True, key=self._key)
-            self._all_readers.append(conn)
-            db = self._readers.db = Database(conn, execute_plugins=False)
+            db = self._readers[thread] = Database(conn, execute_plugins=False)
         return db
 
     def applied_migrations(self) -> list[str]:
@@ -119,8 +120,8 @@ class Store:
         return found or ["ok"]
 
     def close(self) -> None:
-        for conn in getattr(self, "_all_readers", []):
-            conn.close()
+        for reader in list(getattr(self, "_readers", {}).values()):
+            reader.close()
         writer = getattr(self, "_writer", None)
         if writer is not None:
             writer.close()

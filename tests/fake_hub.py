@@ -9,8 +9,9 @@ asks for, answered the way huggingface.co answers.
 * ``GET /api/models?search=...``: search results.
 
 Switches: ``drops`` (per GET, drop the connection after that many body bytes), ``corrupt``
-(file names served with wrong bytes), a repo's ``token`` (gated: files need it; private:
-everything needs it). ``requests`` logs every request.
+(file names served with wrong bytes), ``rate`` (file bodies sent at that many bytes per
+second, so that a client can be killed mid-file), a repo's ``token`` (gated: files need it;
+private: everything needs it). ``requests`` logs every request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import socket
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -79,6 +81,7 @@ class FakeHub:
     drops: list[int] = field(default_factory=list)
     corrupt: set[str] = field(default_factory=set)
     ignore_range: bool = False  # answer Range requests with the whole file, as some CDNs do
+    rate: int = 0  # bytes per second a file's body is sent at; 0: as fast as it goes
     url: str = ""
 
     def add(self, repo: FakeRepo) -> FakeRepo:
@@ -236,7 +239,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)  # the client sees the body end early
             self.close_connection = True
             return
-        self.wfile.write(payload)
+        self._send_body(payload)
+
+    def _send_body(self, payload: bytes) -> None:
+        rate = self.server.hub.rate
+        if not rate:
+            self.wfile.write(payload)
+            return
+        step = max(rate // 20, 1)  # 20 writes a second
+        try:
+            for start in range(0, len(payload), step):
+                self.wfile.write(payload[start:start + step])
+                self.wfile.flush()
+                time.sleep(step / rate)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (was killed) mid-file
 
     def _range_start(self, size: int) -> int | None:
         """Where a Range request starts (0 without one); None once a 416 is sent."""

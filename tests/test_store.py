@@ -183,3 +183,26 @@ def test_pages_of_a_long_history(store: Store) -> None:
     before = repo.messages(c.id, limit=10, before_id=last[0].id)
     assert [m.id for m in before] == ids[-20:-10]
     assert repo.message_ids(c.id) == ids
+
+
+def test_background_tasks_do_not_open_a_connection_each(qapp, store: Store) -> None:
+    """Qt's pool threads run each task with a fresh Python thread state; a reader connection
+    kept in thread-local storage was opened again (and never closed) for every task."""
+    from tests.proofs.probes import open_fds
+    from ui.tasks import TaskRunner
+
+    tasks = TaskRunner()
+    counts: list[int] = []
+
+    def read() -> None:
+        counts.append(store.read().execute("SELECT count(*) FROM conversations").fetchone()[0])
+
+    for _ in range(3):
+        tasks.run(read, serial=True)
+    assert tasks.wait()
+    before = open_fds()
+    for _ in range(30):
+        tasks.run(read, serial=True)
+    assert tasks.wait()
+    assert counts == [0] * 33
+    assert open_fds() == before
