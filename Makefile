@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench clean package package-test
+.PHONY: run test lint bench clean package package-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,20 +26,36 @@ lint: $(STAMP)
 test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
-# The no-network proof (README: Security): the whole app, GUI included, in a network namespace
-# with no interfaces and an audit hook in every process; prints its figures. Needs root or
-# unprivileged user namespaces (exit 3 says why not).
-.PHONY: airgap-test
+# The proofs of the README's Security section, each printing its figures. `make test` runs a
+# small version of each; these run them in full (minutes). Linux only.
+#   make airgap-test                        the whole app, GUI included, in a network namespace with no
+#                                           interfaces and an audit hook in every process (needs root or
+#                                           unprivileged user namespaces; exit 3 says why not)
+#   make kill-test KILLS=50 [SEED=n]        SIGKILL mid-reply, mid-ingest, mid-download, and of the worker
+#   make soak-test REPLIES=1000 CYCLES=100  GUI memory, file handles and child processes over a long session
+#   make fuzz FUZZ_EXAMPLES=2000            GGUF files (bytes and fields), every rich document format, and
+#                                           accepted GGUF files loaded by llama.cpp
+#   make proofs                             all four
+KILLS ?= 50
+REPLIES ?= 1000
+CYCLES ?= 100
+FUZZ_EXAMPLES ?= 2000
+.PHONY: airgap-test kill-test soak-test fuzz proofs
+
 airgap-test: $(STAMP)
 	$(BIN)/python -m tests.airgap_check
 
-# Longer fuzzing of hostile input than `make test` runs: GGUF files (bytes and fields),
-# documents of every rich format, and accepted GGUF files loaded by llama.cpp.
-# FUZZ_EXAMPLES cases per fuzz test; prints the number of cases run per category.
-FUZZ_EXAMPLES ?= 2000
+kill-test: $(STAMP)
+	$(BIN)/python -m tests.proofs.kills --kills $(KILLS) $(if $(SEED),--seed $(SEED))
+
+soak-test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m tests.proofs.soak --replies $(REPLIES) --cycles $(CYCLES)
+
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/test_fuzz_gguf.py tests/test_fuzz_documents.py tests/test_gguf_info.py::test_damage_never_escapes_as_anything_but_gguf_error
+
+proofs: airgap-test kill-test soak-test fuzz
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.tiny_models $(VENV)/bench-moe.gguf --kind bench
@@ -49,20 +65,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/encryption.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/ui.py
 	$(BIN)/python bench/library.py
-
-# Proofs (README: security). Not part of `make test`, which runs a small version of each:
-#   make kill-test KILLS=50                 SIGKILL mid-reply, mid-ingest, mid-download, and of the worker
-#   make soak-test REPLIES=1000 CYCLES=100  GUI memory, file handles and child processes over a long session
-KILLS ?= 50
-REPLIES ?= 1000
-CYCLES ?= 100
-.PHONY: kill-test soak-test
-
-kill-test: $(STAMP)
-	$(BIN)/python -m tests.proofs.kills --kills $(KILLS) $(if $(SEED),--seed $(SEED))
-
-soak-test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m tests.proofs.soak --replies $(REPLIES) --cycles $(CYCLES)
 
 # Distribution (installers/README.md). Not part of `make test`: several minutes.
 #   make package       dist/Enclave/ (PyInstaller), the .deb and the portable .tar.gz
