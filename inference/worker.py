@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from inference.errors import ChatTemplateError, EnclaveError, ModelLoadError, NoModelLoaded, WorkerCrashed
+from inference.orphans import exit_with_parent
 from inference.protocol import (
     TERMINAL,
     ChatMessage,
@@ -56,6 +57,9 @@ from inference.protocol import (
 )
 
 log = logging.getLogger(__name__)
+# The child's first word on every request (Unload aside): a child that dies before saying it
+# never started the request, so the request is safely sent again to a new child.
+ACCEPTED = "accepted"
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 CRASH_TAIL_LINES = 20
 
@@ -156,26 +160,34 @@ class Worker:
             self._reap_after_unload()
             yield Unloaded()
             return
-        if self._process is not None and not self._process.is_alive():
-            self._crashed(request)  # it died while idle: say so, and start afresh
-        if self._process is None:
-            self._start()
-            if self._settings is not None and not isinstance(request, Load):
-                reloaded = yield from self._exchange(Load(self._settings), forward=False)
-                if isinstance(reloaded, Failed):  # already relayed by _exchange
-                    return
-        self._cancel.value = 0
-        terminal = yield from self._exchange(request, forward=True)
+        for attempt in range(2):
+            if self._process is not None and not self._process.is_alive():
+                self._crashed(request)  # it died while idle: say so (in the log), and start afresh
+            if self._process is None:
+                self._start()
+                if self._settings is not None and not isinstance(request, Load):
+                    reloaded = yield from self._exchange(Load(self._settings), forward=False)
+                    if isinstance(reloaded, Failed):  # already relayed by _exchange
+                        return
+            self._cancel.value = 0
+            # A child that died between the check above and reading the request (killed while
+            # idle) gets one more try, once: the request never ran, so it is not its crash.
+            terminal = yield from self._exchange(request, forward=True, retry_if_unread=attempt == 0)
+            if terminal is not None:
+                break
         if isinstance(request, Load):
             # a failed load leaves no model behind: the old one was unloaded first
             self._settings = request.settings if isinstance(terminal, Loaded) else None
 
-    def _exchange(self, request: Request, forward: bool) -> Iterator[Event]:
+    def _exchange(self, request: Request, forward: bool, retry_if_unread: bool = False) -> Iterator[Event]:
         """Send one request and relay its events until the terminal one, which is
-        also returned. A dead child becomes a ``Failed(kind="crash")``."""
+        also returned. A dead child becomes a ``Failed(kind="crash")``; with
+        ``retry_if_unread``, a child that died before reading the request returns None
+        instead, for the caller to send it again."""
         assert self._conn is not None
         self.state = WorkerState.BUSY
         terminal: Event | None = None
+        accepted = False
         try:
             with contextlib.suppress(OSError):  # died just now: recv below sees the EOF and reports it
                 self._conn.send(request)
@@ -184,8 +196,15 @@ class Worker:
                     event = self._conn.recv()
                 except (EOFError, OSError):
                     terminal = self._crashed(request)
+                    if retry_if_unread and not accepted:
+                        log.warning("the worker had died before reading %s; sending it again to a new one",
+                                    type(request).__name__)
+                        return None
                     yield terminal
                     return terminal
+                if event == ACCEPTED:
+                    accepted = True
+                    continue
                 if isinstance(event, TERMINAL):
                     terminal = event
                     self._after(request, event)
@@ -345,12 +364,13 @@ def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
     # cancel; the worker must not die of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["GGML_NO_BACKTRACE"] = "1"  # ggml would attach gdb to print one; useless to users
-    faulthandler.enable(file=sys.stderr)
+    faulthandler.enable(file=sys.stderr, all_threads=False)  # the thread running llama.cpp, not the watcher
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format=f"%(asctime)s [{os.getpid()}] %(name)s: %(message)s"
     )
     from inference.llama_log import LlamaLog
 
+    exit_with_parent()
     llama_log = LlamaLog()
     llama_log.install()
     handler = _Handler(conn, cancel, llama_log)
@@ -363,6 +383,7 @@ def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
             handler.close()
             conn.send(Unloaded())
             break
+        conn.send(ACCEPTED)
         handler.handle(request)
     handler.close()
 

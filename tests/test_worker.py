@@ -58,6 +58,59 @@ def test_a_killed_worker_is_reported_and_the_model_comes_back(worker: Worker, mo
     assert worker.state is WorkerState.LOADED
 
 
+def test_a_worker_killed_before_it_read_the_request_is_not_a_crash_of_that_request(
+        worker: Worker, moe_model: Path) -> None:
+    """The race the idle check cannot see: the child dies after ``is_alive`` said yes and
+    before it read the request. The request never ran, so it goes to a new child."""
+    worker.load(settings_for(moe_model))
+    expected = tokens_of(list(worker.generate(Generate(messages=QUESTION, sampling=GREEDY))))
+    process = worker._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(timeout=10)
+    process.is_alive = lambda: True  # as if the kill landed just after the check
+    events = list(worker.generate(Generate(messages=QUESTION, sampling=GREEDY)))
+    assert not [e for e in events if isinstance(e, Failed)]
+    assert tokens_of(events) == expected and isinstance(events[-1], Done)
+    assert worker.state is WorkerState.LOADED and worker.pid not in (None, process.pid)
+
+
+def test_a_child_process_ends_when_the_app_is_killed_even_mid_work(tmp_path: Path) -> None:
+    """An orphaned child must not keep its memory until it next talks to the dead app."""
+    script = (
+        "import multiprocessing, sys, time\n"
+        "from inference.orphans import exit_with_parent\n"
+        "def child():\n"
+        "    exit_with_parent()\n"
+        "    time.sleep(120)  # busy, never reading its pipe\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    import subprocess
+    import sys
+    parent_script = tmp_path / "parent.py"  # a file, so that the spawned child can import `child` from it
+    parent_script.write_text(script)
+    root = Path(__file__).parent.parent
+    parent = subprocess.Popen([sys.executable, str(parent_script)], stdout=subprocess.PIPE, text=True, cwd=root,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    time.sleep(2)  # the child is up and watching
+    assert Path(f"/proc/{child_pid}").exists()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child_pid}").exists():
+        time.sleep(0.05)
+    still_there = Path(f"/proc/{child_pid}").exists()
+    if still_there:
+        os.kill(child_pid, signal.SIGKILL)
+    assert not still_there
+
+
 def test_cancel_stops_within_one_token_and_the_worker_stays_usable(worker: Worker, moe_model: Path) -> None:
     # a bigger context and one thread, so generation is long and not instant
     worker.load(settings_for(moe_model, n_ctx=4096, n_threads=1))

@@ -17,13 +17,15 @@ from types import TracebackType
 
 from app.extract import Extracted, ExtractionError, Limits, extract, kind_of
 from app.extract.base import human_seconds
+from inference.orphans import exit_with_parent
 
 IN_PROCESS_KINDS = frozenset({"text", "markdown", "code", "csv", "tsv", "json"})
 _CLOSE_SECONDS = 5.0
 
 
 def _serve(conn: Connection) -> None:
-    """The child: read documents until the parent closes the pipe."""
+    """The child: read documents until the parent closes the pipe (or dies mid-document)."""
+    exit_with_parent()
     while True:
         try:
             path, limits = conn.recv()
