@@ -73,6 +73,19 @@ def test_encrypt_and_decrypt_from_the_command_line(database: Path, enclave_home:
     one_error_line(enclave("database", "decrypt", home=enclave_home, keys=keyring_file), "is not encrypted")
 
 
+def test_encrypting_and_decrypting_are_audited(database: Path, enclave_home: Path, keyring_file: Path,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "audit.jsonl"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'audit_log = "{log}"\n')
+    monkeypatch.setenv("ENCLAVE_POLICY", str(policy))  # inherited by the subprocesses
+    assert enclave("database", "encrypt", "--yes", home=enclave_home, keys=keyring_file).returncode == 0
+    assert enclave("database", "decrypt", home=enclave_home, keys=keyring_file).returncode == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["database.encrypt", "database.decrypt"]
+    assert all(r["details"]["database"] == str(database) and r["details"]["rows"] > 0 for r in records)
+
+
 def test_declining_the_question_changes_nothing(database: Path, enclave_home: Path, keyring_file: Path) -> None:
     data = database.read_bytes()
     result = enclave("database", "encrypt", home=enclave_home, keys=keyring_file, stdin="n\n")

@@ -7,6 +7,7 @@ import click
 from app.cli.common import cli, user_errors
 from app.db_key import SERVICE, entry_name
 from app.encryption import check_can_encrypt, decrypt_database, encrypt_database
+from app.enforcement import Enforcer
 from app.paths import app_paths
 from app.services import Services
 
@@ -35,6 +36,7 @@ def encrypt(yes: bool) -> None:
     with Services.open() as services:  # creates the database if there is none yet
         caches, _ = services.prompt_cache.clear_disk()
     done = encrypt_database(path)
+    Enforcer.in_force().record("database.encrypt", database=str(path), tables=done.tables, rows=done.rows)
     click.echo(f"Encrypted {path}: {done.tables} tables, {done.rows:,} rows, all checked. The key is in the "
                f"keyring as '{SERVICE}' / '{entry_name(path)}'.")
     if caches:
@@ -47,5 +49,6 @@ def decrypt() -> None:
     """Write the database back unencrypted, keeping every row, and forget its key. Close Enclave first."""
     path = app_paths().database
     done = decrypt_database(path)
+    Enforcer.in_force().record("database.decrypt", database=str(path), tables=done.tables, rows=done.rows)
     click.echo(f"Decrypted {path}: {done.tables} tables, {done.rows:,} rows, all checked. Its key is removed "
                "from the keyring.")
