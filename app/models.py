@@ -177,11 +177,12 @@ class ModelRegistry:
         if mode == "in_place":
             return self.register(paths, origin="in_place", source={"path": str(paths[0]), **(source or {})},
                                  hashes=expected, on_progress=on_progress, cancelled=cancelled)
-        target_dir = self.folder / re.sub(r"[^\w.-]+", "_", info.name or paths[0].stem)
+        target_dir = _free_folder(self.folder / re.sub(r"[^\w.-]+", "_", info.name or paths[0].stem),
+                                  [p.name for p in paths])
         total = sum(size for _, size in info.files)
         _check_space(target_dir, total if mode == "copy" else 0)
         target_dir.mkdir(parents=True, exist_ok=True)
-        targets = [target_dir / p.name for p in paths]
+        targets = [target_dir / p.name for p in paths]  # none exists yet: a failure removes only what it made
         done = 0
 
         def advance(n: int) -> None:
@@ -198,7 +199,6 @@ class ModelRegistry:
                 model_info = inspect_gguf(targets[0])
                 return self._record(model_info, targets, shas, "copied", {"path": str(paths[0]), **(source or {})})
             for src, dst in zip(paths, targets, strict=True):
-                dst.unlink(missing_ok=True)
                 os.symlink(src.absolute(), dst)
             return self.register(targets, origin="linked", source={"path": str(paths[0]), **(source or {})},
                                  hashes=expected, on_progress=on_progress, cancelled=cancelled)
@@ -267,6 +267,16 @@ def _summary(info: GGUFInfo) -> dict[str, Any]:
     return {"n_layer": s.n_layer, "n_embd": s.n_embd, "n_head": s.n_head, "n_head_kv": s.n_head_kv,
             "expert_shared_count": s.expert_shared_count, "sliding_window": s.sliding_window,
             "has_chat_template": info.chat_template is not None, "files": len(info.files)}
+
+
+def _free_folder(base: Path, names: Sequence[str]) -> Path:
+    """``base``, or ``base-2``, ``base-3``… : the first folder where none of ``names`` exists, so
+    that an import never overwrites (nor, failing, deletes) a file another model uses."""
+    candidate, n = base, 1
+    while any(os.path.lexists(candidate / name) for name in names):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def _check_space(folder: Path, needed: int) -> None:

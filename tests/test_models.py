@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from app.enforcement import Enforcer
 from app.models import ModelRegistry
+from app.policy import Policy, PolicyRefusal
 from app.store import open_store
 from app.transfer import MANIFEST, export_model, import_folder
 from inference.errors import EnclaveError
@@ -138,6 +140,23 @@ def test_a_malformed_manifest_is_refused_in_one_sentence(registry: ModelRegistry
     with pytest.raises(EnclaveError, match=r"cannot be used: .*Export the models again"):
         import_folder(registry, stick, "copy")
     assert registry.all() == []
+
+
+@pytest.mark.parametrize("mode", ["copy", "link"])
+def test_a_refused_import_never_touches_the_files_of_a_registered_model(
+        registry: ModelRegistry, tmp_path: Path, moe_model: Path, mode: str) -> None:
+    first = registry.import_files([moe_model], mode)
+    with pytest.raises(EnclaveError, match="already registered"):  # the same model again
+        registry.import_files([moe_model], mode)
+    other = tmp_path / "elsewhere" / moe_model.name  # same name and file name, other weights
+    other.parent.mkdir()
+    write_tiny_model(other, replace(MOE, seed=MOE.seed + 1))
+    registry.enforcer = Enforcer(Policy(allowed_models=frozenset({first.files[0].sha256})))
+    with pytest.raises(PolicyRefusal):
+        registry.import_files([other], mode)
+    assert registry.verify(first).problems == ()
+    assert [m.id for m in registry.all()] == [first.id]
+    assert sorted(p.name for p in registry.folder.iterdir()) == [Path(first.files[0].path).parent.name]
 
 
 def test_a_folder_of_models_without_a_manifest(registry: ModelRegistry, tmp_path: Path) -> None:
