@@ -68,6 +68,7 @@ class Runtime:
         self.resolve = resolve
         self.enforcer = enforcer or Enforcer()
         self.worker = Worker(paths.llama_log)
+        self.worker.before_reload = self._admit_reload
         self.last_load: LoadOutcome | None = None
         self._last_request: tuple[object, ...] | None = None
         self._resident: tuple[int, str] | None = None  # (worker pid, saved prefix key) in the KV cache
@@ -103,7 +104,7 @@ class Runtime:
             return self.last_load
         gguf = self.inspect(model)  # validates; llama.cpp never sees a broken file
         path = gguf.path  # the first shard of a split model, which llama.cpp wants
-        hashes = self.enforcer.admit_load(gguf.name, [p for p, _ in gguf.files])
+        hashes = self._admit(gguf)
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
         if planned is not None:
@@ -116,6 +117,7 @@ class Runtime:
             wanted = replace(wanted, tensor_overrides=extra_overrides + wanted.tensor_overrides)
         self._resident = None  # a new load starts with an empty KV cache
         info = self.worker.load(wanted)
+        self._confirm_unchanged(gguf, hashes)
         self.enforcer.record("model.load", name=gguf.name, path=str(path), sha256=hashes,
                              vocab_only=wanted.vocab_only)
         report = parse_load_log(info.log_lines)
@@ -125,6 +127,36 @@ class Runtime:
         self.last_load = LoadOutcome(info, gguf, chosen, report, checks)
         self._last_request = request
         return self.last_load
+
+    def reload(self) -> LoadOutcome:
+        """Load the last model again (after a crash), admitted by the policy as any load is."""
+        if self._last_request is None:
+            raise EnclaveError("No model was loaded yet, so there is none to load again. Choose a model.")
+        path, settings, planned, extra_overrides = self._last_request
+        self.last_load = None
+        return self.load(str(path), settings, planned=planned, extra_overrides=extra_overrides)
+
+    def _admit(self, gguf: GGUFInfo) -> list[str]:
+        return self.enforcer.admit_load(gguf.name, [p for p, _ in gguf.files])
+
+    def _confirm_unchanged(self, gguf: GGUFInfo, hashes: list[str]) -> None:
+        """The files llama.cpp just read are the ones admitted: a file swapped while it
+        loaded is unloaded and refused. (Free unless an allow-list or audit log needs hashes.)"""
+        try:
+            if self._admit(gguf) != hashes:
+                raise EnclaveError(f"{gguf.path.name} changed on disk while it was loading, so it was unloaded. "
+                                   "Load it again.")
+        except EnclaveError:
+            self.unload()
+            raise
+
+    def _admit_reload(self, settings: ModelSettings) -> None:
+        """The worker's check before it loads the model again after a crash: the file may
+        have been replaced since it was admitted."""
+        gguf = self.inspect(settings.path)
+        hashes = self._admit(gguf)
+        self.enforcer.record("model.load", name=gguf.name, path=settings.path, sha256=hashes,
+                             vocab_only=settings.vocab_only, after_crash=True)
 
     def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> Tokens:
         """The loaded model's prompt for ``messages``: its text and tokens."""

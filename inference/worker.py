@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -91,6 +91,10 @@ class Worker:
         self.info: ModelInfo | None = None
         self.state = WorkerState.STOPPED
         self.last_crash: Failed | None = None
+        # Called before the model is loaded again after a crash, with the settings it will be
+        # loaded with; an EnclaveError it raises refuses the reload (the file may have changed
+        # since it was admitted). The app checks its policy here.
+        self.before_reload: Callable[[ModelSettings], None] | None = None
 
     # Process lifetime -----------------------------------------------------------------
 
@@ -164,9 +168,14 @@ class Worker:
             if self._process is not None and not self._process.is_alive():
                 self._crashed(request)  # it died while idle: say so (in the log), and start afresh
             if self._process is None:
+                reload = None if isinstance(request, Load) else self._settings  # the model to load again
+                refused = self._refused_reload(reload) if reload is not None else None
+                if refused is not None:
+                    yield refused
+                    return
                 self._start()
-                if self._settings is not None and not isinstance(request, Load):
-                    reloaded = yield from self._exchange(Load(self._settings), forward=False)
+                if reload is not None:
+                    reloaded = yield from self._exchange(Load(reload), forward=False)
                     if isinstance(reloaded, Failed):  # already relayed by _exchange
                         return
             self._cancel.value = 0
@@ -178,6 +187,16 @@ class Worker:
         if isinstance(request, Load):
             # a failed load leaves no model behind: the old one was unloaded first
             self._settings = request.settings if isinstance(terminal, Loaded) else None
+
+    def _refused_reload(self, settings: ModelSettings) -> Failed | None:
+        if self.before_reload is None:
+            return None
+        try:
+            self.before_reload(settings)
+        except EnclaveError as exc:
+            self._settings = None  # loaded again only by an explicit Load
+            return Failed(str(exc))
+        return None
 
     def _exchange(self, request: Request, forward: bool, retry_if_unread: bool = False) -> Iterator[Event]:
         """Send one request and relay its events until the terminal one, which is

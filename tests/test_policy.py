@@ -4,6 +4,7 @@ found, and each rule enforced through the services and through the ``enclave`` c
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from app.paths import app_paths
 from app.policy import Policy, PolicyError, PolicyRefusal, load_policy, policy_in_force
 from app.services import Services
 from app.transfer import export_model
-from inference.protocol import ModelSettings
+from inference.errors import EnclaveError
+from inference.protocol import Failed, ModelSettings, Tokenize
 
 OTHER_HASH = "ab" * 32
 
@@ -156,6 +158,45 @@ def test_allow_listed_model_imports_and_loads(use_policy, moe_model: Path) -> No
         model = services.models.import_files([moe_model], "in_place")
         outcome = services.runtime.load(model.id, ModelSettings(path=model.id, vocab_only=True))
         assert outcome.info.n_vocab > 0
+
+
+def test_a_model_swapped_after_it_was_admitted_is_not_loaded_again(use_policy, moe_model: Path, dense_model: Path,
+                                                                    tmp_path: Path) -> None:
+    """The worker's reload after a crash, and the GUI's "Reload model", admit the file again."""
+    path = tmp_path / "model.gguf"
+    path.write_bytes(moe_model.read_bytes())
+    use_policy(f'allowed_models = ["{sha256_file(moe_model)}"]\n')
+    with Services.open() as services:
+        runtime = services.runtime
+        runtime.load(str(path), ModelSettings(path=str(path), vocab_only=True))
+        path.write_bytes(dense_model.read_bytes())  # not on the list
+        os.kill(runtime.worker.pid, signal.SIGKILL)
+        events = list(runtime.worker.request(Tokenize("hello")))
+        assert len(events) == 1 and isinstance(events[0], Failed) and events[0].kind == "error"
+        assert "not on your organisation's list of allowed models" in events[0].message
+        assert runtime.worker.pid is None and runtime.worker.settings is None  # llama.cpp never saw it
+        with pytest.raises(PolicyRefusal):
+            runtime.reload()
+
+
+def test_a_model_swapped_while_it_loads_is_unloaded(use_policy, moe_model: Path, dense_model: Path,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(moe_model.read_bytes())
+    use_policy(f'allowed_models = ["{sha256_file(moe_model)}", "{sha256_file(dense_model)}"]\n')
+    with Services.open() as services:
+        runtime = services.runtime
+        load = runtime.worker.load
+
+        def swapped_during_load(settings: ModelSettings) -> object:
+            info = load(settings)
+            path.write_bytes(dense_model.read_bytes())
+            return info
+
+        monkeypatch.setattr(runtime.worker, "load", swapped_during_load)
+        with pytest.raises(EnclaveError, match="changed on disk while it was loading"):
+            runtime.load(str(path), ModelSettings(path=str(path), vocab_only=True))
+        assert runtime.model is None and runtime.worker.pid is None
 
 
 def test_every_shard_must_be_listed() -> None:

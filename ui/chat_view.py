@@ -391,11 +391,9 @@ class ChatPage(QWidget):
     def reload_model(self) -> None:
         """Load the model again after a crash (the next send would, too)."""
         self.crash_banner.hide()
-        worker = self.services.runtime.worker
-        settings = worker.settings
-        if settings is None or self.busy:
+        if self.busy:
             return
-        self.tasks.run(lambda: worker.load(settings), serial=True, on_error=self.show_error)
+        self.tasks.run(self.services.runtime.reload, serial=True, on_error=self.show_error)
 
     # Links and scrolling ----------------------------------------------------------------------------------
 
