@@ -38,6 +38,7 @@ from app.hub import (
 from app.hub.api import require_network
 from app.hub.errors import NoNetworkError
 from app.hub.repos import hub_file
+from app.policy import PolicyRefusal
 from tests.fake_hub import COMMIT, FakeHub, FakeRepo, point_huggingface_hub_at
 from tests.memory_keyring import MemoryKeyring
 from tests.tiny_models import DENSE, write_tiny_model
@@ -184,6 +185,17 @@ def test_download_reports_progress_and_verifies(hub: FakeHub, dest: Path, gguf_b
     again: list[tuple[int, int]] = []
     download(repo, choose(repo), dest, on_progress=lambda done, total: again.append((done, total)))
     assert len(hub.gets(SINGLE)) == 1 and again[-1] == (len(gguf_bytes), len(gguf_bytes))  # checked, not fetched
+
+
+def test_a_model_off_the_allow_list_is_refused_before_a_byte_comes_down(
+        hub: FakeHub, dest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'allowed_models = ["{"ab" * 32}"]\n')
+    monkeypatch.setenv("ENCLAVE_POLICY", str(policy))
+    repo = list_gguf(REPO)
+    with pytest.raises(PolicyRefusal, match="not on your organisation's list of allowed models"):
+        download(repo, choose(repo), dest)
+    assert hub.gets() == [] and not dest.exists()
 
 
 def test_split_model_shards_download_together(hub: FakeHub, dest: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from app import __version__
+from app.enforcement import Enforcer
 from app.hub.api import endpoint, hf
 from app.hub.errors import DownloadCancelled, HubError, refuse_if_offline, translated
 from app.hub.repos import Choice, Downloaded, HubFile, HubRepo
@@ -64,6 +65,10 @@ def download(repo: HubRepo, choice: Choice, dest: Path, *, token: str | None = N
     refuse_if_offline(offline, "download")
     if not choice.files:
         raise HubError("Nothing to download: the choice has no files.")
+    # the hub's SHA-256 of each file is checked against an allow-list before a byte comes down
+    # (the registry checks the files' own bytes again when they are registered)
+    Enforcer.in_force().check_model(f"{repo.repo_id} {choice.files[0].name}",
+                                    [f.sha256 for f in choice.files if f.sha256], "download")
     dest = Path(dest)
     targets = [safe_target(dest, f.name) for f in choice.files]
     parts = dest / PARTIAL_DIR
