@@ -59,20 +59,20 @@ def _matches(rel: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def _not_a_file(path: Path) -> tuple[str, str, str] | None:
-    """Why ``path`` cannot be read as a document, or None when it is a regular file: never open a
-    pipe (it would block), a device, a socket, or follow a broken or looping link."""
+def _document_size(path: Path) -> int | tuple[str, str, str]:
+    """The size of ``path`` when it is a regular file, else why it cannot be read as a document:
+    never open a pipe (it would block), a device, a socket, or follow a broken or looping link."""
     try:
-        mode = path.stat().st_mode
+        stat = path.stat()
     except OSError as exc:
         if path.is_symlink():
             what = "loops back on itself" if exc.errno == errno.ELOOP else "points to something that is not there"
             return str(path), "unreadable", f"{path}: this link {what}."
         return str(path), "unreadable", f"{path}: cannot be read ({exc.strerror or exc})."
-    if not S_ISREG(mode):
+    if not S_ISREG(stat.st_mode):
         return str(path), "unreadable", (f"{path}: not a regular file (a device, pipe or socket), so it cannot be "
                                          "added as a document.")
-    return None
+    return stat.st_size
 
 
 def scan(paths: Iterable[Path], include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
@@ -95,10 +95,10 @@ def scan(paths: Iterable[Path], include: tuple[str, ...] = (), exclude: tuple[st
             skipped.append((str(path), "excluded"))
         elif kind_of(path) is None:
             skipped.append((str(path), f"not a supported type ({path.suffix or 'no extension'})"))
-        elif (problem := _not_a_file(path)) is not None:
-            missing.append(problem)
+        elif isinstance(size := _document_size(path), tuple):
+            missing.append(size)  # why it cannot be read
         else:
-            files.append(_Candidate(path, path.stat().st_size))
+            files.append(_Candidate(path, size))
 
     def unlistable(error: OSError) -> None:
         folder = error.filename

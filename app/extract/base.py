@@ -13,7 +13,7 @@ from pathlib import Path
 from inference.errors import EnclaveError
 
 REASONS = frozenset({"too_large", "encrypted", "no_text", "corrupt", "binary", "unsupported", "unreadable",
-                     "vanished", "zip_bomb", "empty", "too_slow"})
+                     "vanished", "zip_bomb", "empty", "too_slow", "policy"})
 
 
 @dataclass(frozen=True)

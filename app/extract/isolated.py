@@ -11,6 +11,7 @@ text, code and data files are read in this process, where they cost nothing extr
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,9 @@ _CLOSE_SECONDS = 5.0
 def _serve(conn: Connection) -> None:
     """The child: read documents until the parent closes the pipe (or dies mid-document)."""
     exit_with_parent()
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops between files;
+    # the reader must not die of it mid-document with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             path, limits = conn.recv()
