@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,13 +105,29 @@ def policy_file() -> Path | None:
     """The file in force (see the module's docstring), or None."""
     system = system_policy_path()
     try:
-        if system.exists() or system.is_symlink():
-            return system
-    except OSError as exc:
+        os.lstat(system)
+    except (FileNotFoundError, NotADirectoryError):
+        named = os.environ.get(POLICY_ENV)
+        return Path(named).expanduser() if named else None
+    except OSError as exc:  # it may be there: an unreadable folder is not "no policy"
         raise PolicyError(f"the policy {system} cannot be read ({exc.strerror or exc}). Enclave does not start "
                           "until it can be; ask your administrator.") from exc
-    named = os.environ.get(POLICY_ENV)
-    return Path(named).expanduser() if named else None
+    _check_only_an_administrator_can_change(system)
+    return system
+
+
+def _check_only_an_administrator_can_change(system: Path) -> None:
+    """A system policy that a user could have written is no policy: refused (POSIX), so that a
+    user cannot put a permissive one in place. On Windows the installer makes its folder
+    writable by administrators only (installers/windows/enclave.iss)."""
+    if os.name != "posix":
+        return
+    for path in (system.parent, system.resolve()):
+        info = os.stat(path)
+        if info.st_uid != 0 or info.st_mode & stat.S_IWOTH:
+            who = f"owned by user id {info.st_uid}" if info.st_uid != 0 else "writable by every user"
+            raise PolicyError(f"the policy {system} cannot be trusted: {path} is {who}. Enclave does not start "
+                              "until only root can change it (chown root and chmod o-w); ask your administrator.")
 
 
 def policy_in_force() -> Policy:

@@ -130,6 +130,24 @@ def test_the_system_file_wins_and_enclave_policy_cannot_replace_it(tmp_path: Pat
     assert policy_in_force().source == no_system_policy.absolute()
 
 
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="needs root to give files away")
+def test_a_system_policy_a_user_could_have_written_is_refused(no_system_policy: Path) -> None:
+    path = write_policy(no_system_policy.parent, "downloads = true\n")
+    path.chmod(0o644)
+    no_system_policy.parent.chmod(0o755)
+    assert policy_in_force().source == path.absolute()  # root's, and only root can change it
+    for make_unsafe, undo, found in (
+        (lambda: path.chmod(0o666), lambda: path.chmod(0o644), "writable by every user"),
+        (lambda: os.chown(path, 65534, 65534), lambda: os.chown(path, 0, 0), "owned by user id 65534"),
+        (lambda: os.chown(path.parent, 65534, 65534), lambda: os.chown(path.parent, 0, 0), "owned by user id"),
+    ):
+        make_unsafe()
+        with pytest.raises(PolicyError, match=f"cannot be trusted: .*{found}"):
+            policy_in_force()
+        undo()
+    assert policy_in_force().source == path.absolute()
+
+
 def test_data_dir_wins_over_enclave_home(tmp_path: Path, use_policy, enclave_home: Path) -> None:
     assert app_paths().data == enclave_home.resolve() / "data"
     use_policy(f'data_dir = "{tmp_path}/org/{{user}}"\n')

@@ -49,6 +49,14 @@ Name: "{group}\Enclave"; Filename: "{app}\Enclave.exe"; WorkingDir: "{app}"
 Name: "{group}\Uninstall Enclave"; Filename: "{uninstallexe}"
 Name: "{userdesktop}\Enclave"; Filename: "{app}\Enclave.exe"; WorkingDir: "{app}"; Tasks: desktopicon
 
+[Dirs]
+; The organisation's policy folder (README: Enterprise policy). C:\ProgramData lets every user
+; create folders and files, so the installer makes this one and the [Run] lines below give it to
+; Administrators, with no inherited rights: only they (and SYSTEM) can write a policy.toml here.
+Name: "{commonappdata}\enclave"
+
 [Run]
+Filename: "{sys}\icacls.exe"; Parameters: """{commonappdata}\enclave"" /setowner *S-1-5-32-544"; Flags: runhidden
+Filename: "{sys}\icacls.exe"; Parameters: """{commonappdata}\enclave"" /inheritance:r /grant:r *S-1-5-32-544:(OI)(CI)F *S-1-5-18:(OI)(CI)F *S-1-5-32-545:(OI)(CI)RX"; Flags: runhidden
 Filename: "{app}\Enclave.exe"; Description: "{cm:LaunchProgram,Enclave}"; Flags: nowait postinstall skipifsilent
 
