@@ -139,3 +139,149 @@ def test_cli_verify(audited: Path, tmp_path: Path, enclave_home: Path) -> None:
     audited.write_text(audited.read_text().replace('"one"', '"uno"'))
     tampered = enclave("audit", "verify", str(audited))
     assert tampered.returncode == 2 and "line 2: does not follow line 1" in tampered.stderr
+
+
+def two_records(tmp_path: Path) -> tuple[AuditLog, list[bytes]]:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append("library.create", {"library": "one"})
+    log.append("library.create", {"library": "two"})
+    return log, log.path.read_bytes().splitlines()
+
+
+def test_verify_reports_each_line_that_is_not_a_whole_audit_record(tmp_path: Path) -> None:
+    log, lines = two_records(tmp_path)
+    sound = json.loads(lines[1])
+
+    def after_the_first(line: bytes) -> list[str]:
+        log.path.write_bytes(lines[0] + b"\n" + line + b"\n")
+        return verify(log.path).problems
+
+    def variant(**changes: object) -> bytes:
+        return json.dumps({**sound, **changes}).encode()
+
+    assert after_the_first(lines[1]) == []
+    assert after_the_first(b"{}") == ["line 2: not an audit record (no prev, time, user, host, pid, event, details)"]
+    assert after_the_first(b'{"event": "model.load", "details": {}}') == [
+        "line 2: not an audit record (no prev, time, user, host, pid)"]
+    assert after_the_first(b"[]") == ["line 2: not an audit record (a JSON array, not an object)"]
+    assert after_the_first(b"[" * 100_000) == ["line 2: not a JSON record (damaged or edited)"]
+    accented = lines[1].replace(b'"two"', '"tw\u00e9"'.encode())
+    for cut_short in (lines[1][:-3], accented[:accented.index("\u00e9".encode()) + 1]):  # the last inside a character
+        assert after_the_first(cut_short) == [
+            "line 2: torn: the record stops part-way (its write was cut short: a process killed, a full disk)"]
+    assert after_the_first(variant(pid="1")) == ["line 2: not an audit record (pid is not a process id)"]
+    assert after_the_first(variant(pid=True)) == ["line 2: not an audit record (pid is not a process id)"]
+    assert after_the_first(variant(details=["x"])) == ["line 2: not an audit record (details is not an object)"]
+    assert after_the_first(variant(time="yesterday")) == [
+        "line 2: not an audit record (time is not an ISO 8601 time with its time zone)"]
+    assert after_the_first(variant(user=None, host=3)) == [
+        "line 2: not an audit record (user is not a non-empty string; host is not a string)"]
+    assert after_the_first(variant(event="")) == ["line 2: not an audit record (event is not a non-empty string)"]
+    assert after_the_first(variant(prev="zz")) == ["line 2: not an audit record (prev is not a SHA-256 in hex)",
+                                                   "line 2: does not follow line 1 (a record before it was changed, "
+                                                   "inserted or removed)"]
+    assert after_the_first(variant(note="x")) == ["line 2: not an audit record (unexpected field note)"]
+    # a forged record that lost its link is reported twice over: its fields and its place in the chain
+    assert after_the_first(variant(prev=GENESIS, pid=-1)) == [
+        "line 2: not an audit record (pid is not a process id)",
+        "line 2: does not follow line 1 (a record before it was changed, inserted or removed)"]
+
+    log.path.write_bytes(b"\n".join(lines) + b"\n{}\n" + lines[1] + b"\n")  # every bad line, by its number
+    assert verify(log.path).problems == [
+        "line 3: not an audit record (no prev, time, user, host, pid, event, details)",
+        "line 4: does not follow line 3 (a record before it was changed, inserted or removed)"]
+
+
+def test_short_writes_are_finished_and_a_write_that_cannot_be_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    log, _ = two_records(tmp_path)
+    check = verify(log.path)
+    assert check.ok and check.records == 2, check.problems
+
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(AuditError, match="cannot be written"):
+        log.append("model.load", {"name": "m"})
+
+
+def test_a_torn_last_line_stays_a_line_of_its_own_and_the_chain_goes_on_through_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log, lines = two_records(tmp_path)
+    log.path.write_bytes(log.path.read_bytes()[:-25])  # the writer of record 2 was killed mid-write
+    log.append("model.load", {"name": "m"})
+    torn = "torn: the record stops part-way (its write was cut short: a process killed, a full disk)"
+    assert len(log.path.read_bytes().splitlines()) == 3  # not glued onto the torn line
+    assert verify(log.path).problems == [f"line 2: {torn}"] and verify(log.path).records == 3
+
+    real_write = os.write
+    calls = []
+
+    def disk_full(fd: int, data: bytes) -> int:
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, bytes(data[:30]))
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(AuditError, match="No space left on device"):
+        log.append("model.load", {"name": "m2"})
+    monkeypatch.setattr(os, "write", real_write)
+    log.append("model.remove", {"name": "m"})
+
+    now = log.path.read_bytes().splitlines()
+    assert len(now) == 5 and now[0] == lines[0] and now[1] == lines[1][:-24] and len(now[3]) == 30
+    assert [json.loads(now[n])["prev"] for n in (2, 4)] == [line_hash(now[1]), line_hash(now[3])]
+    check = verify(log.path)
+    assert check.records == 5 and check.last_hash == line_hash(now[4])
+    assert check.problems == [f"line 2: {torn}", f"line 4: {torn}"]
+
+    log.path.write_bytes(log.path.read_bytes()[:-10])  # a log that ends part-way through a line is torn there
+    assert verify(log.path).problems[-1] == f"line 5: {torn}"
+    log.path.write_bytes(b"\n".join(now) + b"\n" + now[0][:-1])
+    assert verify(log.path).problems[-1] == "line 6: torn: the record stops part-way (its write was cut short: " \
+                                            "a process killed, a full disk)"
+    log.path.write_bytes(b"\n".join(now))  # only the last newline missing: the record is whole, and the next
+    assert verify(log.path).problems == [f"line 2: {torn}", f"line 4: {torn}"]  # append puts it back
+    log.append("model.load", {"name": "m"})
+    assert verify(log.path).problems == [f"line 2: {torn}", f"line 4: {torn}"] and verify(log.path).records == 6
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_log_and_lock_are_group_writable_for_a_shared_folder(tmp_path: Path) -> None:
+    shared = tmp_path / "var-log-enclave"
+    shared.mkdir()
+    previous = os.umask(0o022)
+    try:
+        log = AuditLog(shared / "audit.jsonl")
+        log.append("library.create", {"library": "one"})
+    finally:
+        os.umask(previous)
+    assert (shared / "audit.jsonl").stat().st_mode & 0o777 == 0o660
+    assert (shared / "audit.jsonl.lock").stat().st_mode & 0o777 == 0o660
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux setgid directories")
+def test_files_take_the_setgid_folders_group(tmp_path: Path) -> None:
+    others = [g for g in os.getgroups() if g != os.getegid()]
+    group = others[0] if others else 65534 if os.geteuid() == 0 else None
+    if group is None:
+        pytest.skip("this account is in no second group")
+    shared = tmp_path / "var-log-enclave"
+    shared.mkdir()
+    os.chown(shared, -1, group)
+    shared.chmod(0o2770)
+    AuditLog(shared / "audit.jsonl").append("library.create", {"library": "one"})
+    for name in ("audit.jsonl", "audit.jsonl.lock"):
+        assert (shared / name).stat().st_gid == group and (shared / name).stat().st_mode & 0o777 == 0o660
+
+
+def test_a_last_hash_noted_elsewhere_shows_a_log_cut_short_or_rewritten(tmp_path: Path) -> None:
+    log, lines = two_records(tmp_path)
+    noted = verify(log.path).last_hash
+    log.append("model.load", {"name": "m"})
+    assert verify(log.path, noted=noted).ok
+    log.path.write_bytes(lines[0] + b"\n")  # cut short: the chain alone cannot tell
+    assert verify(log.path).ok
+    assert verify(log.path, noted=noted).problems == [
+        f"no line has the hash noted earlier ({noted}): the log was cut short or rewritten at or before it"]
