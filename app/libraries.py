@@ -64,11 +64,11 @@ _LIBRARY_SELECT = """
     SELECT l.*,
         (SELECT count(*) FROM documents d WHERE d.library_id = l.id AND d.error IS NULL) AS documents,
         (SELECT count(*) FROM documents d WHERE d.library_id = l.id AND d.error IS NOT NULL) AS failed,
-        (SELECT coalesce(sum(length(c.text)), 0) FROM documents d JOIN contents c ON c.sha256 = d.sha256
+        (SELECT coalesce(sum(c.chars), 0) FROM documents d JOIN contents c ON c.sha256 = d.sha256
          WHERE d.library_id = l.id) AS chars
     FROM libraries l"""
 _DOCUMENT_SELECT = """
-    SELECT d.*, coalesce(length(c.text), 0) AS chars FROM documents d LEFT JOIN contents c ON c.sha256 = d.sha256"""
+    SELECT d.*, coalesce(c.chars, 0) AS chars FROM documents d LEFT JOIN contents c ON c.sha256 = d.sha256"""
 DOCUMENT_FIELDS = tuple(Document.__dataclass_fields__)
 
 
@@ -165,9 +165,10 @@ class LibraryRepository:
         self._check_room(library_id, path, sha256, text, previous)
         with self.store.write() as db:
             if text is not None:
-                db.execute("INSERT OR IGNORE INTO contents (sha256, text, pages, kind, title, warnings) "
-                           "VALUES (?, ?, ?, ?, ?, ?)",
-                           [sha256, text, json.dumps(list(pages)), kind, title, json.dumps(list(warnings))])
+                db.execute("INSERT OR IGNORE INTO contents (sha256, text, chars, pages, kind, title, warnings) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [sha256, text, len(text), json.dumps(list(pages)), kind, title,
+                            json.dumps(list(warnings))])
             db.execute(
                 """INSERT INTO documents (library_id, path, title, kind, size, mtime, sha256, error, error_reason,
                                           added_at, updated_at)
@@ -192,7 +193,7 @@ class LibraryRepository:
             return
         library = self.get(library_id)
         row = None if text is not None else self.store.read().execute(
-            "SELECT length(text) FROM contents WHERE sha256 = ?", [sha256]).fetchone()
+            "SELECT chars FROM contents WHERE sha256 = ?", [sha256]).fetchone()
         adding = len(text) if text is not None else (row[0] if row else 0)
         current = library.chars - (previous.chars if previous is not None else 0)
         self.enforcer.check_library_size(library.name, current, adding, path)

@@ -152,3 +152,11 @@ def kv_cache_scope(db: Database) -> None:
     # What a saved prefix belongs to (library, model weights, cache settings, system prompt):
     # a newer state of the same scope makes the older one stale.
     db.execute("ALTER TABLE kv_cache ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+
+
+@MIGRATIONS(name="0006_contents_chars")
+def contents_chars(db: Database) -> None:
+    # Each stored text's length in characters, kept beside it: a library's size is then a sum
+    # of integers, not a read of every text (the policy's size limit asks for it on every add).
+    db.execute("ALTER TABLE contents ADD COLUMN chars INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE contents SET chars = length(text)")
