@@ -136,6 +136,13 @@ def test_cli_verify(audited: Path, tmp_path: Path, enclave_home: Path) -> None:
     assert enclave("library", "create", "two").returncode == 0
     ok = enclave("audit", "verify")
     assert ok.returncode == 0 and f"{audited}: ok, 2 records, last hash" in ok.stdout
+    noted = ok.stdout.strip().rsplit(" ", 1)[-1].rstrip(".")
+    assert enclave("audit", "verify", "--noted", noted).returncode == 0
+    whole = audited.read_text()
+    audited.write_text(whole.splitlines(keepends=True)[0])  # cut short after the noted hash
+    assert enclave("audit", "verify").returncode == 0  # the chain alone cannot see it...
+    assert enclave("audit", "verify", "--noted", noted).returncode == 2  # ...the noted hash does
+    audited.write_text(whole)
     audited.write_text(audited.read_text().replace('"one"', '"uno"'))
     tampered = enclave("audit", "verify", str(audited))
     assert tampered.returncode == 2 and "line 2: does not follow line 1" in tampered.stderr

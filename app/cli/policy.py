@@ -47,15 +47,18 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--noted", metavar="HASH", default=None,
+              help="A last hash printed by an earlier verify: the log must still contain it.")
 @user_errors
-def verify_command(file: Path | None) -> None:
+def verify_command(file: Path | None, noted: str | None) -> None:
     """Check that no record of the audit log (FILE, or the one in force) was changed,
-    inserted or removed. Note the last hash it prints: a log cut short after it shows then."""
+    inserted or removed. Keep the last hash it prints where users cannot change it: with
+    --noted HASH, a log cut short or rewritten since then shows."""
     if file is None:
         file = policy_in_force().audit_path(app_paths().logs)
         if file is None:
             raise EnclaveError("No audit log is in force (the policy's audit_log); name the file to check.")
-    result = verify(file)
+    result = verify(file, noted=noted)
     for problem in result.problems[:20]:
         click.echo(f"{file}: {problem}", err=True)
     if not result.ok:
