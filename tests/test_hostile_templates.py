@@ -79,6 +79,41 @@ HUGE = [
     "{{ {'a': [[[[1]]]]}|tojson(indent=10000000) }}",
 ]
 
+# Each field, item or piece of these is within the limits; together they once built 90 MB to 60 GB
+# before the size was checked (many fields or items are formatted or joined in a single C call).
+S = "{% set s = 'x' * 30000000 %}"
+HUGE_TOGETHER = [
+    "{{ ('%30000000d' * 5) % (1, 2, 3, 4, 5) }}",
+    "{{ ('%(a)30000000d' * 200) % {'a': 1} }}",
+    "{{ ('%.30000000d' * 3) % (1, 2, 3) }}",
+    "{{ ('%30000000d' * 5)|format(1, 2, 3, 4, 5) }}",
+    S + "{{ '%s%s%s%s%s' % (s, s, s, s, s) }}",
+    S + "{{ '%r' % ([s, s, s],) }}",
+    "{{ ('{:>30000000}' * 3).format(1, 2, 3) }}",
+    "{{ ('{0:>30000000}' * 200).format(1) }}",
+    "{{ ('{a:.30000000f}' * 3).format_map({'a': 1.5}) }}",
+    S + "{{ '{0}{0}{0}{0}{0}'.format(s) }}",
+    S + "{{ '{!r}'.format([s, s, s]) }}",
+    "{% set l = [('x' * 30000000)] * 3 %}{{ l }}",
+    "{% set l = [('x' * 30000000)] * 3 %}{{ l|string }}",
+    "{% set l = [('x' * 30000000)] * 3 %}{{ l|tojson }}",
+    "{% set l = [('x' * 30000000)] * 1000 %}{{ l|length }}",
+    "{% set l = [('x' * 30000000)] + [('y' * 30000000)] + [('z' * 30000000)] %}{{ l|length }}",
+    S + "{{ [s, s, s] }}",
+    S + "{{ [s, s, s]|string }}",
+    S + "{{ [s, s, s]|tojson }}",
+    S + "{{ [s, s, s]|pprint }}",
+    S + "{{ [[s, s, s]]|join }}",
+    S + "{{ ''.join([[s, s, s]]) }}",
+    S + "{{ [s, s, s] ~ '' }}",
+    S + "{{ {'a': s, 'b': s, 'c': s} }}",
+    S + "{% set l = [s, s] %}{% set l = [l, l] %}{% set l = [l, l] %}{{ l }}",
+    "{{ (' xy' * 20000000).split() }}",
+    "{{ (' xy' * 20000000).split()|length }}",
+    "{{ (' xy' * 20000000).rsplit(' ')|length }}",
+    "{{ ('x\n' * 30000000).splitlines()|length }}",
+]
+
 ENDLESS = [
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}"
@@ -101,7 +136,7 @@ def test_python_internals_are_out_of_reach(template: str) -> None:
         assert not any(leak in out for leak in ("<class", "<function", "<module", "<built-in", "uid=", "root:"))
 
 
-@pytest.mark.parametrize("template", HUGE)
+@pytest.mark.parametrize("template", HUGE + HUGE_TOGETHER)
 def test_huge_values_are_refused_before_they_are_built(template: str) -> None:
     tracemalloc.start()
     try:
