@@ -38,14 +38,10 @@ class Rewritten:
     rows: int
 
 
-def is_encrypted(database: Path) -> bool:
-    return database.exists() and database.stat().st_size > 0 and not sqlcipher.is_plain_sqlite(database)
-
-
 def status(database: Path) -> dict[str, Any]:
     """For ``enclave doctor``: whether encryption is on, with what, and where the key is.
     Reads only the file's first bytes; the keyring is asked only when it is on."""
-    on = is_encrypted(database)
+    on = sqlcipher.is_encrypted_file(database)
     report: dict[str, Any] = {"encrypted": on, "sqlcipher_available": sqlcipher.available()}
     if on:
         report["cipher"] = sqlcipher.cipher_settings()
@@ -66,7 +62,7 @@ def describe(report: dict[str, Any]) -> str:
 
 def check_can_encrypt(database: Path) -> None:
     """EncryptionError (or DatabaseKeyError) saying why ``database`` cannot be encrypted here."""
-    if is_encrypted(database):
+    if sqlcipher.is_encrypted_file(database):
         raise EncryptionError(f"The database {database} is already encrypted.")
     if not sqlcipher.available():
         raise EncryptionError(sqlcipher.INSTALL)
@@ -81,7 +77,7 @@ def encrypt_database(database: Path) -> Rewritten:
         try:
             return _rewrite(database, None, key, before_switch=lambda: db_key.save_key(database, key))
         except BaseException:
-            if not is_encrypted(database):  # the plain database stayed: its new key would open nothing
+            if not sqlcipher.is_encrypted_file(database):  # the plain database stayed: its new key would open nothing
                 with suppress(EnclaveError):
                     db_key.delete_key(database)
             raise
@@ -90,7 +86,7 @@ def encrypt_database(database: Path) -> Rewritten:
 def decrypt_database(database: Path) -> Rewritten:
     """Write the database back in plain SQLite and forget its key."""
     with _exclusive(database):
-        if not is_encrypted(database):
+        if not sqlcipher.is_encrypted_file(database):
             raise EncryptionError(f"The database {database} is not encrypted.")
         key = db_key.load_key(database)
         if key is None:

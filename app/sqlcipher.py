@@ -43,6 +43,12 @@ def is_plain_sqlite(path: Path) -> bool:
         return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
+def is_encrypted_file(path: Path) -> bool:
+    """A database file that is there, not empty, and not plain SQLite: encrypted (or not a
+    database at all, which opening it with a key then shows)."""
+    return path.exists() and path.stat().st_size > 0 and not is_plain_sqlite(path)
+
+
 def key_literal(key: str | None) -> str:
     """SQLCipher's raw-key form, checked so that it can only be hex digits; '' for no key
     (a plain database)."""

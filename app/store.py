@@ -140,7 +140,7 @@ def _key_for(path: Path) -> str | None:
     """None for a plain (or new) database; the keyring's key for an encrypted one. A file
     with neither a SQLite header nor a key is refused: it is encrypted elsewhere, or not a
     database at all, and either way not Enclave's to change."""
-    if not path.exists() or path.stat().st_size == 0 or sqlcipher.is_plain_sqlite(path):
+    if not sqlcipher.is_encrypted_file(path):
         return None
     try:
         key = load_key(path)

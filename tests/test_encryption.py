@@ -21,10 +21,11 @@ from app import sqlcipher
 from app.chat import ReplyFinished
 from app.db_key import SERVICE, DatabaseKeyError, entry_name, load_key, new_key
 from app.diagnostics import collect
-from app.encryption import EncryptionError, decrypt_database, describe, encrypt_database, is_encrypted, status
+from app.encryption import EncryptionError, decrypt_database, describe, encrypt_database, status
 from app.ingest import ingest
 from app.paths import app_paths
 from app.services import Services
+from app.sqlcipher import is_encrypted_file
 from app.store import AnotherInstanceError, StoreError, open_store
 from tests.memory_keyring import MemoryKeyring
 
@@ -144,7 +145,7 @@ def test_without_a_keyring_nothing_is_encrypted_or_opened(database: Path) -> Non
     keyring.set_keyring(fail.Keyring())
     with pytest.raises(DatabaseKeyError, match="no usable keyring"):
         encrypt_database(database)
-    assert database.read_bytes() == data and not is_encrypted(database)
+    assert database.read_bytes() == data and not is_encrypted_file(database)
 
     keyring.set_keyring(MemoryKeyring())
     encrypt_database(database)
@@ -221,13 +222,13 @@ def test_a_copy_left_by_a_killed_run_is_replaced(database: Path) -> None:
     with open_store(database) as store:  # the app does not care about it
         assert not store.encrypted
     encrypt_database(database)
-    assert not leftover.exists() and is_encrypted(database)
+    assert not leftover.exists() and is_encrypted_file(database)
 
 
 def test_refused_while_enclave_runs(database: Path) -> None:
     with open_store(database), pytest.raises(AnotherInstanceError, match="already running"):
         encrypt_database(database)
-    assert not is_encrypted(database)
+    assert not is_encrypted_file(database)
 
 
 @pytest.fixture
