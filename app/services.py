@@ -3,6 +3,7 @@ and the chat service. The CLI and the GUI build one ``Services`` and use only it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -10,12 +11,13 @@ from app.chat import ChatService
 from app.conversations import ConversationRepository
 from app.enforcement import Enforcer
 from app.export import export_json, export_markdown
+from app.hub.repos import Choice
 from app.kv_cache import PromptCache
 from app.libraries import LibraryRepository
 from app.library_chat import LibraryChat
-from app.models import ModelRegistry
+from app.models import Model, ModelRegistry, Progress
 from app.paths import AppPaths, app_paths
-from app.policy import Policy
+from app.policy import Policy, PolicyRefusal
 from app.runtime import Runtime, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
@@ -85,6 +87,35 @@ class Services:
         self.enforcer.record("conversation.export", conversation=conversation_id, format=fmt,
                              destination=destination, messages=len(messages))
         return text
+
+    def pull_model(self, repo: str, *, file: str | None = None, quant: str | None = None,
+                   revision: str | None = None, on_choice: Callable[[Choice], None] = lambda choice: None,
+                   on_progress: Progress = lambda done, total: None,
+                   on_checking: Progress | None = None, cancelled: Callable[[], bool] = lambda: False) -> Model:
+        """Download a model from the hub and register it (``enclave models pull``, the GUI's
+        Download buttons): list the repository at one commit, choose the file (all its
+        shards), download resumably with every file's SHA-256 verified, then register with
+        the hub's hashes recomputed, not trusted. Files a policy refuses to register go."""
+        from app import hub
+
+        offline = self.current_settings().offline
+        hub.refuse_if_offline(offline, "list")  # before the keyring is asked for a token
+        token = hub.get_token(quiet=True)
+        listing = hub.list_gguf(repo, revision=revision, token=token, offline=offline)
+        choice = hub.choose(listing, file=file, quant=quant)
+        on_choice(choice)
+        got = hub.download(listing, choice, self.paths.models / repo.replace("/", "--"), token=token,
+                           offline=offline, on_progress=on_progress, cancelled=cancelled)
+        paths = [path for path, _ in got.files]
+        try:
+            return self.models.register(
+                paths, origin="downloaded",
+                source={"repo": got.repo_id, "revision": got.revision, "files": [f.name for _, f in got.files]},
+                hashes=[f.sha256 for _, f in got.files if f.sha256] or None, on_progress=on_checking or on_progress)
+        except PolicyRefusal:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         if self._runtime is not None:

@@ -18,6 +18,7 @@ from huggingface_hub.utils import close_session
 from keyring.backends import fail
 
 import app.hub.fetch as fetch_module
+from app.enforcement import Enforcer
 from app.hub import (
     Choice,
     DownloadCancelled,
@@ -38,7 +39,8 @@ from app.hub import (
 from app.hub.api import require_network
 from app.hub.errors import NoNetworkError
 from app.hub.repos import hub_file
-from app.policy import PolicyRefusal
+from app.policy import Policy, PolicyRefusal
+from app.services import Services
 from tests.fake_hub import COMMIT, FakeHub, FakeRepo, point_huggingface_hub_at
 from tests.memory_keyring import MemoryKeyring
 from tests.tiny_models import DENSE, write_tiny_model
@@ -196,6 +198,21 @@ def test_a_model_off_the_allow_list_is_refused_before_a_byte_comes_down(
     with pytest.raises(PolicyRefusal, match="not on your organisation's list of allowed models"):
         download(repo, choose(repo), dest)
     assert hub.gets() == [] and not dest.exists()
+
+
+def test_pull_model_registers_and_a_refused_registration_leaves_no_files(
+        hub: FakeHub, gguf_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Services.open() as services:
+        chosen: list[str] = []
+        model = services.pull_model(REPO, file=SINGLE, on_choice=lambda c: chosen.extend(f.name for f in c.files))
+        assert chosen == [SINGLE] and model.origin == "downloaded" and model.source["revision"] == COMMIT
+        assert Path(model.files[0].path).read_bytes() == gguf_bytes
+        services.models.remove(model, delete_files=True)
+        # the hub's hash passed (or the hub gave none); the bytes' own check at registration refuses
+        services.models.enforcer = Enforcer(Policy(allowed_models=frozenset({"ab" * 32})))
+        with pytest.raises(PolicyRefusal):
+            services.pull_model(REPO, file=SINGLE)
+        assert services.models.all() == [] and not any(services.paths.models.rglob("*.gguf"))
 
 
 def test_split_model_shards_download_together(hub: FakeHub, dest: Path) -> None:

@@ -282,21 +282,10 @@ class FirstRunPage(QWidget):
     def download(self, repo: str, quant: str) -> None:
         """What ``enclave models pull REPO --quant Q`` does: list, choose, download and
         verify, register; resumable, cancellable."""
-        offline = self._offline()
 
         def pull() -> Model:
-            from app import hub
-
-            token = hub.get_token(quiet=True)
-            listing = hub.list_gguf(repo, token=token, offline=offline)
-            choice = hub.choose(listing, quant=quant)
-            folder = self.services.paths.models / repo.replace("/", "--")
-            got = hub.download(listing, choice, folder, token=token, offline=offline, on_progress=self._report,
-                               cancelled=self._cancelled)
-            return self._adopt(self.services.models.register(
-                [path for path, _ in got.files], origin="downloaded",
-                source={"repo": got.repo_id, "revision": got.revision, "files": [f.name for _, f in got.files]},
-                hashes=[f.sha256 for _, f in got.files if f.sha256] or None, on_progress=self._report))
+            return self._adopt(self.services.pull_model(repo, quant=quant, on_progress=self._report,
+                                                        cancelled=self._cancelled))
 
         self._start(f"Downloading {repo} ({quant})…", pull, self._ready, cancellable=True)
 

@@ -44,19 +44,9 @@ def size_text(entry: CatalogEntry) -> str:
 
 def download_and_register(services: Services, entry: CatalogEntry, on_progress: Progress,
                           cancelled: Callable[[], bool]) -> Model:
-    """Runs on a pool thread: list the repo, pick the file, download (resumable, verified),
-    then register with the hashes the hub published (recomputed, not trusted)."""
-    offline = services.current_settings().offline
-    token = hub.get_token(quiet=True)
-    listing = hub.list_gguf(entry.repo, token=token, offline=offline)
-    choice = hub.choose(listing, file=entry.files[0] if entry.files else None, quant=entry.quant)
-    folder = services.paths.models / entry.repo.replace("/", "--")
-    got = hub.download(listing, choice, folder, token=token, offline=offline, on_progress=on_progress,
-                       cancelled=cancelled)
-    return services.models.register(
-        [path for path, _ in got.files], origin="downloaded",
-        source={"repo": got.repo_id, "revision": got.revision, "files": [f.name for _, f in got.files]},
-        hashes=[f.sha256 for _, f in got.files if f.sha256] or None, on_progress=on_progress)
+    """Runs on a pool thread: the catalog entry's file pulled as ``enclave models pull`` does."""
+    return services.pull_model(entry.repo, file=entry.files[0] if entry.files else None, quant=entry.quant,
+                               on_progress=on_progress, cancelled=cancelled)
 
 
 class CatalogTab(QWidget):

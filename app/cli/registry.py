@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from app.cli.common import SizeType, cli, user_errors
+from app.hub.repos import Choice
 from app.models import Model
 from app.services import Services
 from app.transfer import ImportReport, export_model, import_folder
@@ -218,23 +219,14 @@ def search(query: str, limit: int) -> None:
 @user_errors
 def pull(repo: str, file_name: str | None, quant: str | None, revision: str | None) -> None:
     """Download a GGUF model from the Hugging Face hub (goes online), verify it, register it."""
-    from app import hub
 
-    with Services.open() as services:
-        offline = services.current_settings().offline
-        hub.refuse_if_offline(offline, "list")  # before the keyring is asked for a token
-        token = hub.get_token(quiet=True)
-        listing = hub.list_gguf(repo, revision=revision, token=token, offline=offline)
-        choice = hub.choose(listing, file=file_name, quant=quant)
+    def announce(choice: Choice) -> None:
         names = ", ".join(f.name for f in choice.files)
         click.echo(f"Downloading {names} ({format_size(sum(f.size for f in choice.files))}) from {repo}.", err=True)
-        folder = services.paths.models / repo.replace("/", "--")
-        got = hub.download(listing, choice, folder, token=token, offline=offline, on_progress=_progress("Downloading"))
-        _done_line()
-        model = services.models.register(
-            [path for path, _ in got.files], origin="downloaded",
-            source={"repo": got.repo_id, "revision": got.revision, "files": [f.name for _, f in got.files]},
-            hashes=[f.sha256 for _, f in got.files if f.sha256] or None, on_progress=_progress("Checking"))
+
+    with Services.open() as services:
+        model = services.pull_model(repo, file=file_name, quant=quant, revision=revision, on_choice=announce,
+                                    on_progress=_progress("Downloading"), on_checking=_progress("Checking"))
     _done_line()
     click.echo(f"Downloaded and verified {model.id}: {model.name} ({format_size(model.size)}).")
 
