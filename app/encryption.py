@@ -16,7 +16,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class EncryptionError(EnclaveError):
 class Rewritten:
     tables: int
     rows: int
+    warning: str = ""  # done, but something to tell the user (a key the keyring would not delete)
 
 
 def status(database: Path) -> dict[str, Any]:
@@ -92,7 +93,11 @@ def decrypt_database(database: Path) -> Rewritten:
         if key is None:
             raise EncryptionError(f"The keyring holds no key for {database}; it cannot be decrypted here.")
         rewritten = _rewrite(database, key, None, before_switch=lambda: None)
-    db_key.delete_key(database)
+    try:
+        db_key.delete_key(database)
+    except EnclaveError as exc:  # the database is plain now: that is done, whatever the keyring says
+        return replace(rewritten, warning=f"{exc} The unused key is still in the keyring as "
+                                          f"'{db_key.SERVICE}' / '{db_key.entry_name(database)}'; delete it there.")
     return rewritten
 
 

@@ -216,6 +216,19 @@ def test_an_interrupted_decryption_leaves_the_encrypted_original(database: Path,
         assert store.encrypted and store.integrity_check() == ["ok"]
 
 
+def test_a_key_the_keyring_will_not_delete_does_not_undo_a_decryption(database: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    encrypt_database(database)
+
+    def refuse(path: Path) -> None:
+        raise DatabaseKeyError("The keyring refused to delete the database key (locked).")
+
+    monkeypatch.setattr(encryption.db_key, "delete_key", refuse)
+    done = decrypt_database(database)
+    assert not is_encrypted_file(database) and done.rows > 0
+    assert "still in the keyring" in done.warning and entry_name(database) in done.warning
+
+
 def test_a_copy_left_by_a_killed_run_is_replaced(database: Path) -> None:
     leftover = database.with_name("enclave.db.rewrite")
     leftover.write_bytes(b"half a database from a run that was killed")

@@ -50,5 +50,7 @@ def decrypt() -> None:
     path = app_paths().database
     done = decrypt_database(path)
     Enforcer.in_force().record("database.decrypt", database=str(path), tables=done.tables, rows=done.rows)
-    click.echo(f"Decrypted {path}: {done.tables} tables, {done.rows:,} rows, all checked. Its key is removed "
-               "from the keyring.")
+    click.echo(f"Decrypted {path}: {done.tables} tables, {done.rows:,} rows, all checked."
+               + ("" if done.warning else " Its key is removed from the keyring."))
+    if done.warning:
+        click.echo(f"enclave: warning: {done.warning}", err=True)
