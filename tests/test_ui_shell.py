@@ -146,6 +146,15 @@ def test_a_bad_file_on_the_start_screen_is_a_message(services: Services, qtbot, 
     assert services.models.all() == []
 
 
+def test_start_screen_progress_of_a_model_beyond_2_gib(services: Services, qtbot) -> None:
+    """Progress crosses from pool threads as Python ints: a C int would overflow past 2 GiB."""
+    page = FirstRunPage(services, TaskRunner(synchronous=True))
+    qtbot.addWidget(page)
+    page._report(3 * 2**30, 5 * 2**30)
+    qtbot.waitUntil(lambda: page.progress.value() == 600)
+    assert page.progress.format().startswith("3.0 GiB of 5.0 GiB")
+
+
 # The sidebar ----------------------------------------------------------------------------
 
 

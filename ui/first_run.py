@@ -31,6 +31,7 @@ from app.models import Model
 from app.policy import SET_BY
 from app.services import Services
 from inference.devices import format_size
+from ui.models_jobs import ProgressRelay
 from ui.tasks import TaskRunner
 from ui.theme import error_color
 
@@ -46,7 +47,6 @@ def _clear(layout: QVBoxLayout) -> None:
 
 class FirstRunPage(QWidget):
     modelReady = Signal()
-    _progress = Signal(int, int)  # emitted from pool threads; Qt queues it to the GUI thread
 
     def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -54,7 +54,7 @@ class FirstRunPage(QWidget):
         self.tasks = tasks
         self._busy = False
         self._cancel_requested = False
-        self._last_percent = -1
+        self._report = ProgressRelay(self._show_progress, self)  # called on pool threads
 
         intro = QLabel(
             "<h1>Welcome to Enclave</h1>"
@@ -84,7 +84,6 @@ class FirstRunPage(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._progress.connect(self._show_progress)
 
         self.results_box = QGroupBox()
         self.results_box.hide()
@@ -121,7 +120,6 @@ class FirstRunPage(QWidget):
         for button in (self.import_button, self.find_button, self.catalog_button):
             button.setEnabled(False)
         self._cancel_requested = False
-        self._last_percent = -1
         self.status.setStyleSheet("")
         self.status.setText(label)
         self.progress.setRange(0, 0)  # busy until the first progress report
@@ -145,14 +143,6 @@ class FirstRunPage(QWidget):
         self.cancel_button.hide()
         for button in (self.import_button, self.find_button, self.catalog_button):
             button.setEnabled(True)
-
-    def _report(self, done: int, total: int) -> None:
-        """Called on a pool thread: only signals cross to the GUI, and only when the
-        percentage moves (hashing reports every chunk)."""
-        percent = done * 100 // total if total else 0
-        if percent != self._last_percent:
-            self._last_percent = percent
-            self._progress.emit(done, total)
 
     def _show_progress(self, done: int, total: int) -> None:
         if total:
