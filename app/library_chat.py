@@ -57,7 +57,7 @@ class LibraryChat:
         (and a conversation) when the model and this machine allow, else the largest that
         fits, never less than ``minimum``."""
         gguf = self.runtime.inspect(model)
-        tokens, _ = library_tokens(self.libraries, library_id, model_fingerprint(gguf.path))
+        tokens = library_tokens(self.libraries, library_id, model_fingerprint(gguf.path)).tokens
         want = min(max(minimum, needed_context(tokens, minimum // HISTORY_SHARE, reserve)), gguf.context_length)
         machine = detect_machine()
         if plan(gguf.shape, machine, PlanRequest(n_ctx=want)).fits:

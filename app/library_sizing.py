@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.libraries import LibraryRepository
 from app.prompting import SAFETY
@@ -56,22 +57,29 @@ class LibrarySizing:
         return text + "."
 
 
+class LibraryTokenCount(NamedTuple):
+    tokens: int  # every readable document, with its delimiters
+    exact: bool  # every document counted with the tokenizer (else estimated from characters)
+    per_document: dict[str, int]  # sha256 -> tokens, the documents counted exactly
+
+
 def library_tokens(repo: LibraryRepository, library_id: int, tokenizer: str,
-                   count: Callable[[Sequence[str]], list[int]] | None = None) -> tuple[int, bool]:
-    """(tokens of every readable document, exact?) — counting what is not cached yet
-    when ``count`` is given."""
-    shas = list(dict.fromkeys(d.sha256 for d in repo.documents(library_id, readable_only=True) if d.sha256))
+                   count: Callable[[Sequence[str]], list[int]] | None = None) -> LibraryTokenCount:
+    """The library's tokens — counting what is not cached yet when ``count`` is given;
+    the rest estimated from the characters each document's text holds."""
+    chars = {d.sha256: d.chars for d in repo.documents(library_id, readable_only=True) if d.sha256}
+    shas = list(chars)
     counts = repo.count_tokens(shas, tokenizer, count) if count else repo.token_counts(shas, tokenizer)
     missing = [sha for sha in shas if sha not in counts]
-    estimated = sum(int(len(repo.content(sha).text) / CHARS_PER_TOKEN) for sha in missing)
+    estimated = sum(int(chars[sha] / CHARS_PER_TOKEN) for sha in missing)
     frames = 40 * len(shas)  # delimiters and page markers
-    return sum(counts.values()) + estimated + frames, not missing
+    return LibraryTokenCount(sum(counts.values()) + estimated + frames, not missing, counts)
 
 
 def size_library(repo: LibraryRepository, library_id: int, gguf: GGUFInfo, tokenizer: str, machine: Machine,
                  request: PlanRequest, *, count: Callable[[Sequence[str]], list[int]] | None = None,
                  reserve: int = DEFAULT_RESERVE) -> LibrarySizing:
-    tokens, exact = library_tokens(repo, library_id, tokenizer, count)
+    tokens, exact, _ = library_tokens(repo, library_id, tokenizer, count)
     need = needed_context(tokens, 0, reserve)
     try:
         chosen: Plan | None = plan(gguf.shape, machine, PlanRequest(

@@ -187,7 +187,7 @@ def test_token_line_estimates_without_a_model(page: LibrariesPage, services: Ser
     small.write_text("A short note about experts and attention.\n")
     page.add_paths([small])
     [library] = services.libraries.all()
-    tokens, exact = library_tokens(services.libraries, library.id, "")
+    tokens, exact, _ = library_tokens(services.libraries, library.id, "")
     assert not exact
     line = page.token_line.text()
     assert line.startswith(f"Whole library: about {tokens:,} tokens (estimated: no default model chosen)")
@@ -212,7 +212,7 @@ def test_exact_tokens_and_sizing_with_the_default_model(page: LibrariesPage, ser
     [library] = services.libraries.all()
 
     tokenizer = model_fingerprint(moe_model)
-    tokens, exact = library_tokens(services.libraries, library.id, tokenizer)
+    tokens, exact, _ = library_tokens(services.libraries, library.id, tokenizer)
     assert exact  # counted by the page with the model's tokenizer, and cached
     line = page.token_line.text()
     assert line.startswith(f"Whole library: {tokens:,} tokens — fits in the current context (8,192 tokens)")

@@ -86,16 +86,14 @@ def measure(services: Services, library_id: int, *, load: bool = False) -> Libra
     settings = services.current_settings()
     ref = settings.default_model
     if not ref:
-        tokens, exact = library_tokens(services.libraries, library_id, NO_TOKENIZER)
+        tokens, exact, _ = library_tokens(services.libraries, library_id, NO_TOKENIZER)
         return LibraryTokens(library_id, tokens, exact, settings.context_length,
                              needed_context(tokens, 0, DEFAULT_RESERVE), None,
                              why_estimate="no default model chosen")
     tok = _tokenizer(services, ref, load=load)
-    tokens, exact = library_tokens(services.libraries, library_id, tok.key, tok.count)
-    shas = [d.sha256 for d in services.libraries.documents(library_id, readable_only=True) if d.sha256]
+    tokens, exact, per_document = library_tokens(services.libraries, library_id, tok.key, tok.count)
     return LibraryTokens(library_id, tokens, exact, settings.context_length,
-                         needed_context(tokens, 0, DEFAULT_RESERVE), tok.model_name,
-                         services.libraries.token_counts(shas, tok.key), tok.why_not)
+                         needed_context(tokens, 0, DEFAULT_RESERVE), tok.model_name, per_document, tok.why_not)
 
 
 @dataclass(frozen=True)
