@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from app.conversations import NotFound, now
 from app.enforcement import Enforcer
 from app.hashing import copy_hashed, sha256_file
+from app.paths import free_bytes
 from app.store import Store
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo, inspect_gguf
@@ -280,10 +280,7 @@ def _free_folder(base: Path, names: Sequence[str]) -> Path:
 
 
 def _check_space(folder: Path, needed: int) -> None:
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    probe, free = free_bytes(folder)
     if needed > free:
         raise EnclaveError(f"Not enough free disk space in {probe}: {needed / 2**30:.1f} GiB needed, "
                            f"{free / 2**30:.1f} GiB free. Free some space, or import with --link or --in-place.")

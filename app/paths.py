@@ -8,6 +8,7 @@ does the same, and wins over ``ENCLAVE_HOME``.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +79,12 @@ def app_paths() -> AppPaths:
         cache=Path(dirs.user_cache_dir),
         logs=Path(dirs.user_log_dir),
     )
+
+
+def free_bytes(path: Path) -> tuple[Path, int]:
+    """(the nearest existing folder at or above ``path``, the bytes free on its file system):
+    for checking room before writing somewhere that does not exist yet."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe, shutil.disk_usage(probe).free

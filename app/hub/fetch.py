@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -29,6 +28,7 @@ from app.hub.api import endpoint, hf
 from app.hub.errors import DownloadCancelled, HubError, refuse_if_offline, translated
 from app.hub.repos import Choice, Downloaded, HubFile, HubRepo
 from app.hub.tokens import resolve
+from app.paths import free_bytes
 
 PARTIAL_DIR = ".enclave-partial"
 CHUNK_SIZE = 1 << 20
@@ -105,10 +105,7 @@ def safe_target(dest: Path, name: str) -> Path:
 
 def check_disk_space(dest: Path, needed: int) -> None:
     """HubError when the file system of ``dest`` has less than ``needed`` bytes free."""
-    probe = dest
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    _, free = free_bytes(dest)
     if needed > free:
         raise HubError(f"Not enough disk space in {dest}: the download needs {_gib(needed)} GiB and "
                        f"{_gib(free)} GiB is free. Free some space or download to another folder.")
