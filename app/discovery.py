@@ -67,6 +67,14 @@ class FoundModel:
         """The file to open: the model, or its first shard."""
         return self.files[0]
 
+    @property
+    def load_files(self) -> list[Path]:
+        """What to register and load: the files, or for the HF cache the snapshot link of the
+        first (its blobs have hash names, so llama.cpp finds a split model's other shards only
+        beside the link)."""
+        first = self.source.get("snapshot_file")
+        return [Path(first)] if first else list(self.files)
+
 
 # --- where to look ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.conversations import NotFound, now
+from app.discovery import FoundModel
 from app.enforcement import Enforcer
 from app.hashing import copy_hashed, sha256_file
 from app.paths import free_bytes
@@ -165,6 +166,16 @@ class ModelRegistry:
         files = [{"path": str(p.absolute()), "sha256": sha} for p, sha in zip(paths, shas, strict=True)]
         self.enforcer.record("model.import", model=new_id, name=info.name, origin=origin, files=files)
         return self.get(new_id)
+
+    def registered_found(self, found: FoundModel) -> Model | None:
+        """The registered model that ``found`` (another app's download) is, if any."""
+        return self.find(str(found.load_files[0]))
+
+    def register_found(self, found: FoundModel, *, on_progress: Progress = lambda d, t: None,
+                       cancelled: Callable[[], bool] = lambda: False) -> Model:
+        """Register another app's download where it is."""
+        return self.register(found.load_files, origin="discovered", source={"app": found.app, **found.source},
+                             on_progress=on_progress, cancelled=cancelled)
 
     def import_files(self, files: Sequence[Path], mode: Literal["copy", "link", "in_place"], *,
                      source: dict[str, Any] | None = None, expected: Sequence[str] | None = None,

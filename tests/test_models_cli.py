@@ -63,6 +63,9 @@ def test_discover_adds_models_of_other_apps_in_place(enclave_home: Path, dense_m
     assert added.returncode == 0 and "added as tiny-dense-" in added.stdout, added.stdout + added.stderr
     (model,) = json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)
     assert model["origin"] == "discovered" and model["source"]["repo"] == "org/Tiny-GGUF"
+    again = enclave("models", "discover", "--add", home=enclave_home, env=env)  # known by its snapshot link
+    assert again.returncode == 0 and f"registered as {model['id']}" in again.stdout, again.stdout
+    assert "not added" not in again.stdout  # not hashed again only to be refused
 
 
 def test_pull_downloads_verifies_and_registers(enclave_home: Path, tmp_path: Path) -> None:

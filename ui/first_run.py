@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.discovery import FoundModel
 from app.models import Model
 from app.policy import SET_BY
 from app.services import Services
@@ -218,13 +219,10 @@ class FirstRunPage(QWidget):
             self._add_row(f"<b>{item.name}</b><br><small>{item.app} · {format_size(item.size)} · {item.path}</small>",
                           use)
 
-    def use_found(self, item: Any) -> None:
-        first = item.source.get("snapshot_file")  # split models in the HF cache load through snapshot names
-        files = [Path(first)] if first else list(item.files)
+    def use_found(self, item: FoundModel) -> None:
         self._start(f"Checking {item.name}…",
-                    lambda: self._adopt(self.services.models.register(
-                        files, origin="discovered", source={"app": item.app, **item.source},
-                        on_progress=self._report, cancelled=self._cancelled)),
+                    lambda: self._adopt(self.services.models.register_found(
+                        item, on_progress=self._report, cancelled=self._cancelled)),
                     self._ready, cancellable=True)
 
     # 3. The catalog ------------------------------------------------------------------

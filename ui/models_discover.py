@@ -59,7 +59,7 @@ class DiscoverTab(QWidget):
 
         def work() -> list[tuple[FoundModel, str | None]]:
             found = discover(locations)
-            known = [self.services.models.find(str(f.files[0])) for f in found]
+            known = [self.services.models.registered_found(f) for f in found]
             return [(f, k.id if k else None) for f, k in zip(found, known, strict=True)]
 
         self.tasks.run(work, on_result=self._show, on_error=self._failed)
@@ -103,11 +103,7 @@ class DiscoverTab(QWidget):
         if known or self.jobs.busy:
             return
         progress, cancelled = self.jobs.start(f"Hashing {item.name}…", cancellable=True)
-        first = item.source.get("snapshot_file")  # HF cache shards load through their snapshot names
-        files = [Path(first)] if first else list(item.files)
-        source = {"app": item.app, **item.source}
-        self.tasks.run(lambda: self.services.models.register(files, origin="discovered", source=source,
-                                                             on_progress=progress, cancelled=cancelled),
+        self.tasks.run(lambda: self.services.models.register_found(item, on_progress=progress, cancelled=cancelled),
                        on_result=lambda model: self._added(row, model),
                        on_error=lambda message: self.jobs.finish(f"{item.name} was not added: {message}", error=True))
 

@@ -151,16 +151,11 @@ def discover(add: bool, as_json: bool) -> None:
         click.echo("No models from other apps found.")
     with Services.open(readonly=not add) as services:
         for item in found:
-            known = services.models.find(str(item.files[0]))
+            known = services.models.registered_found(item)
             state = f"registered as {known.id}" if known else ("" if add else "not registered")
             if add and not known:
                 try:
-                    # split models in the HF cache load through their snapshot names, not the blobs
-                    first = item.source.get("snapshot_file")
-                    files = [Path(first)] if first else list(item.files)
-                    model = services.models.register(files, origin="discovered",
-                                                     source={"app": item.app, **item.source},
-                                                     on_progress=_progress(f"Hashing {item.name}"))
+                    model = services.models.register_found(item, on_progress=_progress(f"Hashing {item.name}"))
                     state = f"added as {model.id}"
                 except EnclaveError as exc:
                     state = f"not added: {exc}"
