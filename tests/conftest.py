@@ -57,9 +57,12 @@ def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def memory_keyring() -> Iterator[MemoryKeyring]:
+def memory_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
     """Every test's keyring is a fresh dict: the HF token and database keys never reach the
-    machine's password store."""
+    machine's password store — nor in the ``enclave`` processes a test starts, which get a
+    keyring file of their own (a test may name another backend for them)."""
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.memory_keyring.FileKeyring")
+    monkeypatch.setenv("ENCLAVE_TEST_KEYRING", str(tmp_path / "test-keyring.json"))
     previous = keyring.get_keyring()
     backend = MemoryKeyring()
     keyring.set_keyring(backend)
