@@ -169,10 +169,10 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
             repo.touch_document(existing.id, stat.st_mtime)
             report.unchanged.append(key)
             return
-        if repo.has_content(sha):
-            content = repo.content(sha)
+        if (stored := repo.stored_kind(sha)) is not None:  # its text is stored already: not read again
+            title, stored_kind = stored
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha,
-                               title=content.title, kind=content.kind)
+                               title=title, kind=stored_kind)
         else:
             doc = read(path, limits)
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha, title=doc.title,
@@ -195,8 +195,8 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
 def _fail(repo: LibraryRepository, library: Library, path: Path, kind: str | None, reason: str, message: str,
           report: IngestReport) -> None:
     try:
-        size = path.stat().st_size
-        mtime: float | None = path.stat().st_mtime
+        stat = path.stat()
+        size, mtime = stat.st_size, stat.st_mtime
     except OSError:
         size, mtime = 0, None
     repo.save_failure(library.id, str(path), size=size, mtime=mtime, kind=kind, reason=reason, error=message)

@@ -96,16 +96,16 @@ class PromptCache:
     def evict(self) -> list[str]:
         """Drop least recently used entries until the total is under the cap, and any
         state file no entry lists (left by a process that died between save and record)."""
-        listed = {Path(e.path).name for e in self.entries()}
+        entries = sorted(self.entries(), key=lambda e: e.last_used_at)
+        listed = {Path(e.path).name for e in entries}
         for orphan in self.folder.glob("*.kv"):
             if orphan.name not in listed:
                 for file in _files(orphan):
                     file.unlink(missing_ok=True)
         dropped = []
-        entries = sorted(self.entries(), key=lambda e: e.last_used_at)
-        total = sum(e.bytes for e in entries)
+        total, cap = sum(e.bytes for e in entries), self._max_bytes()
         for entry in entries:
-            if total <= self._max_bytes():
+            if total <= cap:
                 break
             self.forget(entry.key)
             total -= entry.bytes

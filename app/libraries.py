@@ -144,8 +144,10 @@ class LibraryRepository:
             raise NotFound(f"There is no document {document_id}.")
         return _document(rows[0])
 
-    def has_content(self, sha256: str) -> bool:
-        return self.store.read().execute("SELECT 1 FROM contents WHERE sha256 = ?", [sha256]).fetchone() is not None
+    def stored_kind(self, sha256: str) -> tuple[str, str] | None:
+        """(title, kind) of text already stored under ``sha256`` (an identical file read before), or None."""
+        row = self.store.read().execute("SELECT title, kind FROM contents WHERE sha256 = ?", [sha256]).fetchone()
+        return (row[0], row[1]) if row else None
 
     def content(self, sha256: str) -> Content:
         rows = list(self.store.read().query("SELECT * FROM contents WHERE sha256 = ?", [sha256]))

@@ -86,9 +86,10 @@ class Runtime:
         """What ``model`` is (validated), remembered while the file is unchanged."""
         path = self.resolve(model)
         try:
-            stamp = (path, path.stat().st_mtime_ns, path.stat().st_size)
+            stat = path.stat()
         except OSError:
             return inspect_gguf(path)  # it raises the right error
+        stamp = (path, stat.st_mtime_ns, stat.st_size)
         if stamp not in self._inspected:
             self._inspected[stamp] = inspect_gguf(path)
         return self._inspected[stamp]
