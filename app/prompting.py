@@ -121,13 +121,13 @@ class LibraryPromptBuilder:
     def build(self, library: Library, budget: int, question: str) -> LibraryPrompt:
         documents = self.repo.documents(library.id, readable_only=True)
         header = INSTRUCTION.format(name=library.name) + "\n\n"
-        units = self._whole_units(documents)
+        units, contents = self._whole_units(documents)
         library_tokens = sum(u.tokens for u in units)
         available = int((budget - self._tokens([header])[0]) * (1 - SAFETY))
         if library_tokens <= available:
             chosen, left_out, partial = units, (), ()
         else:
-            chosen, left_out, partial = self._select(units, available, question)
+            chosen, left_out, partial = self._select(units, contents, available, question)
         return LibraryPrompt(
             system_text=header + "".join(u.text for u in chosen),
             units=tuple(chosen), left_out=tuple(left_out), partial=tuple(partial),
@@ -139,9 +139,9 @@ class LibraryPromptBuilder:
     def _tokens(self, texts: Sequence[str]) -> list[int]:
         return self.count(list(texts)) if texts else []
 
-    def _whole_units(self, documents: list[Document]) -> list[Unit]:
+    def _whole_units(self, documents: list[Document]) -> tuple[list[Unit], dict[str, Content]]:
         """Every readable document once (identical files once, at the first path), with
-        token counts from the cache or counted now and cached."""
+        token counts from the cache or counted now and cached; and their stored texts."""
         seen: set[str] = set()
         unique = [d for d in documents if d.sha256 and not (d.sha256 in seen or seen.add(d.sha256))]
         contents = {d.sha256: self.repo.content(d.sha256) for d in unique if d.sha256}
@@ -150,12 +150,13 @@ class LibraryPromptBuilder:
                                         {sha: c.text for sha, c in contents.items()})
         # the delimiters and page markers are short: count them all at once, rather than caching them
         frames = self._tokens([frame for _, frame in blocks])
-        return [Unit(d, None, block, cached[d.sha256 or ""] + frame_tokens)
-                for d, (block, _), frame_tokens in zip(unique, blocks, frames, strict=True)]
+        units = [Unit(d, None, block, cached[d.sha256 or ""] + frame_tokens)
+                 for d, (block, _), frame_tokens in zip(unique, blocks, frames, strict=True)]
+        return units, contents
 
     # Choosing ------------------------------------------------------------------------
 
-    def _select(self, units: list[Unit], available: int, question: str
+    def _select(self, units: list[Unit], contents: dict[str, Content], available: int, question: str
                 ) -> tuple[list[Unit], list[Document], list[Document]]:
         """The most relevant units that fit, back in library order. A document longer
         than a quarter of the budget competes section by section."""
@@ -164,7 +165,7 @@ class LibraryPromptBuilder:
             if unit.tokens <= available // 4:
                 candidates.append(unit)
                 continue
-            content = self.repo.content(unit.document.sha256 or "")
+            content = contents[unit.document.sha256 or ""]
             spans = sections(content)
             for index, span in enumerate(spans):
                 block, _ = document_block(unit.document, content, index, span)
