@@ -8,7 +8,7 @@ ggml order (the fastest-varying dimension first), as llama.cpp logs them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class TensorRole(enum.Enum):
@@ -80,7 +80,6 @@ class ModelShape:
     n_ff: int = 0  # dense FFN width, or an expert's width in Mixtral-style models
     n_ff_expert: int = 0
     name: str = ""
-    kv_lengths_per_layer: tuple[tuple[int, int], ...] = field(default=())  # (k, v) elements per token
 
     @property
     def is_moe(self) -> bool:
@@ -104,6 +103,4 @@ class ModelShape:
 
     def kv_elements_per_token(self, layer: LayerShape) -> tuple[int, int]:
         """K and V elements one token adds to one layer's cache."""
-        if self.kv_lengths_per_layer:
-            return self.kv_lengths_per_layer[layer.index]
         return layer.n_head_kv * self.key_length, layer.n_head_kv * self.value_length

@@ -147,17 +147,13 @@ class PlanError(ValueError):
 # Sizes -------------------------------------------------------------------------------
 
 
-def kv_cells(shape: ModelShape, layer: LayerShape, n_ctx: int, n_ubatch: int) -> int:
-    """Cells of one layer's cache. Enclave loads with llama.cpp's ``swa_full``, so
-    sliding-window layers keep the whole context too (a cached prefix stays reusable)."""
-    return _pad(n_ctx, KV_CELL_PAD)
-
-
 def layer_kv_bytes(shape: ModelShape, layer: LayerShape, n_ctx: int, req: PlanRequest) -> int:
+    """One layer's KV cache. Enclave loads with llama.cpp's ``swa_full``, so sliding-window
+    layers keep the whole context too (a cached prefix stays reusable)."""
     if layer.n_head_kv == 0:
         return 0
     k, v = shape.kv_elements_per_token(layer)
-    cells = kv_cells(shape, layer, n_ctx, req.n_ubatch)
+    cells = _pad(n_ctx, KV_CELL_PAD)
     return math.ceil(cells * k * BYTES_PER_ELEMENT[req.type_k]) + math.ceil(cells * v * BYTES_PER_ELEMENT[req.type_v])
 
 
@@ -165,8 +161,8 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, req: PlanRequest) -> int
     """llama.cpp's graph buffer for one ubatch: the logits, the residual stream, and the
     larger of the attention and feed-forward intermediates of one layer (the allocator
     reuses memory between layers)."""
-    n_ub = min(req.n_ubatch, _pad(n_ctx, KV_CELL_PAD))
     n_kv = _pad(n_ctx, KV_CELL_PAD)
+    n_ub = min(req.n_ubatch, n_kv)
     f32 = 4
     logits = shape.n_vocab * n_ub * f32
     residual = 2 * shape.n_embd * n_ub * f32
@@ -362,21 +358,22 @@ def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n
     short = next(d for d in reversed(devices) if not d.fits)
     missing = short.total_bytes - short.budget_bytes
     where = "memory" if machine.unified_memory else ("RAM" if short.device == RAM_DEVICE else "VRAM")
-    verdict = (f"Does not fit: needs {_gib(short.total_bytes)} of {where} but {_gib(short.budget_bytes)} is usable "
-               f"({_gib(missing)} missing) at a context of {n_ctx:,} tokens.")
+    verdict = (f"Does not fit: needs {format_size(short.total_bytes)} of {where} but "
+               f"{format_size(short.budget_bytes)} is usable ({format_size(missing)} missing) at a context of "
+               f"{n_ctx:,} tokens.")
     return replace(result, verdict=verdict)
 
 
 def _fits_verdict(p: Plan, shape: ModelShape) -> str:
     if p.gpu is None:
         where = "in unified memory" if p.unified_memory else "on the CPU"
-        return f"Fits {where}: {_gib(p.devices[0].total_bytes)} at a context of {p.n_ctx:,} tokens."
+        return f"Fits {where}: {format_size(p.devices[0].total_bytes)} at a context of {p.n_ctx:,} tokens."
     layers_on_gpu = min(p.n_gpu_layers, shape.n_layer)
     text = f"Fits: {layers_on_gpu} of {shape.n_layer} layers on {p.gpu_device}"
     if shape.is_moe:
-        text += (f", experts {_gib(p.gpu.experts_bytes)} in VRAM and {_gib(p.ram.experts_bytes)} in RAM"
+        text += (f", experts {format_size(p.gpu.experts_bytes)} in VRAM and {format_size(p.ram.experts_bytes)} in RAM"
                  f" (layers {_ranges(p.cpu_expert_layers)} wholly in RAM)" if p.cpu_expert_layers else
-                 f", experts {_gib(p.gpu.experts_bytes)} in VRAM and {_gib(p.ram.experts_bytes)} in RAM")
+                 f", experts {format_size(p.gpu.experts_bytes)} in VRAM and {format_size(p.ram.experts_bytes)} in RAM")
     return text + f", context {p.n_ctx:,} tokens."
 
 
@@ -404,12 +401,8 @@ def _suggestions(shape: ModelShape, machine: Machine, req: PlanRequest, failed: 
         q8 = replace(req, n_ctx=n_ctx, type_k="q8_0", type_v="q8_0" if req.flash_attn else req.type_v)
         if _plan_at(shape, machine, q8, n_ctx).fits:
             tips.append("a q8_0 KV cache fits at this context")
-    tips.append(f"a smaller quant of this model (about {_gib(missing)} smaller) would fit")
+    tips.append(f"a smaller quant of this model (about {format_size(missing)} smaller) would fit")
     return tips
-
-
-def _gib(n: int) -> str:
-    return format_size(n)
 
 
 # Applying and checking ------------------------------------------------------------------
