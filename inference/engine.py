@@ -21,8 +21,9 @@ from pathlib import Path
 import llama_cpp
 
 from inference.chat_template import ChatTemplate
-from inference.errors import EnclaveError, ModelFileError, ModelLoadError
+from inference.errors import EnclaveError, ModelLoadError
 from inference.fingerprint import model_fingerprint
+from inference.gguf_header import check_is_gguf
 from inference.llama_log import LlamaLog
 from inference.overrides import OverrideArray
 from inference.protocol import (
@@ -59,18 +60,6 @@ def _sidecar(state_path: Path) -> Path:
     return state_path.with_name(state_path.name + ".json")
 
 
-def check_gguf_file(path: Path) -> None:
-    """Refuse what llama.cpp should never see: a missing path, a folder, not a GGUF."""
-    if not path.exists():
-        raise ModelFileError(f"Model file not found: {path}")
-    if not path.is_file():
-        raise ModelFileError(f"Not a file: {path}. Give the path of a .gguf file.")
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelFileError(f"Not a GGUF model file: {path} (it does not start with 'GGUF').")
-
-
 def _load_error(path: Path, lines: Sequence[str]) -> ModelLoadError:
     said = [ln for ln in lines if ln.strip()]
     reason = next((ln for ln in reversed(said) if re.search(r"error|failed|unknown|invalid", ln, re.I)), "")
@@ -97,7 +86,7 @@ class Engine:
         started = time.perf_counter()
         mark = log.mark()
         path = Path(settings.path)
-        check_gguf_file(path)
+        check_is_gguf(path)  # what llama.cpp should never see: a missing path, a folder, not a GGUF
         self._model = self._load_model(path)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         # vocab_only: a tokenizer, for counting a library's tokens without loading weights

@@ -66,6 +66,17 @@ def check_file(path: Path) -> int:
     return size
 
 
+def check_is_gguf(path: Path) -> None:
+    """The cheap check, for where a file reaches llama.cpp without the full validation: it is
+    there, a readable regular file, not empty, and starts as a GGUF file does."""
+    check_file(path)
+    try:
+        with path.open("rb") as file:
+            _check_magic(path, file.read(8))
+    except OSError as exc:
+        raise GGUFError(f"{path}: the file cannot be read ({exc.strerror or exc}).") from None
+
+
 class _HeaderEnds(Exception):
     """The header runs past the end of the file."""
 
