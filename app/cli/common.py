@@ -16,7 +16,7 @@ import click
 from app import __version__
 from app.logs import configure_logging
 from app.paths import app_paths
-from app.policy import PolicyError, policy_in_force
+from app.policy import PolicyError
 from app.sqlcipher import OPERATIONAL_ERRORS
 from inference.devices import parse_size
 from inference.errors import EnclaveError
@@ -124,10 +124,13 @@ def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand == "policy":
         return  # 'policy check FILE' works whatever the policy in force
     try:
-        policy_in_force()  # fails closed: nothing runs under a policy that cannot be read
+        paths = app_paths()  # reads the policy, failing closed: nothing runs under one that cannot be read
     except PolicyError as exc:
         fail(str(exc))
-    configure_logging(app_paths())
+    configure_logging(paths)
+
+
+KV_TYPES = click.Choice(["f16", "q8_0", "q4_0"])  # the KV cache types the planner knows
 
 
 def launch_gui() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from app.cli.chat import show_reply
-from app.cli.common import cli, user_errors
+from app.cli.common import KV_TYPES, cli, user_errors
 from app.extract import Limits
 from app.ingest import IngestProgress, ingest
 from app.library_sizing import size_library
@@ -88,7 +88,7 @@ def list_command(as_json: bool) -> None:
 @library.command()
 @click.argument("name")
 @click.option("--model", default=None, help="Count tokens with this model and size the context it needs.")
-@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True)
+@click.option("--kv-type", type=KV_TYPES, default="f16", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:

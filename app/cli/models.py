@@ -7,14 +7,12 @@ from pathlib import Path
 
 import click
 
-from app.cli.common import SizeType, cli, user_errors
+from app.cli.common import KV_TYPES, SizeType, cli, user_errors
 from app.runtime import make_plan
 from app.services import Services
 from inference.devices import Machine, detect_machine, format_size, simulated_machine
 from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.planner import Plan, PlanRequest, context_table
-
-KV_TYPES = click.Choice(["f16", "q8_0", "q4_0"])
 
 
 @cli.command()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import click
 
-from app.cli.common import Cancellable, ProgressLine, SizeType, cli, user_errors
+from app.cli.common import KV_TYPES, Cancellable, ProgressLine, SizeType, cli, user_errors
 from app.services import Services
 from inference.errors import EnclaveError
 from inference.planner import PlanRequest
@@ -22,8 +22,6 @@ from inference.protocol import (
     TensorOverride,
     Token,
 )
-
-KV_TYPES = click.Choice(["f16", "q8_0", "q4_0"])
 
 
 def parse_override(text: str) -> TensorOverride:
