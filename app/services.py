@@ -62,10 +62,20 @@ class Services:
             self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer)
         return self._runtime
 
+    def registered_model(self, ref: str) -> Model | None:
+        """The registered model ``ref`` names (an id, a name, an id prefix); None for the path
+        of a file that exists, which is used as it is, registered or not."""
+        return self.models.find(ref) if not Path(ref).expanduser().exists() else None
+
     def resolve_model(self, ref: str) -> Path:
         """A registered model's id or name, or a path to a GGUF file."""
-        model = self.models.find(ref) if not Path(ref).expanduser().exists() else None
+        model = self.registered_model(ref)
         return model.path if model is not None else resolve_model(ref)
+
+    def delete_library(self, library_id: int) -> None:
+        """A library, its documents, and its saved prompt caches."""
+        self.prompt_cache.clear(library_id)  # first: deleting the library unlinks its entries
+        self.libraries.delete(library_id)
 
     @property
     def chat(self) -> ChatService:

@@ -224,7 +224,7 @@ class ChatPage(QWidget):
             index = self.model_combo.findData(wanted)
             if index < 0:
                 try:
-                    found = self.services.models.find(wanted) if not Path(wanted).exists() else None
+                    found = self.services.registered_model(wanted)
                 except EnclaveError:  # an ambiguous id prefix
                     found = None
                 index = self.model_combo.findData(found.id) if found else -1

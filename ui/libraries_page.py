@@ -235,8 +235,7 @@ class LibrariesPage(QWidget):
             "The files on disk are not touched.")
         if answer != QMessageBox.StandardButton.Yes:
             return
-        self.services.prompt_cache.clear(library_id)  # first: deleting the library unlinks its entries
-        self.services.libraries.delete(library_id)
+        self.services.delete_library(library_id)
         self.refresh()
         self.librariesChanged.emit()
 

@@ -46,7 +46,7 @@ class ModelFacts:
 
 def read_facts(services: Services, ref: str) -> ModelFacts:
     """Off the GUI thread: the model, its file and the machine."""
-    registered = services.models.find(ref) if not Path(ref).expanduser().exists() else None
+    registered = services.registered_model(ref)
     return ModelFacts(ref, registered, services.runtime.inspect(ref), detect_machine())
 
 

@@ -134,8 +134,7 @@ def remove(name: str, document: str | None) -> None:
     with Services.open() as services:
         lib = services.libraries.get(name)
         if document is None:
-            services.prompt_cache.clear(lib.id)  # first: deleting the library unlinks its entries
-            services.libraries.delete(lib.id)
+            services.delete_library(lib.id)
             click.echo(f"Deleted library {lib.name!r}.")
             return
         docs = services.libraries.documents(lib.id)
