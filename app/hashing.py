@@ -9,6 +9,18 @@ from pathlib import Path
 CHUNK = 4 << 20
 
 
+def running_total(total: int, on_progress: Callable[[int, int], None]) -> Callable[[int], None]:
+    """An ``on_bytes`` for several files in a row: reports (bytes so far, ``total``)."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        on_progress(done, total)
+
+    return advance
+
+
 def sha256_file(path: Path, on_bytes: Callable[[int], None] = lambda n: None,
                 cancelled: Callable[[], bool] = lambda: False) -> str:
     """The file's SHA-256 (hex). ``on_bytes`` gets each chunk's size as it is read."""

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from app.conversations import NotFound, now
 from app.discovery import FoundModel
 from app.enforcement import Enforcer
-from app.hashing import copy_hashed, sha256_file
+from app.hashing import copy_hashed, running_total, sha256_file
 from app.paths import free_bytes
 from app.store import Store
 from inference.errors import EnclaveError
@@ -127,30 +127,27 @@ class ModelRegistry:
                  cancelled: Callable[[], bool] = lambda: False) -> Model:
         """Inspect and hash ``files`` (one model: a file or all its shards) and record them.
         Known hashes (a verified download) are checked, not trusted: they are recomputed."""
-        info = inspect_gguf(files[0])
+        return self._register(inspect_gguf(files[0]), origin=origin, source=source, hashes=hashes,
+                              on_progress=on_progress, cancelled=cancelled)
+
+    def _register(self, info: GGUFInfo, *, origin: Origin, source: dict[str, Any] | None,
+                  hashes: Sequence[str] | None, on_progress: Progress, cancelled: Callable[[], bool]) -> Model:
         paths = [p for p, _ in info.files]
-        total = sum(size for _, size in info.files)
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            on_progress(done, total)
-
+        advance = running_total(sum(size for _, size in info.files), on_progress)
         shas = [sha256_file(p, advance, cancelled) for p in paths]
         if hashes is not None and list(hashes) != shas:
             raise EnclaveError(f"{paths[0].name}: the files' SHA-256 does not match what was expected; "
                                "the copy is damaged or was changed. Nothing was registered.")
-        return self._record(info, paths, shas, origin, source or {})
+        return self._record(info, shas, origin, source or {})
 
-    def _record(self, info: GGUFInfo, paths: Sequence[Path], shas: Sequence[str], origin: Origin,
-                source: dict[str, Any]) -> Model:
+    def _record(self, info: GGUFInfo, shas: Sequence[str], origin: Origin, source: dict[str, Any]) -> Model:
+        """Record the model ``info`` describes (its files as inspected) with their SHA-256."""
         existing = self.by_hash(shas[0])
         if existing is not None:
             raise EnclaveError(f"This model is already registered as {existing.id} ({existing.name}).")
         self.enforcer.check_model(info.name, shas, "import")
         shape = info.shape
-        new_id = model_id(info.name if info.name != paths[0].stem else paths[0].stem, shas[0])
+        new_id = model_id(info.name, shas[0])
         stamp = now()
         with self.store.write() as db:
             db.execute(
@@ -160,10 +157,10 @@ class ModelRegistry:
                 [new_id, info.name, origin, json.dumps(source), info.architecture, info.parameter_count,
                  shape.expert_count, shape.expert_used_count, info.file_type, info.context_length, info.license,
                  info.file_bytes, json.dumps(_summary(info)), stamp, stamp])
-            for position, (path, sha) in enumerate(zip(paths, shas, strict=True)):
+            for position, ((path, size), sha) in enumerate(zip(info.files, shas, strict=True)):
                 db.execute("INSERT INTO model_files (model_id, position, path, size, sha256) VALUES (?, ?, ?, ?, ?)",
-                           [new_id, position, str(path.absolute()), path.stat().st_size, sha])
-        files = [{"path": str(p.absolute()), "sha256": sha} for p, sha in zip(paths, shas, strict=True)]
+                           [new_id, position, str(path.absolute()), size, sha])
+        files = [{"path": str(p.absolute()), "sha256": sha} for (p, _), sha in zip(info.files, shas, strict=True)]
         self.enforcer.record("model.import", model=new_id, name=info.name, origin=origin, files=files)
         return self.get(new_id)
 
@@ -186,20 +183,15 @@ class ModelRegistry:
         info = inspect_gguf(files[0])  # validated before a byte is copied
         paths = [p for p, _ in info.files]
         if mode == "in_place":
-            return self.register(paths, origin="in_place", source={"path": str(paths[0]), **(source or {})},
-                                 hashes=expected, on_progress=on_progress, cancelled=cancelled)
+            return self._register(info, origin="in_place", source={"path": str(paths[0]), **(source or {})},
+                                  hashes=expected, on_progress=on_progress, cancelled=cancelled)
         target_dir = _free_folder(self.folder / re.sub(r"[^\w.-]+", "_", info.name or paths[0].stem),
                                   [p.name for p in paths])
         total = sum(size for _, size in info.files)
         _check_space(target_dir, total if mode == "copy" else 0)
         target_dir.mkdir(parents=True, exist_ok=True)
         targets = [target_dir / p.name for p in paths]  # none exists yet: a failure removes only what it made
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            on_progress(done, total)
+        advance = running_total(total, on_progress)
 
         try:
             if mode == "copy":
@@ -208,7 +200,7 @@ class ModelRegistry:
                     raise EnclaveError(f"{paths[0].name}: the copied bytes do not match the expected SHA-256; the "
                                        "source is damaged or was changed. Nothing was registered.")
                 model_info = inspect_gguf(targets[0])
-                return self._record(model_info, targets, shas, "copied", {"path": str(paths[0]), **(source or {})})
+                return self._record(model_info, shas, "copied", {"path": str(paths[0]), **(source or {})})
             for src, dst in zip(paths, targets, strict=True):
                 os.symlink(src.absolute(), dst)
             return self.register(targets, origin="linked", source={"path": str(paths[0]), **(source or {})},
@@ -224,12 +216,7 @@ class ModelRegistry:
 
     def verify(self, model: Model, on_progress: Progress = lambda d, t: None) -> Verification:
         problems = []
-        total, done = model.size, 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            on_progress(done, total)
+        advance = running_total(model.size, on_progress)
 
         for f in model.files:
             path = Path(f.path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.hashing import copy_hashed
+from app.hashing import copy_hashed, running_total
 from app.models import Model, ModelRegistry, Progress
 from inference.errors import EnclaveError
 
@@ -56,12 +56,7 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
     and add it to the folder's manifest. Returns the manifest's path."""
     registry.enforcer.check_export("model", model=model.id, folder=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        on_progress(done, model.size)
+    advance = running_total(model.size, on_progress)
 
     for f in model.files:
         source = Path(f.path)
