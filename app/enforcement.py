@@ -27,10 +27,11 @@ class Enforcer:
     _hashes: dict[_FileStamp, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def in_force(cls, paths: AppPaths | None = None) -> Enforcer:
-        """The policy in force, with its audit log opened (refused at once if it cannot be written)."""
-        policy = policy_in_force()
-        where = policy.audit_path((paths or app_paths()).logs) if policy.audit_log else None
+    def in_force(cls, paths: AppPaths | None = None, policy: Policy | None = None) -> Enforcer:
+        """The policy in force (``policy``, when the caller read it), with its audit log opened
+        (refused at once if it cannot be written)."""
+        policy = policy if policy is not None else policy_in_force()
+        where = policy.audit_path((paths or app_paths(policy)).logs) if policy.audit_log else None
         return cls(policy, AuditLog(where) if where else None)
 
     def record(self, event: str, **details: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from platformdirs import PlatformDirs
 
-from app.policy import policy_in_force
+from app.policy import Policy, policy_in_force
 
 APP_NAME = "Enclave"
 HOME_ENV = "ENCLAVE_HOME"
@@ -65,10 +65,10 @@ class AppPaths:
         }
 
 
-def app_paths() -> AppPaths:
+def app_paths(policy: Policy | None = None) -> AppPaths:
     """The paths in force now: under the policy's ``data_dir``, else under ``ENCLAVE_HOME``
-    when set, else the platform's."""
-    home = policy_in_force().data_dir or os.environ.get(HOME_ENV)
+    when set, else the platform's. ``policy``: the one in force, when the caller read it."""
+    home = (policy if policy is not None else policy_in_force()).data_dir or os.environ.get(HOME_ENV)
     if home:
         root = Path(home).expanduser().resolve()
         return AppPaths(data=root / "data", config=root / "config", cache=root / "cache", logs=root / "logs")

@@ -17,7 +17,7 @@ from app.libraries import LibraryRepository
 from app.library_chat import LibraryChat
 from app.models import Model, ModelRegistry, Progress
 from app.paths import AppPaths, app_paths
-from app.policy import Policy, PolicyRefusal
+from app.policy import Policy, PolicyRefusal, policy_in_force
 from app.runtime import Runtime, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
@@ -41,8 +41,9 @@ class Services:
         """``readonly``: for commands that only read, which may run beside a running Enclave.
         The organisation's policy is read first: an invalid one, or an audit log it asks
         for that cannot be written, stops here."""
-        paths = (paths or app_paths()).ensure()
-        enforcer = Enforcer.in_force(paths)
+        policy = policy_in_force()  # read once, for the folders and the rules
+        paths = (paths or app_paths(policy)).ensure()
+        enforcer = Enforcer.in_force(paths, policy)
         store = open_store(paths.database, readonly=readonly)
         settings = SettingsRepository(store)
         cache = PromptCache(store, paths.kv_cache, lambda: int(settings.load().kv_cache_max_gb * 2**30))
@@ -109,13 +110,13 @@ class Services:
         from app import hub
 
         offline = self.current_settings().offline
-        hub.refuse_if_offline(offline, "list")  # before the keyring is asked for a token
+        hub.refuse_if_offline(offline, "list", self.enforcer)  # before the keyring is asked for a token
         token = hub.get_token(quiet=True)
         listing = hub.list_gguf(repo, revision=revision, token=token, offline=offline)
         choice = hub.choose(listing, file=file, quant=quant)
         on_choice(choice)
         got = hub.download(listing, choice, self.paths.models / repo.replace("/", "--"), token=token,
-                           offline=offline, on_progress=on_progress, cancelled=cancelled)
+                           offline=offline, on_progress=on_progress, cancelled=cancelled, enforcer=self.enforcer)
         paths = [path for path, _ in got.files]
         try:
             return self.models.register(

@@ -47,10 +47,11 @@ def offline_enabled() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def refuse_if_offline(offline: bool, action: str) -> None:
+def refuse_if_offline(offline: bool, action: str, enforcer: Enforcer | None = None) -> None:
     """Raise :class:`OfflineError` when offline, or the policy's refusal when the organisation
-    turned downloads off; called before anything can open a socket."""
-    Enforcer.in_force().check_downloads(action)
+    turned downloads off; called before anything can open a socket. ``enforcer``: the one the
+    caller holds (default: the policy in force, read now)."""
+    (enforcer or Enforcer.in_force()).check_downloads(action)
     if offline or offline_enabled():
         raise OfflineError()
 

@@ -55,19 +55,20 @@ def _never() -> bool:
 
 def download(repo: HubRepo, choice: Choice, dest: Path, *, token: str | None = None, offline: bool = False,
              on_progress: Callable[[int, int], None] = _no_progress,
-             cancelled: Callable[[], bool] = _never) -> Downloaded:
+             cancelled: Callable[[], bool] = _never, enforcer: Enforcer | None = None) -> Downloaded:
     """Download ``choice`` from ``repo`` (at its pinned commit) into ``dest``, keeping the
     repository's relative paths, and return the files once every one is verified.
 
     ``on_progress(done, total)`` counts bytes over all files (bytes already on disk count
     as they are checked). ``cancelled()`` is polled between chunks; a cancel raises
     :class:`DownloadCancelled` and keeps partial files for the next call to resume."""
-    refuse_if_offline(offline, "download")
+    enforcer = enforcer or Enforcer.in_force()
+    refuse_if_offline(offline, "download", enforcer)
     if not choice.files:
         raise HubError("Nothing to download: the choice has no files.")
     # the hub's SHA-256 of each file is checked against an allow-list before a byte comes down
     # (the registry checks the files' own bytes again when they are registered)
-    Enforcer.in_force().check_model(f"{repo.repo_id} {choice.files[0].name}",
+    enforcer.check_model(f"{repo.repo_id} {choice.files[0].name}",
                                     [f.sha256 for f in choice.files if f.sha256], "download")
     dest = Path(dest)
     targets = [safe_target(dest, f.name) for f in choice.files]
