@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from sqlite_utils import Database
+
 from app.store import Store
 from inference.errors import EnclaveError
 
@@ -112,9 +114,7 @@ class ConversationRepository:
                 "VALUES (?, ?, ?, ?, ?, ?)", [title, model, system_prompt, json.dumps(sampling), stamp, stamp],
             ).lastrowid
             for m in messages:
-                values = {"created_at": stamp, "updated_at": stamp, **m, "conversation_id": new_id}
-                db.execute(f"INSERT INTO messages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                           list(values.values()))
+                _insert_message(db, {"created_at": stamp, "updated_at": stamp, **m, "conversation_id": new_id})
         return self.get(new_id)
 
     def get(self, conversation_id: int) -> Conversation:
@@ -161,12 +161,8 @@ class ConversationRepository:
         values = {"conversation_id": conversation_id, "role": role, "content": content, "created_at": stamp,
                   "updated_at": stamp, **fields}
         with self.store.write() as db:
-            cursor = db.execute(
-                f"INSERT INTO messages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                list(values.values()),
-            )
+            new_id = _insert_message(db, values)
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id])
-            new_id = cursor.lastrowid
         return self.message(new_id)
 
     def update_message(self, message_id: int, **fields: Any) -> None:
@@ -243,3 +239,11 @@ class ConversationRepository:
                 [match, limit])
         ]
         return titles + hits
+
+
+def _insert_message(db: Database, values: dict[str, Any]) -> int:
+    """One row of ``messages`` from column → value (raw SQL: it runs inside the caller's transaction)."""
+    cursor = db.execute(f"INSERT INTO messages ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                        list(values.values()))
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
