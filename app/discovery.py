@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from inference.errors import EnclaveError
+from inference.gguf_info import SHARD_NAME  # llama.cpp's split names
 
 HF = "Hugging Face cache"
 LM_STUDIO = "LM Studio"
@@ -44,7 +45,6 @@ OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 OLLAMA_REGISTRY = "registry.ollama.ai"
 OLLAMA_SERVICE_MODELS = Path("/usr/share/ollama/.ollama/models")  # Linux install script's service user
 
-_SHARD = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")  # llama.cpp's split names
 _OLLAMA_DIGEST = re.compile(r"^sha256:(?P<hex>[0-9a-f]{64})$")
 _MAX_JSON_BYTES = 1 << 20  # manifests and sidecars are a few KB; anything bigger is not one
 _MAX_DEPTH = 6  # how deep Jan and a Hugging Face snapshot are searched
@@ -401,7 +401,7 @@ def _gguf_groups(folder: Path, names: Iterable[str], real: PathFilter) -> list[_
     for name in names:
         if not name.endswith(".gguf") or _is_projector(name):
             continue
-        match = _SHARD.match(name)
+        match = SHARD_NAME.match(name)
         if match is None:
             members.append((name[: -len(".gguf")], [name]))
         else:
@@ -581,7 +581,7 @@ def _scan_llama_cpp(root: Path) -> Iterator[FoundModel]:
         if origin is not None:
             repo, remote_file, url = origin
             source |= {"repo": repo, "url": url}
-            remote = _SHARD.match(remote_file)
+            remote = SHARD_NAME.match(remote_file)
             name = f"{repo}: {remote['prefix'] if remote else remote_file.removesuffix('.gguf')}"
         yield FoundModel(LLAMA_CPP, name, group.files, group.size, source)
     yield from _scan_hf(root, LLAMA_CPP)

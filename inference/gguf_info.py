@@ -29,7 +29,7 @@ Scalar = str | int | float | bool
 MAX_LAYERS = 4096
 _U32 = 1 << 32
 
-_SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _LAYER_TENSOR = re.compile(r"^blk\.(?P<index>\d+)\.(?P<rest>.+)$")
 _EXPERTS = re.compile(r"^ffn_(up|gate|down|gate_up)_exps(\.|$)")
 _DENSE_FFN = re.compile(r"^ffn_(up|gate|down)(\.|$)")
@@ -142,7 +142,7 @@ def _inspect(path: Path) -> GGUFInfo:
 
 
 def _shard_paths(path: Path) -> list[Path]:
-    match = _SHARD_NAME.match(path.name)
+    match = SHARD_NAME.match(path.name)
     if match is None:
         return [path]
     number, count = int(match["no"]), int(match["count"])
@@ -473,7 +473,7 @@ def _file_type(value: Scalar | None, raw: list[_RawTensor]) -> str:
 
 
 def _display_stem(path: Path) -> str:
-    match = _SHARD_NAME.match(path.name)
+    match = SHARD_NAME.match(path.name)
     return match["prefix"] if match else path.stem
 
 
