@@ -18,6 +18,7 @@ from app.ingest import ingest
 from app.policy import PolicyRefusal
 from app.services import Services
 from app.transfer import export_model
+from tests.cli import enclave as run_enclave
 
 SECRET_CHAT = "the merger with Globex closes on the ninth"
 SECRET_DOC = "Project Nightingale budget is 4.2 million"
@@ -126,11 +127,8 @@ def test_each_event_is_recorded_and_no_content_ever(audited: Path, moe_model: Pa
 
 
 def test_cli_verify(audited: Path, tmp_path: Path, enclave_home: Path) -> None:
-    env = {**os.environ, "ENCLAVE_HOME": str(enclave_home)}
-
     def enclave(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=env,
-                              timeout=120)
+        return run_enclave(*args, home=enclave_home, timeout=120)
 
     assert enclave("library", "create", "one").returncode == 0
     assert enclave("library", "create", "two").returncode == 0

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app import __version__
+from tests.cli import enclave as run_enclave
+from tests.cli import one_error_line
 
 
 def enclave(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENCLAVE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return run_enclave(*args, home=home, timeout=120)
 
 
 def test_version(enclave_home: Path) -> None:
@@ -64,12 +62,8 @@ def test_user_errors_are_one_line_and_exit_2(make, expected: str, tmp_path: Path
                                              moe_model: Path, aborting_model: Path) -> None:
     path = make(tmp_path, {"moe": moe_model, "abort": aborting_model})
     result = enclave("run", str(path), "hello", home=enclave_home)
-    assert result.returncode == 2
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("enclave: error: ")
-    assert expected in lines[0]
+    assert expected in one_error_line(result)
 
 
 def test_doctor_reports_backend_devices_and_paths(enclave_home: Path) -> None:

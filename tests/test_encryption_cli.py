@@ -4,7 +4,6 @@ processes, with a keyring kept in a test file (never the machine's)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 
 from app.conversations import ConversationRepository
 from app.store import open_store
+from tests.cli import enclave as run_enclave
+from tests.cli import one_error_line as the_error_line
 
 SECRET = "marzipan heron 4412"
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,16 +26,12 @@ def keyring_file(tmp_path: Path) -> Path:
 
 def enclave(*args: str, home: Path, keys: Path, backend: str = "tests.memory_keyring.FileKeyring",
             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENCLAVE_HOME": str(home), "PYTHON_KEYRING_BACKEND": backend,
-           "ENCLAVE_TEST_KEYRING": str(keys)}
-    return subprocess.run([sys.executable, "-m", "app", *args], input=stdin, capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+    return run_enclave(*args, home=home, env={"PYTHON_KEYRING_BACKEND": backend, "ENCLAVE_TEST_KEYRING": str(keys)},
+                       stdin=stdin, timeout=120)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("enclave: error: ") and expected in lines[0], result.stderr
+    assert expected in the_error_line(result), result.stderr
 
 
 @pytest.fixture

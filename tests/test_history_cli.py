@@ -12,12 +12,7 @@ from pathlib import Path
 
 from app.conversations import ConversationRepository
 from app.store import open_store
-
-
-def enclave(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENCLAVE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "app", *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=180)
+from tests.cli import enclave
 
 
 def database(home: Path) -> Path:

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests import docs_samples as samples
-
-
-def enclave(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENCLAVE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=env, timeout=180)
+from tests.cli import enclave
 
 
 def test_a_folder_goes_in_and_ask_answers_from_it(enclave_home: Path, moe_model: Path, tmp_path: Path) -> None:

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.cli import enclave as run_enclave
 from tests.fake_hub import FakeHub, FakeRepo
 from tests.tiny_models import DENSE, write_tiny_model
 
 
 def enclave(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "ENCLAVE_HOME": str(home), **(env or {})}
-    for var in ("HF_HUB_OFFLINE", "ENCLAVE_OFFLINE"):
-        if var not in (env or {}):
-            full.pop(var, None)
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=full,
-                          timeout=180)
+    """Online commands may go online here (to the loopback hub): the offline switches are off unless given."""
+    return run_enclave(*args, home=home, env={"HF_HUB_OFFLINE": None, "ENCLAVE_OFFLINE": None, **(env or {})})
 
 
 def test_import_list_verify_export_and_remove(enclave_home: Path, moe_model: Path, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ in every process that records any socket connection, name lookup or network prog
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from tests.airgap_check import namespace_command
 from tests.audit_log import ROOT
+from tests.cli import enclave, one_error_line
 
 pytestmark = pytest.mark.slow
 NAMESPACE, WHY_NOT = namespace_command()
@@ -61,15 +61,8 @@ def test_a_connection_attempt_fails_the_check() -> None:
     assert "air-gap check: FAILED (2 problems)" in result.stdout
 
 
-def run(*args: str, home: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENCLAVE_HOME": str(home), **env_extra}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=env, timeout=180)
-
-
 def test_the_offline_setting_refuses_downloads_plainly(tmp_path: Path) -> None:
     """ENCLAVE_OFFLINE=1 is in the air-gap check; the setting does the same."""
-    assert run("settings", "set", "offline", "true", home=tmp_path, env_extra={}).returncode == 0
+    assert enclave("settings", "set", "offline", "true", home=tmp_path).returncode == 0
     for args in (("models", "pull", "Qwen/Qwen3-30B-A3B-GGUF"), ("models", "search", "qwen")):
-        refused = run(*args, home=tmp_path, env_extra={})
-        assert refused.returncode == 2 and refused.stderr.startswith("enclave: error: ")
-        assert "offline" in refused.stderr.lower() and len(refused.stderr.strip().splitlines()) == 1
+        assert "offline" in one_error_line(enclave(*args, home=tmp_path)).lower()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from app.services import Services
 from app.transfer import export_model
 from inference.errors import EnclaveError
 from inference.protocol import Failed, ModelSettings, Tokenize
+from tests.cli import enclave as run_enclave
+from tests.cli import one_error_line
 
 OTHER_HASH = "ab" * 32
 
@@ -44,18 +45,7 @@ def use_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def enclave(*args: str, home: Path, policy: Path | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ENCLAVE_POLICY"}
-    env["ENCLAVE_HOME"] = str(home)
-    if policy is not None:
-        env["ENCLAVE_POLICY"] = str(policy)
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=env, timeout=180)
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("enclave: error: "), result.stderr
-    return lines[0]
+    return run_enclave(*args, home=home, env={"ENCLAVE_POLICY": str(policy) if policy is not None else None})
 
 
 # Reading the file ---------------------------------------------------------------------------------
