@@ -27,6 +27,11 @@ class AppPaths:
     cache: Path
     logs: Path
 
+    @classmethod
+    def under(cls, root: Path) -> AppPaths:
+        """Every folder under one ``root``, as ``ENCLAVE_HOME`` (or a policy's ``data_dir``) lays them out."""
+        return cls(data=root / "data", config=root / "config", cache=root / "cache", logs=root / "logs")
+
     @property
     def models(self) -> Path:
         return self.data / "models"
@@ -70,8 +75,7 @@ def app_paths(policy: Policy | None = None) -> AppPaths:
     when set, else the platform's. ``policy``: the one in force, when the caller read it."""
     home = (policy if policy is not None else policy_in_force()).data_dir or os.environ.get(HOME_ENV)
     if home:
-        root = Path(home).expanduser().resolve()
-        return AppPaths(data=root / "data", config=root / "config", cache=root / "cache", logs=root / "logs")
+        return AppPaths.under(Path(home).expanduser().resolve())
     dirs = PlatformDirs(APP_NAME, appauthor=False)
     return AppPaths(
         data=Path(dirs.user_data_dir),

@@ -7,9 +7,10 @@ import json
 import random
 
 from app.hub.fetch import PARTIAL_DIR
+from app.paths import AppPaths
 from app.services import Services
 from tests.fake_hub import HUB_ENVIRONMENT, FakeHub, FakeRepo
-from tests.proofs.launch import Enclave, Ended, paths_under
+from tests.proofs.launch import Enclave, Ended
 from tests.proofs.probes import database_problems, snapshot_rows
 from tests.proofs.scenario import Attempt, Scenario, ended_badly
 
@@ -47,7 +48,7 @@ class DownloadKills(Scenario):
 
     def _start_over(self) -> None:
         """Forget the downloaded model and delete its file, so that the next run downloads again."""
-        with Services.open(paths_under(self.app.home)) as services:
+        with Services.open(AppPaths.under(self.app.home)) as services:
             for model in services.models.all():
                 services.models.remove(model, delete_files=True)
 

@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 from app.chat import ReplyDelta, ReplyFinished
 from app.conversations import Message
+from app.paths import AppPaths
 from app.services import Services
 from inference.errors import EnclaveError
-from tests.proofs.launch import Enclave, Ended, paths_under
+from tests.proofs.launch import Enclave, Ended
 from tests.proofs.probes import alive, children, database_problems, open_fds, snapshot_rows, still_running
 from tests.proofs.scenario import Attempt, Scenario, ended_badly
 
@@ -60,7 +61,7 @@ class ReplyKills(Scenario):
     def setup(self) -> None:
         self.app = Enclave(self.work / "home", self.work / "runs")
         self.tokens = 60 if self.quick else 400
-        with Services.open(paths_under(self.app.home)) as services:
+        with Services.open(AppPaths.under(self.app.home)) as services:
             for key, value in (("max_tokens", self.tokens), ("context_length", 2048), ("threads", 1)):
                 services.settings.set(key, value)
         docs = self.work / "notes"
@@ -139,7 +140,7 @@ class WorkerKills(Scenario):
     PER_CONVERSATION = 10
 
     def setup(self) -> None:
-        self.services = Services.open(paths_under(self.work / "home"))
+        self.services = Services.open(AppPaths.under(self.work / "home"))
         self.tokens = 60 if self.quick else 200
         for key, value in (("max_tokens", self.tokens), ("context_length", 1024), ("threads", 1),
                            ("temperature", 0.0)):

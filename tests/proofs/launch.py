@@ -21,11 +21,6 @@ RUN_TIMEOUT = 300  # seconds; a run that takes longer has hung
 ORPHAN_GRACE = 20  # seconds a killed app's worker may take to notice and end
 
 
-def paths_under(home: Path) -> AppPaths:
-    """Enclave's folders under ``home``, as ``ENCLAVE_HOME=home`` gives them, for the app in this process."""
-    return AppPaths(data=home / "data", config=home / "config", cache=home / "cache", logs=home / "logs")
-
-
 @dataclass
 class Ended(Generic[T]):
     """How a run ended: killed (``code`` None, with what was seen just before) or by itself."""
@@ -69,7 +64,7 @@ class Enclave:
 
     @property
     def database(self) -> Path:
-        return paths_under(self.home).database
+        return AppPaths.under(self.home).database
 
     def _start(self, args: tuple[str, ...], stdin: str | None) -> tuple[subprocess.Popen, Path, Path]:
         self.runs += 1

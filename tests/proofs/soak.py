@@ -22,9 +22,9 @@ from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
+from app.paths import AppPaths
 from app.services import Services
 from inference.protocol import ModelSettings
-from tests.proofs.launch import paths_under
 from tests.proofs.probes import children, open_fds, rss_bytes
 from tests.tiny_models import MOE, write_tiny_model
 from ui.chat_view import ChatPage
@@ -115,7 +115,7 @@ def _cycle(services: Services, model: str, settings: ModelSettings) -> tuple[int
 def soak(home: Path, model: Path, replies: int, cycles: int, warm_up: int) -> SoakResult:
     """Run the soak in this process (which must have a QApplication)."""
     started = time.monotonic()
-    with Services.open(paths_under(home)) as services:
+    with Services.open(AppPaths.under(home)) as services:
         registered = services.models.import_files([model], "in_place")
         for key, value in {"default_model": registered.id, "max_tokens": 16, "temperature": 0.0,
                            "context_length": 1024, "threads": 1}.items():
