@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TypeVar
 
@@ -22,7 +22,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from inference.errors import ChatTemplateError
 from inference.protocol import ChatMessage
-from inference.template_sandbox import MAX_CHARS, BoundedSandbox, TemplateTooLarge, bounded_filter
+from inference.template_sandbox import BoundedSandbox, TemplateTooLarge, bounded_filter
 
 T = TypeVar("T")
 
@@ -37,7 +37,6 @@ FALLBACK_TEMPLATE = (
 
 REASONING_KEYS = ("reasoning_content", "thinking")  # Qwen3 / DeepSeek style, gpt-oss
 RENDER_SECONDS = 10.0  # a real template renders a whole library in well under a second
-MAX_PROMPT_CHARS = MAX_CHARS
 
 
 class _TooSlow(Exception):
@@ -81,18 +80,6 @@ def _raise_exception(message: str) -> None:
     raise ValueError(message)
 
 
-def _joined_within_limit(pieces: Iterator[str]) -> str:
-    """The output as it streams, stopped as soon as it is too long (not after it is built)."""
-    parts: list[str] = []
-    size = 0
-    for piece in pieces:
-        size += len(piece)
-        if size > MAX_PROMPT_CHARS:
-            raise TemplateTooLarge(f"the prompt would exceed {MAX_PROMPT_CHARS // 2**20} million characters")
-        parts.append(piece)
-    return "".join(parts)
-
-
 class ChatTemplate:
     def __init__(self, template: str | None, bos_token: str, eos_token: str) -> None:
         self.is_fallback = not template
@@ -125,7 +112,7 @@ class ChatTemplate:
     def _render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool) -> str:
         if self._compiled is None:
             self._compiled = _sandbox().from_string(self.source)
-        return _joined_within_limit(self._compiled.generate(
+        return self._compiled.render(  # BoundedSandbox.concat stops the output at the limit
             messages=[self._as_dict(m) for m in messages],
             eos_token=self._eos_token,
             bos_token=self._bos_token,
@@ -136,7 +123,7 @@ class ChatTemplate:
             tools=None,
             tool_choice=None,
             strftime_now=Jinja2ChatFormatter.strftime_now,
-        ))
+        )
 
     def _as_dict(self, message: ChatMessage) -> dict[str, str]:
         """Earlier reasoning goes back into the prompt only when the template uses it

@@ -472,10 +472,16 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters["list"] = bounded_filter("list", _bounded_list(list))
 
     def concat(self, parts: Iterable[Any]) -> str:  # type: ignore[override]  # jinja2's is "".join
-        pieces = list(parts)
+        """A template's output (and a block's, a macro's) as it streams, stopped at the first
+        piece that takes it past the limit, not after it is built."""
         sizer = _Sizer("the text")
-        _check_size(sum(sizer.text(piece) for piece in pieces), "the text")
-        return "".join(piece if isinstance(piece, str) else str(piece) for piece in pieces)
+        pieces: list[str] = []
+        size = 0
+        for piece in parts:
+            size += sizer.text(piece)
+            _check_size(size, "the text")
+            pieces.append(piece if isinstance(piece, str) else str(piece))
+        return "".join(pieces)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         both_ints = isinstance(left, int) and isinstance(right, int)
