@@ -23,36 +23,21 @@ if not __package__:  # run as a file rather than with -m: the repository root ho
 
 import keyring
 
-from app.conversations import ConversationRepository, now
+from app.conversations import ConversationRepository
 from app.encryption import decrypt_database, encrypt_database
 from app.store import open_store
-from bench.store import VOCABULARY, sentence
+from bench.store import VOCABULARY, fill, search_times
 from tests.memory_keyring import MemoryKeyring
 
 
-def fill(path: Path, messages: int, rng: random.Random) -> None:
+def fill_database(path: Path, messages: int, rng: random.Random) -> None:
     with open_store(path) as store:
-        repo = ConversationRepository(store)
-        for first in range(0, messages, 50):
-            c = repo.create(title=sentence(rng, 4))
-            stamp = now()
-            rows = [(c.id, "user" if i % 2 == 0 else "assistant", sentence(rng, rng.randint(8, 80)), stamp, stamp)
-                    for i in range(min(50, messages - first))]
-            with store.write() as db:
-                db.conn.executemany("INSERT INTO messages (conversation_id, role, content, created_at, updated_at)"
-                                    " VALUES (?, ?, ?, ?, ?)", rows)
+        fill(store, messages, rng)
 
 
 def median_search_ms(path: Path, queries: list[str]) -> float:
     with open_store(path, readonly=True) as store:
-        repo = ConversationRepository(store)
-        repo.search(queries[0])  # warm the page cache
-        times = []
-        for q in queries:
-            start = time.perf_counter()
-            repo.search(q, limit=20)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        return statistics.median(search_times(ConversationRepository(store), queries)) * 1000
 
 
 def timed(action: Callable[[Path], object], path: Path) -> float:
@@ -71,7 +56,7 @@ def main() -> None:
     queries = [" ".join(rng.sample(VOCABULARY, rng.choice((1, 2)))) for _ in range(args.queries)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "enclave.db"
-        fill(path, args.messages, rng)
+        fill_database(path, args.messages, rng)
         size = path.stat().st_size / 2**20
         plain_ms = median_search_ms(path, queries)
         encrypt_s = timed(encrypt_database, path)
