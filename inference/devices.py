@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from inference.ggml_backend import list_devices
+from inference.ggml_backend import BackendDevice, list_devices
 
 GiB = 1 << 30
 
@@ -61,14 +61,15 @@ def simulated_machine(vram_bytes: int | None, ram_bytes: int, *, unified: bool =
                    simulated=True)
 
 
-def available_ram() -> tuple[int, int]:
-    """(available, total) host RAM in bytes."""
+def available_ram(devices: list[BackendDevice] | None = None) -> tuple[int, int]:
+    """(available, total) host RAM in bytes. ``devices``: ggml's list, when the caller has it."""
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         values = dict(re.findall(r"^(\w+):\s+(\d+) kB", meminfo.read_text(), re.M))
         if "MemAvailable" in values:
             return int(values["MemAvailable"]) * 1024, int(values["MemTotal"]) * 1024
-    cpu = next((d for d in list_devices() if d.type == "cpu"), None)  # macOS, Windows
+    devices = devices if devices is not None else list_devices()  # macOS, Windows: ggml knows the RAM
+    cpu = next((d for d in devices if d.type == "cpu"), None)
     if cpu is not None and cpu.total_bytes:
         return cpu.free_bytes, cpu.total_bytes
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -76,10 +77,11 @@ def available_ram() -> tuple[int, int]:
 
 
 def detect_machine() -> Machine:
-    free, total = available_ram()
+    devices = list_devices()
+    free, total = available_ram(devices)
     gpus = tuple(
         GpuDevice(d.name, d.description, d.free_bytes, d.total_bytes, "igpu" if d.type == "igpu" else "gpu")
-        for d in list_devices()
+        for d in devices
         if d.type in ("gpu", "igpu")
     )
     unified = any(g.kind == "igpu" or g.name.lower().startswith("metal") for g in gpus)
