@@ -29,8 +29,10 @@ if not __package__:  # run as a file rather than with -m: the repository root ho
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, QTimer, Signal
+from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QPlainTextEdit, QProgressBar
+
+from tests.event_loop import spin_until as run_until
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -94,14 +96,7 @@ class StallMeter:
 
 
 def spin_until(done: Callable[[], bool], timeout_s: float = 300) -> None:
-    loop = QEventLoop()
-    poll = QTimer(interval=20)
-    poll.timeout.connect(lambda: loop.quit() if done() else None)
-    poll.start()
-    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    loop.exec()
-    poll.stop()
-    if not done():
+    if not run_until(done, timeout_s, poll_ms=20):
         raise SystemExit(f"timed out after {timeout_s:.0f} s")
 
 

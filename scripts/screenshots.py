@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repository root holds tests/ (the tiny model)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
+from tests.event_loop import spin_until  # noqa: E402
 
 SIZE = (1280, 800)
 QUESTION = "What do the notes say about keeping data on this machine?"
@@ -45,13 +44,7 @@ NOTES = {
 
 def settle(seconds: float = 1.0, done: Callable[[], bool] = lambda: False) -> None:
     """Let queued work (plans, token counts, pages) arrive and paint."""
-    loop = QEventLoop()
-    deadline = time.monotonic() + seconds
-    poll = QTimer(interval=25)
-    poll.timeout.connect(lambda: loop.quit() if done() or time.monotonic() > deadline else None)
-    poll.start()
-    loop.exec()
-    poll.stop()
+    spin_until(done, seconds)
 
 
 def prepare(root: Path) -> tuple[int, int]:

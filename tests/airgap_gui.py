@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from tests.event_loop import spin_until
 from ui.app import application, main
 from ui.main_window import MainWindow
 
@@ -33,14 +33,7 @@ class StepFailed(Exception):
 
 def wait_until(done: Callable[[], bool], what: str, timeout: float = STEP_TIMEOUT) -> None:
     """Run the event loop until ``done()``; the app's own work (pool threads, the worker) goes on."""
-    loop = QEventLoop()
-    deadline = time.monotonic() + timeout
-    poll = QTimer(interval=25)
-    poll.timeout.connect(lambda: loop.quit() if done() or time.monotonic() > deadline else None)
-    poll.start()
-    loop.exec()
-    poll.stop()
-    if not done():
+    if not spin_until(done, timeout):
         error = the_window().chat.error_bar
         shown = f" (it shows: {error.text()})" if error.isVisible() else ""
         raise StepFailed(f"the GUI did not {what} within {timeout:.0f} s{shown}")
