@@ -15,7 +15,15 @@ from app.paths import AppPaths
 from app.services import Services
 from inference.errors import EnclaveError
 from tests.proofs.launch import Enclave, Ended
-from tests.proofs.probes import alive, children, database_problems, open_fds, snapshot_rows, still_running
+from tests.proofs.probes import (
+    alive,
+    children,
+    database_problems,
+    open_fds,
+    snapshot_rows,
+    still_running,
+    store_problems,
+)
 from tests.proofs.scenario import Attempt, Scenario, ended_badly
 
 
@@ -200,11 +208,7 @@ class WorkerKills(Scenario):
         return []
 
     def finish(self) -> list[str]:
-        problems = []
-        if self.services.store.integrity_check() != ["ok"]:
-            problems.append(f"integrity_check: {self.services.store.integrity_check()[:3]}")
-        if fks := self.services.store.read().execute("PRAGMA foreign_key_check").fetchall():
-            problems.append(f"foreign_key_check: {fks[:3]}")
+        problems = store_problems(self.services.store)
         fds, kids = open_fds(), len(children())
         self.figures = f"open files {self.fds} -> {fds}, child processes {self.children} -> {kids}"
         if fds > self.fds or kids > self.children:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from app.store import StoreError, open_store
+from app.store import Store, StoreError, open_store
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -80,11 +80,15 @@ def database_problems(database: Path) -> list[str]:
         return []
     try:
         with open_store(database) as store:
-            integrity = store.integrity_check()
-            foreign = store.read().execute("PRAGMA foreign_key_check").fetchall()
+            return store_problems(store)
     except StoreError as exc:  # a stale lock, a damaged file
         return [f"the database cannot be opened after the kill: {exc}"]
+
+
+def store_problems(store: Store) -> list[str]:
+    """SQLite's integrity and foreign-key checks on an open store: what is wrong, or nothing."""
+    integrity = store.integrity_check()
     problems = [] if integrity == ["ok"] else [f"integrity_check: {integrity[:3]}"]
-    if foreign:
+    if foreign := store.read().execute("PRAGMA foreign_key_check").fetchall():
         problems.append(f"foreign_key_check: {foreign[:3]}")
     return problems
