@@ -48,6 +48,7 @@ from ui.library_documents import ERROR_COLOR, TITLE, DocumentTableModel
 from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
 from ui.library_tokens import LibraryTokens, SizingResult, measure, size_context
 from ui.tasks import TaskRunner
+from ui.widgets import dropped_paths
 
 LIBRARY_ID = Qt.ItemDataRole.UserRole
 
@@ -55,10 +56,6 @@ LIBRARY_ID = Qt.ItemDataRole.UserRole
 def split_globs(text: str) -> tuple[str, ...]:
     """'*.md, docs/*  *.txt' -> ('*.md', 'docs/*', '*.txt')."""
     return tuple(p for p in text.replace(",", " ").split() if p)
-
-
-def local_paths(urls: list) -> list[Path]:
-    return [Path(u.toLocalFile()) for u in urls if u.isLocalFile() and u.toLocalFile()]
 
 
 class LibrariesPage(QWidget):
@@ -442,15 +439,15 @@ class LibrariesPage(QWidget):
     # Drag and drop --------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if local_paths(event.mimeData().urls()):
+        if dropped_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:
-        if local_paths(event.mimeData().urls()):
+        if dropped_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        paths = local_paths(event.mimeData().urls())
+        paths = dropped_paths(event.mimeData())
         if not paths:
             return
         event.acceptProposedAction()

@@ -24,17 +24,11 @@ from ui.settings_page import SettingsPage
 from ui.side_panel import SidePanel
 from ui.sidebar import Sidebar
 from ui.tasks import TaskRunner
+from ui.widgets import dropped_paths
 
 LAYOUT_FILE = "window.ini"
 SIDE_PANEL_KEY = "window/side_panel"
 STATUS_MS = 8000
-
-
-def dropped_paths(mime: QMimeData) -> list[Path]:
-    """The local files and folders in a drop; web links and other data are ignored."""
-    if not mime.hasUrls():
-        return []
-    return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
 
 
 def is_model_file(path: Path) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget
 
 
@@ -16,3 +19,10 @@ def list_table(columns: list[str], stretch: int) -> QTableWidget:
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
     return table
+
+
+def dropped_paths(mime: QMimeData) -> list[Path]:
+    """The local files and folders in a drop; web links and other data are ignored."""
+    if not mime.hasUrls():
+        return []
+    return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
