@@ -89,6 +89,13 @@ class Services:
         """The saved settings, with what the organisation's policy decides in their place."""
         return replace(self.settings.load(), **self.policy.managed_settings())
 
+    @property
+    def offline(self) -> bool:
+        """No download may go online now: the offline setting, the organisation's policy or ENCLAVE_OFFLINE."""
+        from app.hub import offline_enabled
+
+        return self.current_settings().offline or offline_enabled()
+
     def export_conversation(self, conversation_id: int, fmt: str, destination: str) -> str:
         """A conversation as Markdown (``md``) or JSON, if the policy allows exports."""
         self.enforcer.check_export("conversation", conversation=conversation_id, destination=destination)

@@ -237,14 +237,9 @@ class FirstRunPage(QWidget):
 
         self._start("Checking what fits this machine…", judge, self._show_catalog)
 
-    def _offline(self) -> bool:
-        from app.hub import offline_enabled
-
-        return self.services.current_settings().offline or offline_enabled()
-
     def _show_catalog(self, result: tuple[str, list[Any]]) -> None:
         machine, results = result
-        offline = self._offline()
+        offline = self.services.offline
         _clear(self.results)
         self.results_box.setTitle(f"The catalog — for this machine: {machine}")
         self.results_box.show()

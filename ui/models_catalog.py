@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import hub
 from app.catalog import CATALOG, CatalogEntry, Fit, fits, load_catalog
 from app.models import Model, Progress
 from app.policy import SET_BY
@@ -88,9 +87,6 @@ class CatalogTab(QWidget):
         self.tasks.run(lambda: load_catalog(catalog), on_result=self._loaded,
                        on_error=lambda message: self.summary.setText(f"The catalog cannot be read: {message}"))
 
-    def offline(self) -> bool:
-        return self.services.current_settings().offline or hub.offline_enabled()
-
     def _loaded(self, entries: list[CatalogEntry]) -> None:
         self.entries = entries
         self.judge()
@@ -126,7 +122,7 @@ class CatalogTab(QWidget):
 
     def update_offline(self) -> None:
         """Download buttons only when Enclave may go online and nothing is downloading."""
-        offline = self.offline()
+        offline = self.services.offline
         for row in range(self.table.rowCount()):
             button = self.download_button(row)
             button.setEnabled(not offline and not self.jobs.busy)
@@ -142,7 +138,7 @@ class CatalogTab(QWidget):
         return "Enclave works offline (the offline setting or ENCLAVE_OFFLINE=1): downloads are off."
 
     def download(self, row: int) -> None:
-        if self.jobs.busy or self.offline():
+        if self.jobs.busy or self.services.offline:
             return
         entry = self.fits[row].entry
         progress, cancelled = self.jobs.start(f"Downloading {entry.name} ({size_text(entry)})…", cancellable=True)
