@@ -277,14 +277,8 @@ class Worker:
             doing = f"loading {Path(request.settings.path).name}"
         else:
             doing = f"running {type(request).__name__.lower()}"
-        if code is not None and code < 0:
-            how = f"was stopped by {signal.Signals(-code).name}"
-            if -code == signal.SIGKILL:
-                how += " (most often: the system ran out of memory)"
-        else:
-            how = f"exited with code {code}"
-        message = f"llama.cpp crashed while {doing}: the worker process {how}."
-        cause = _crash_cause(lines)
+        message = f"llama.cpp crashed while {doing}: the worker process {how_it_ended(code)}."
+        cause = crash_cause(lines)
         if cause:
             message += f" It said: {cause.rstrip('.')}."
             if "GGML_ASSERT" in cause and isinstance(request, Load):
@@ -296,13 +290,7 @@ class Worker:
 
     def log_tail(self, n: int | None = CRASH_TAIL_LINES) -> list[str]:
         """The last ``n`` lines (all if None) the current or last child wrote to the log."""
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                text = f.read().decode("utf-8", errors="replace")
-        except OSError:
-            return []
-        lines = [ln for ln in text.splitlines() if ln.strip()]
+        lines = log_lines_since(self.log_path, self._log_offset)
         return lines if n is None else lines[-n:]
 
     # Typed calls ------------------------------------------------------------------------
@@ -341,7 +329,28 @@ class Worker:
         self._call(Unload(), Unloaded)
 
 
-def _crash_cause(lines: list[str]) -> str:
+def log_lines_since(log_path: Path, offset: int) -> list[str]:
+    """The non-blank lines written to ``log_path`` after byte ``offset``."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead child's end for people: 'was stopped by SIGKILL (...)', 'exited with code 1'."""
+    if exitcode is not None and exitcode < 0:
+        how = f"was stopped by {signal.Signals(-exitcode).name}"
+        if -exitcode == signal.SIGKILL:
+            how += " (most often: the system ran out of memory)"
+        return how
+    return f"exited with code {exitcode}"
+
+
+def crash_cause(lines: list[str]) -> str:
     """The line that best explains a crash: a failed assert, else the last error."""
     for needle in ("GGML_ASSERT", "GGML_ABORT", "error"):
         for line in reversed(lines):
@@ -363,9 +372,10 @@ def _as_error(failed: Failed) -> EnclaveError:
 # The child ------------------------------------------------------------------------------
 
 
-def _redirect_output(log_path: str) -> None:
+def redirect_output(log_path: str) -> None:
     """Send the process's own stdout and stderr (native writes included: an assert's
-    message, a backtrace) to the llama.cpp log file instead of the user's terminal."""
+    message, a backtrace) to the llama.cpp log file instead of the user's terminal. The worker, the device probe and
+    the document reader call it first thing."""
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -378,7 +388,7 @@ def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
     """The child's main loop: one request at a time until Unload or the pipe closes."""
     import faulthandler
 
-    _redirect_output(log_path)
+    redirect_output(log_path)
     # Ctrl-C in a terminal reaches the whole process group: the parent turns it into a
     # cancel; the worker must not die of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -6,7 +6,8 @@ asks for, answered the way huggingface.co answers.
 * ``HEAD``/``GET /{repo}/resolve/{rev}/{file}``: ``X-Repo-Commit``, ``ETag``,
   ``X-Linked-Etag``, ``X-Linked-Size``, ``Content-Length``, ``Accept-Ranges`` (and no
   ``X-Xet-*`` header, so plain HTTP is used), Range requests answered 206 or 416;
-* ``GET /api/models?search=...``: search results.
+* ``GET /api/models?search=...``: search results, in the order the repos were added (unsorted:
+  Enclave orders them itself).
 
 Switches: ``drops`` (per GET, drop the connection after that many body bytes), ``corrupt``
 (file names served with wrong bytes), ``rate`` (file bodies sent at that many bytes per
@@ -199,7 +200,6 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(query.get("limit", ["1000"])[0])
         found = [r for r in self.server.hub.repos.values()
                  if words in r.repo_id.lower() and not r.private and ("gguf" not in query.get("filter", []) or r.gguf)]
-        found.sort(key=lambda r: r.downloads, reverse=True)
         self._json([{"_id": r.repo_id, "id": r.repo_id, "downloads": r.downloads, "likes": r.likes,
                      "lastModified": r.last_modified, "gated": "manual" if r.gated else False}
                     for r in found[:limit]])

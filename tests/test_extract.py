@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -523,11 +524,62 @@ def test_kind_of_by_extension_and_sniff(tmp_path):
     assert kind_of(script) == "code"
 
 
-def test_supported_extensions():
+def _text_sample(path: Path) -> str:
+    path.write_text("A marmot whistles at dawn.\n", encoding="utf-8")
+    return "marmot whistles"
+
+
+def _html_sample(path: Path) -> str:
+    path.write_text("<html><body><p>A marmot whistles at dawn.</p></body></html>", encoding="utf-8")
+    return "marmot whistles"
+
+
+def _table_sample(separator: str) -> Callable[[Path], str]:
+    def write(path: Path) -> str:
+        path.write_text(f"animal{separator}sound\nmarmot{separator}whistle\n", encoding="utf-8")
+        return "marmot"
+    return write
+
+
+def _json_sample(path: Path) -> str:
+    path.write_text('{"animal": "marmot"}', encoding="utf-8")
+    return "marmot"
+
+
+def _built(builder: Callable[[Path], Path], phrase: str) -> Callable[[Path], str]:
+    return lambda path: (builder(path), phrase)[1]
+
+
+# extension -> (the kind it is read as, a writer of a sample that returns a phrase of its text);
+# every other supported extension is a text, Markdown or source file.
+RICH_SAMPLES: dict[str, tuple[str, Callable[[Path], str]]] = {
+    ".pdf": ("pdf", _built(samples.write_pdf, "alpha apples")),
+    ".docx": ("docx", _built(samples.write_docx, "Project Orion")),
+    ".pptx": ("pptx", _built(samples.write_pptx, "Rockets need fuel")),
+    ".xlsx": ("xlsx", _built(samples.write_xlsx, "Grace")),
+    ".xlsm": ("xlsx", _built(samples.write_xlsx, "Grace")),
+    ".eml": ("email", _built(samples.write_eml_plain, "meet at the café")),
+    **{ext: ("html", _html_sample) for ext in (".html", ".htm", ".xhtml")},
+    ".csv": ("csv", _table_sample(",")),
+    **{ext: ("tsv", _table_sample("\t")) for ext in (".tsv", ".tab")},
+    **{ext: ("json", _json_sample) for ext in (".json", ".geojson")},
+}
+
+
+@pytest.mark.parametrize("ext", sorted(SUPPORTED_EXTENSIONS))
+def test_every_supported_extension_is_read(tmp_path, ext):
+    path = tmp_path / f"sample{ext}"
+    kind, write = RICH_SAMPLES.get(ext, (None, _text_sample))
+    phrase = write(path)
+    result = extract(path)
+    assert result.kind in ({kind} if kind else {"text", "markdown", "code"}) and phrase in result.text
+
+
+def test_the_documented_formats_are_supported():
     for ext in (".txt", ".md", ".py", ".html", ".pdf", ".docx", ".pptx", ".xlsx", ".csv", ".tsv", ".json", ".eml",
                 ".yaml", ".tex", ".sql"):
-        assert ext in SUPPORTED_EXTENSIONS
-    assert all(ext.startswith(".") and ext == ext.lower() for ext in SUPPORTED_EXTENSIONS)
+        assert kind_of(Path(f"file{ext.upper()}")) is not None, ext
+    assert kind_of(Path("song.mp3")) is None and ".mp3" not in SUPPORTED_EXTENSIONS
 
 
 def test_is_probably_binary():

@@ -469,11 +469,12 @@ def test_search_with_a_refused_token_says_what_to_do(hub: FakeHub) -> None:
 
 def test_search_lists_gguf_repos_most_downloaded_first(hub: FakeHub) -> None:
     hub.add(FakeRepo("org/Model-safetensors", {}, downloads=10_000, gguf=False))
-    found = search("GGUF", limit=5)
-    assert [r["id"] for r in found] == [REPO, "org/Gated-GGUF"]
-    assert found[0] == {"id": REPO, "downloads": 500, "likes": 7, "last_modified": "2025-05-01T12:00:00+00:00",
+    hub.add(FakeRepo("org/Popular-GGUF", {"Popular-Q4_K_M.gguf": _payload(7, 1_000)}, downloads=5_000))
+    found = search("GGUF", limit=5)  # the fake hub answers unsorted: 500, 90, 5,000 downloads
+    assert [r["id"] for r in found] == ["org/Popular-GGUF", REPO, "org/Gated-GGUF"]
+    assert found[1] == {"id": REPO, "downloads": 500, "likes": 7, "last_modified": "2025-05-01T12:00:00+00:00",
                         "gated": False}
-    assert found[1]["gated"] is True
+    assert found[2]["gated"] is True
     (request,) = hub.requests
     assert request.query["search"] == ["GGUF"] and request.query["filter"] == ["gguf"]
-    assert request.query["limit"] == ["5"]
+    assert request.query["limit"] == ["5"] and request.query["sort"] == ["downloads"]  # the hub's top 5, too

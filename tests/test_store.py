@@ -3,6 +3,8 @@ not ours, one instance per data folder, full-text search that never raises."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -141,7 +143,11 @@ def test_readers_do_not_wait_for_a_long_write(store: Store) -> None:
 
 NASTY = ['"', '""', "'", "*", "-", "-memory", "NEAR", "NEAR(a b)", "a NEAR b", "(", ")", "((a", "a OR", "AND",
          "NOT", "^", ":", "col:word", "memory*", '"unbalanced', "a AND (b", "{", "}", "+", "%", "\\", "",
-         "   ", "🙂", "ü"]
+         "   ", "🙂", "ü", '"quoted"', "word*", "(really)", "planner NEAR", "NOT planner"]
+# What each query finds in the title "notes on memory" and the message below, read as plain words
+# (punctuation is not part of a word); every other query finds nothing.
+FOUND = {"-memory": {"title", "message"}, "memory*": {"title", "message"}, "NEAR": {"message"}, "((a": {"message"},
+         '"quoted"': {"message"}, "word*": {"message"}, "(really)": {"message"}, "planner NEAR": {"message"}}
 
 
 @pytest.mark.parametrize("query", NASTY)
@@ -149,7 +155,8 @@ def test_search_takes_fts_syntax_as_plain_words(store: Store, query: str) -> Non
     repo = ConversationRepository(store)
     c = repo.create(title="notes on memory")
     repo.add_message(c.id, "user", "the memory planner NEAR the GPU (really) - a \"quoted\" word*")
-    assert isinstance(repo.search(query), list)
+    found = {"title" if hit.message_id is None else "message" for hit in repo.search(query)}
+    assert found == FOUND.get(query, set())
 
 
 def test_search_finds_words_and_marks_them(store: Store) -> None:
@@ -187,9 +194,17 @@ def test_pages_of_a_long_history(store: Store) -> None:
 
 def test_background_tasks_do_not_open_a_connection_each(qapp, store: Store) -> None:
     """Qt's pool threads run each task with a fresh Python thread state; a reader connection
-    kept in thread-local storage was opened again (and never closed) for every task."""
-    from tests.proofs.probes import open_fds
+    kept in thread-local storage was opened again (and never closed) for every task. Counted
+    as this process's open files of the database (each connection holds one), so work other
+    tests left running in the process cannot move the figure."""
     from ui.tasks import TaskRunner
+
+    def open_fds() -> int:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed while listed
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(link.startswith(str(store.path)) for link in links)
 
     tasks = TaskRunner()
     counts: list[int] = []
@@ -201,6 +216,7 @@ def test_background_tasks_do_not_open_a_connection_each(qapp, store: Store) -> N
         tasks.run(read, serial=True)
     assert tasks.wait()
     before = open_fds()
+    assert before >= 1  # the writer and this thread's reader hold the file: the count sees connections
     for _ in range(30):
         tasks.run(read, serial=True)
     assert tasks.wait()

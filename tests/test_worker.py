@@ -136,14 +136,17 @@ def test_cancel_stops_within_one_token_and_the_worker_stays_usable(worker: Worke
 
 
 def test_abandoning_a_stream_leaves_the_worker_in_sync(moe_worker: Worker) -> None:
+    hello = moe_worker.tokenize("hello library")
+    reply = tokens_of(list(moe_worker.generate(Generate(messages=QUESTION, sampling=GREEDY))))
     stream = moe_worker.generate(Generate(messages=QUESTION, sampling=Sampling(temperature=0, max_tokens=300)))
     for event in stream:
         if isinstance(event, Token):
             break
     stream.close()
-    assert moe_worker.tokenize("hello") == moe_worker.tokenize("hello")
+    # the next requests get their own answers, not what was left of the abandoned reply
+    assert moe_worker.tokenize("hello library") == hello and len(hello) >= 2
     events = list(moe_worker.generate(Generate(messages=QUESTION, sampling=GREEDY)))
-    assert isinstance(events[-1], Done)
+    assert tokens_of(events) == reply and len(reply) == GREEDY.max_tokens and isinstance(events[-1], Done)
 
 
 def test_saved_prefix_restored_in_a_fresh_worker_continues_identically(tmp_path: Path, moe_model: Path) -> None:

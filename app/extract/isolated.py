@@ -6,6 +6,9 @@ HTML tags take seconds per megabyte. Rich formats (PDF, Office, HTML, e-mail) ar
 read in one reusable child process; a document that takes longer than ``Limits.max_seconds``
 is recorded as too slow, the child is killed and the next document gets a fresh one. Plain
 text, code and data files are read in this process, where they cost nothing extra.
+
+The child writes nothing to the terminal: its output, its logging and its warnings (pypdf's
+"EOF marker not found" on a damaged PDF, say) go to the app's log file.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from types import TracebackType
 
 from app.extract import Extracted, ExtractionError, Limits, extract, kind_of
 from app.extract.base import human_seconds
+from app.logs import log_child_to, log_file
 from inference.orphans import exit_with_parent
 
 IN_PROCESS_KINDS = frozenset({"text", "markdown", "code", "csv", "tsv", "json"})
 _CLOSE_SECONDS = 5.0
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, log_path: str | None) -> None:
     """The child: read documents until the parent closes the pipe (or dies mid-document)."""
     exit_with_parent()
+    if log_path is not None:
+        log_child_to(Path(log_path))
     # Ctrl-C in a terminal reaches the whole process group: the parent stops between files;
     # the reader must not die of it mid-document with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -42,9 +48,11 @@ def _serve(conn: Connection) -> None:
 
 
 class IsolatedExtractor:
-    """``extract`` with a time limit per document; use as a context manager (one per ingest)."""
+    """``extract`` with a time limit per document; use as a context manager (one per ingest).
+    The reader's output goes to ``log_path``: by default the app's log, when this process has one."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_path: Path | None = None) -> None:
+        self._log_path = log_path or log_file()
         self._context = multiprocessing.get_context("spawn")
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -78,7 +86,9 @@ class IsolatedExtractor:
         if self._conn is None or self._process is None or not self._process.is_alive():
             self._stop(kill=True)
             parent, child = self._context.Pipe()
-            process = self._context.Process(target=_serve, args=(child,), name="enclave-extract", daemon=True)
+            log_path = str(self._log_path) if self._log_path is not None else None
+            process = self._context.Process(target=_serve, args=(child, log_path), name="enclave-extract",
+                                            daemon=True)
             process.start()
             child.close()
             self._process, self._conn = process, parent

@@ -99,6 +99,7 @@ def search(query: str, *, limit: int = 20, token: str | None = None, offline: bo
                     refused=refused):
         found = list(api().list_models(search=query, filter="gguf", sort="downloads", limit=limit,
                                        expand=["downloads", "likes", "lastModified", "gated"], token=auth))
+    found.sort(key=lambda m: m.downloads or 0, reverse=True)  # a mirror (HF_ENDPOINT) may not sort
     return [{"id": m.id, "downloads": m.downloads or 0, "likes": m.likes or 0,
              "last_modified": _iso(m.last_modified), "gated": bool(m.gated)} for m in found]
 
