@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from app.conversations import Conversation, ConversationRepository, Message
-from app.library_chat import LibraryChat
+from app.library_chat import LibraryChat, LibraryContext
+from app.profiles import ModelProfile, load_request
 from app.prompting import fit_history
 from app.reasoning import ReasoningSplitter, Split, detect_style, prompt_opens_reasoning
 from app.runtime import Runtime
 from app.settings import Settings
 from inference.errors import EnclaveError
-from inference.planner import PlanRequest
-from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress, Sampling, Token, Tokens
+from inference.protocol import ChatMessage, Done, Failed, Progress, Sampling, Token, Tokens
 
 FLUSH_SECONDS = 0.25  # how often a streaming reply is written to the database
 TITLE_LENGTH = 60
@@ -38,6 +38,35 @@ class ContextTrimmed:
     dropped: int  # earlier messages left out of the prompt
     prompt_tokens: int
     n_ctx: int
+
+
+@dataclass(frozen=True)
+class ContextRaised:
+    """A library conversation loaded a longer context than the model's profile asks for:
+    enough for the whole library (``whole``), or the largest the machine holds. Said before
+    the answer."""
+
+    n_ctx: int
+    profile_ctx: int
+    model: str
+    whole: bool = True
+
+    def describe(self) -> str:
+        why = (f"This library needs a context of {self.n_ctx:,} tokens" if self.whole else
+               f"This library is more than this machine holds; the largest context that fits is {self.n_ctx:,} "
+               "tokens")
+        return f"{why}; the profile of {self.model} asks for {self.profile_ctx:,}, so {self.n_ctx:,} is used for it."
+
+
+@dataclass(frozen=True)
+class LibraryContextNeed:
+    """A library that needs more context than the model's profile sets, on a machine that
+    holds it: the window asks the user before the question is sent."""
+
+    model: str
+    needed: int
+    profile_ctx: int
+    whole: bool = True  # ``needed`` holds the whole library (else: the largest context that fits)
 
 
 @dataclass(frozen=True)
@@ -65,7 +94,8 @@ class ReplyFinished:
     message: Message
 
 
-ChatEvent = UserMessageSaved | ContextTrimmed | LibraryNote | PromptProgress | ReplyDelta | ReplyFinished
+ChatEvent = (UserMessageSaved | ContextTrimmed | ContextRaised | LibraryNote | PromptProgress | ReplyDelta
+             | ReplyFinished)
 
 
 def title_from(text: str) -> str:
@@ -75,21 +105,31 @@ def title_from(text: str) -> str:
 
 class ChatService:
     def __init__(self, conversations: ConversationRepository, runtime: Runtime,
-                 settings: Callable[[], Settings], library_chat: LibraryChat | None = None) -> None:
+                 settings: Callable[[], Settings], library_chat: LibraryChat | None = None,
+                 profiles: Callable[[str], ModelProfile] = lambda model: ModelProfile()) -> None:
+        """``profiles``: the saved profile of a model, by what a conversation calls it."""
         self.conversations = conversations
         self.runtime = runtime
         self._settings = settings
+        self._profiles = profiles
         self.library_chat = library_chat
         self._stop_requested = False
+        # Library conversations whose user chose the profile's context over a longer one
+        # (the window asks); the others get what their library needs when it fits.
+        self.keep_profile_context: set[int] = set()
 
     # Conversations --------------------------------------------------------------------
 
     def start(self, *, model: str | None = None, system_prompt: str | None = None,
               sampling: dict | None = None, library_id: int | None = None) -> Conversation:
         settings = self._settings()
+        model = model or settings.default_model
+        if system_prompt is None:
+            saved = self._profiles(model).system_prompt if model else None
+            system_prompt = settings.system_prompt if saved is None else saved
         return self.conversations.create(
-            model=model or settings.default_model,
-            system_prompt=settings.system_prompt if system_prompt is None else system_prompt,
+            model=model,
+            system_prompt=system_prompt,
             sampling=sampling or {},
             library_id=library_id,
         )
@@ -147,22 +187,43 @@ class ChatService:
     def _sampling(self, conversation: Conversation) -> Sampling:
         settings = self._settings()
         known = {k: v for k, v in conversation.sampling.items() if k in Sampling.__dataclass_fields__}
-        return settings.sampling(**known)
+        return settings.sampling(**{**self._profiles(self._model_of(conversation)).sampling_overrides(), **known})
 
-    def _load(self, model: str, conversation: Conversation, reserve: int) -> int:
-        """Load ``model`` (if it is not already) with the settings' context, or, for a
-        library conversation, one that holds the library when it can."""
+    def library_context_need(self, conversation_id: int) -> LibraryContextNeed | None:
+        """For a library conversation whose model's profile sets a context too short for
+        the whole library on a machine that would hold it: what it needs (the window asks
+        before sending). None when there is nothing to ask."""
+        conversation = self.conversations.get(conversation_id)
+        if conversation.library_id is None or self.library_chat is None:
+            return None
+        model = self._model_of(conversation)
+        profile = self._profiles(model)
+        if profile.n_ctx is None or profile.n_ctx == 0 or conversation_id in self.keep_profile_context:
+            return None  # no context chosen: the library gets what it needs without asking
+        needed, whole = self._library_context(conversation, model, profile.n_ctx)
+        return LibraryContextNeed(model, needed, profile.n_ctx, whole) if needed > profile.n_ctx else None
+
+    def _library_context(self, conversation: Conversation, model: str, minimum: int) -> LibraryContext:
+        assert self.library_chat is not None and conversation.library_id is not None
+        reserve = self._sampling(conversation).max_tokens or 2048
+        planned = load_request(self._profiles(model), self._settings()).planned
+        return self.library_chat.context_for(conversation.library_id, model, minimum, reserve, planned)
+
+    def _load(self, model: str, conversation: Conversation) -> tuple[int, ContextRaised | None]:
+        """Load ``model`` as its profile says (nothing happens when it is loaded so already).
+        A library conversation gets the longer context its library needs when the machine
+        holds it, unless its user chose to keep the profile's."""
         settings = self._settings()
-        n_ctx = settings.context_length
-        if conversation.library_id is not None and self.library_chat is not None:
-            n_ctx = self.library_chat.context_for(conversation.library_id, model, n_ctx, reserve)
-        trained = self.runtime.inspect(model).context_length
-        if trained:
-            n_ctx = min(n_ctx, trained)  # past its trained context a model only produces noise
-        extra = {"n_threads": settings.threads} if settings.threads else {}
-        outcome = self.runtime.load(model, ModelSettings(path=model, n_ctx=n_ctx, **extra),
-                                    planned=PlanRequest(n_ctx=n_ctx))
-        return outcome.info.n_ctx
+        profile = self._profiles(model)
+        wanted = profile.context(settings)
+        n_ctx, raised = None, None
+        if (conversation.library_id is not None and self.library_chat is not None and wanted
+                and conversation.id not in self.keep_profile_context):
+            needed, whole = self._library_context(conversation, model, wanted)
+            if needed > wanted:
+                n_ctx, raised = needed, ContextRaised(needed, wanted, model, whole)
+        outcome = self.runtime.load_profile(model, profile, settings, n_ctx=n_ctx)
+        return outcome.info.n_ctx, raised
 
     def _history(self, conversation: Conversation) -> list[ChatMessage]:
         """The conversation as the model sees it: finished text, reasoning attached."""
@@ -204,7 +265,9 @@ class ChatService:
     def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
         self._stop_requested = False
         sampling = self._sampling(conversation)
-        n_ctx = self._load(model, conversation, sampling.max_tokens or 2048)
+        n_ctx, raised = self._load(model, conversation)
+        if raised is not None:
+            yield raised
         reserve = min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
         if conversation.library_id is not None:
             turn = yield from self._library_turn(conversation, n_ctx, reserve)

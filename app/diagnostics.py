@@ -10,22 +10,33 @@ from app import __version__
 from app.encryption import status as encryption_status
 from app.paths import AppPaths
 from app.policy import policy_in_force
-from inference import ggml_backend
+from inference.errors import EnclaveError
+from inference.probe import probe_report
 
 
 def collect(paths: AppPaths) -> dict[str, Any]:
-    import llama_cpp
-
+    """The report; llama.cpp's backends and devices come from a probe process (a failed
+    probe is reported in ``probe_error``, with the rest of the report)."""
     return {
         "version": __version__,
         "llama_cpp_python": version("llama-cpp-python"),
-        "backends": ggml_backend.backend_names(),
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
-        "devices": [asdict(d) for d in ggml_backend.list_devices()],
+        **_devices(paths),
         "paths": paths.as_dict(),
         "encryption": encryption_status(paths.database),
         "policy": _policy(),
+    }
+
+
+def _devices(paths: AppPaths) -> dict[str, Any]:
+    try:
+        report = probe_report(paths.llama_log)
+    except EnclaveError as exc:
+        return {"backends": [], "gpu_offload": False, "system_info": "", "devices": [], "probe_error": str(exc)}
+    return {
+        "backends": list(report.backends),
+        "gpu_offload": report.gpu_offload,
+        "system_info": report.system_info,
+        "devices": [asdict(d) for d in report.devices],
     }
 
 

@@ -11,14 +11,14 @@ evaluates the library once (with progress); the next ones evaluate only themselv
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from app.kv_cache import PromptCache
 from app.libraries import LibraryRepository
 from app.library_sizing import library_tokens, needed_context
 from app.prompting import LibraryPromptBuilder, fit_history
 from app.runtime import Runtime
-from inference.devices import detect_machine
 from inference.errors import EnclaveError
 from inference.fingerprint import model_fingerprint
 from inference.planner import PlanRequest, plan
@@ -37,6 +37,11 @@ class LibraryTurn:
     dropped_turns: int
 
 
+class LibraryContext(NamedTuple):
+    n_ctx: int  # the context to load with
+    whole: bool  # it holds the whole library (else: the largest this machine and model allow)
+
+
 def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
@@ -52,18 +57,25 @@ class LibraryChat:
         self.cache = cache
         self.runtime = runtime
 
-    def context_for(self, library_id: int, model: str, minimum: int, reserve: int) -> int:
+    def context_for(self, library_id: int, model: str, minimum: int, reserve: int,
+                    request: PlanRequest | None = None) -> LibraryContext:
         """The context to load ``model`` with for this library: enough for all of it
-        (and a conversation) when the model and this machine allow, else the largest that
-        fits, never less than ``minimum``."""
+        (and a conversation of up to a quarter of it) when the model and this machine
+        allow, else the largest that fits, never less than ``minimum``. ``request``: the
+        KV cache types and placement the model's profile plans with."""
         gguf = self.runtime.inspect(model)
         tokens = library_tokens(self.libraries, library_id, model_fingerprint(gguf.path)).tokens
-        want = min(max(minimum, needed_context(tokens, minimum // HISTORY_SHARE, reserve)), gguf.context_length)
-        machine = detect_machine()
-        if plan(gguf.shape, machine, PlanRequest(n_ctx=want)).fits:
-            return want
-        largest = plan(gguf.shape, machine, PlanRequest())
-        return max(minimum, largest.n_ctx) if largest.fits else minimum
+        want = max(minimum, needed_context(tokens, minimum // HISTORY_SHARE, reserve))
+        while (grown := needed_context(tokens, want // HISTORY_SHARE, reserve)) > want:
+            want = grown  # the conversation's quarter grows with the context: asking again gives the same
+        whole = want <= gguf.context_length  # past its trained context, no load holds all of it
+        want = min(want, gguf.context_length)
+        base = request or PlanRequest()
+        machine = self.runtime.machine()  # probed again by the load that follows
+        if plan(gguf.shape, machine, replace(base, n_ctx=want)).fits:
+            return LibraryContext(want, whole)
+        largest = plan(gguf.shape, machine, replace(base, n_ctx=None))
+        return LibraryContext(max(minimum, largest.n_ctx) if largest.fits else minimum, whole=False)
 
     def prepare(self, library_id: int, system_prompt: str, history: list[ChatMessage], n_ctx: int,
                 reserve: int) -> Iterator[Progress]:

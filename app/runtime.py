@@ -14,8 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.enforcement import Enforcer
+from app.machine import MachineProbe
 from app.paths import AppPaths
-from inference.devices import Machine, detect_machine
+from app.profiles import ModelProfile, load_request
+from app.settings import Settings
+from inference.devices import Machine
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.load_report import EstimateCheck, LoadReport, parse_load_log
@@ -52,21 +55,40 @@ class LoadOutcome:
     checks: tuple[EstimateCheck, ...]
 
 
-def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine | None = None) -> Plan:
+def freeing(machine: Machine, loaded: LoadReport | None) -> Machine:
+    """``machine`` as a new load finds it: the model in the worker now is unloaded before
+    the new one loads, so the memory llama.cpp said it allocated (per device: weights, KV
+    cache, compute) counts as free. Mapped weights in RAM are the OS's page cache, already
+    counted as available, so only allocated host buffers are added back to RAM."""
+    if loaded is None:
+        return machine
+    held: dict[str, int] = {}
+    for buffers in (loaded.model_buffers, loaded.kv_buffers, loaded.compute_buffers):
+        for device, size in buffers.items():
+            held[device] = held.get(device, 0) + size
+    gpus = tuple(replace(g, free_bytes=min(g.total_bytes or 2**62, g.free_bytes + held.get(g.name, 0)))
+                 for g in machine.gpus)
+    ram = min(machine.ram_total_bytes, machine.ram_free_bytes + held.get("CPU", 0))
+    return replace(machine, gpus=gpus, ram_free_bytes=ram)
+
+
+def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine) -> Plan:
     try:
-        return plan(gguf.shape, machine or detect_machine(), request)
+        return plan(gguf.shape, machine, request)
     except PlanError as exc:
         raise EnclaveError(str(exc)) from exc
 
 
 class Runtime:
     def __init__(self, paths: AppPaths, resolve: Callable[[str], Path] = resolve_model,
-                 enforcer: Enforcer | None = None) -> None:
+                 enforcer: Enforcer | None = None, probe: MachineProbe | None = None) -> None:
         """``resolve`` turns what a user calls a model (a path; with the registry, an id
-        or a name too) into its file. ``enforcer``: the policy's allow-list and audit log."""
+        or a name too) into its file. ``enforcer``: the policy's allow-list and audit log.
+        ``probe``: this machine's devices, asked again before every load that plans."""
         self.paths = paths
         self.resolve = resolve
         self.enforcer = enforcer or Enforcer()
+        self.probe = probe or MachineProbe(paths.llama_log)
         self.worker = Worker(paths.llama_log)
         self.worker.before_reload = self._admit_reload
         self.last_load: LoadOutcome | None = None
@@ -109,7 +131,7 @@ class Runtime:
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
         if planned is not None:
-            chosen = make_plan(gguf, planned)
+            chosen = make_plan(gguf, planned, self.machine(refresh=True))
             if not chosen.fits:
                 tips = "; ".join(chosen.suggestions)
                 raise EnclaveError(f"{chosen.verdict} {'Would help: ' + tips + '.' if tips else ''}".strip())
@@ -128,6 +150,21 @@ class Runtime:
         self.last_load = LoadOutcome(info, gguf, chosen, report, checks)
         self._last_request = request
         return self.last_load
+
+    def machine(self, *, refresh: bool = False) -> Machine:
+        """This machine as the next load finds it: probed (``refresh``: again), with the
+        memory of the model in the worker now counted as free, since a load replaces it."""
+        in_worker = self.last_load.report if self.last_load is not None and self.worker.info is not None else None
+        return freeing(self.probe.get(refresh), in_worker)
+
+    def load_profile(self, model: str, profile: ModelProfile, defaults: Settings, *, n_ctx: int | None = None,
+                     margin_bytes: int | None = None) -> LoadOutcome:
+        """Load ``model`` as its profile says (``n_ctx``: another context for this load).
+        The one way a model is loaded for use: the same profile makes the same request, so
+        a model already loaded by it is not loaded again."""
+        wanted = load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx,
+                              margin_bytes=margin_bytes)
+        return self.load(model, wanted.settings, planned=wanted.planned, extra_overrides=wanted.extra_overrides)
 
     def reload(self) -> LoadOutcome:
         """Load the last model again (after a crash), admitted by the policy as any load is."""

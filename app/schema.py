@@ -160,3 +160,15 @@ def contents_chars(db: Database) -> None:
     # of integers, not a read of every text (the policy's size limit asks for it on every add).
     db.execute("ALTER TABLE contents ADD COLUMN chars INTEGER NOT NULL DEFAULT 0")
     db.execute("UPDATE contents SET chars = length(text)")
+
+
+@MIGRATIONS(name="0007_model_profiles")
+def model_profiles(db: Database) -> None:
+    # One saved configuration per model (app/profiles.py), keyed by the registered model's id,
+    # or by the file's absolute path for a model used without registering it.
+    db.execute("""
+        CREATE TABLE model_profiles (
+            model TEXT PRIMARY KEY,
+            profile TEXT NOT NULL DEFAULT '{}',
+            updated_at TEXT NOT NULL
+        )""")

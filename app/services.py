@@ -3,24 +3,48 @@ and the chat service. The CLI and the GUI build one ``Services`` and use only it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
+from app import library_service, transfer
 from app.chat import ChatService
 from app.conversations import ConversationRepository
 from app.enforcement import Enforcer
 from app.export import export_json, export_markdown
+from app.extract import Limits
 from app.hub.repos import Choice
+from app.ingest import IngestProgress, IngestReport, ingest
 from app.kv_cache import PromptCache
 from app.libraries import LibraryRepository
 from app.library_chat import LibraryChat
+from app.library_service import LibraryTokens, SizingResult
 from app.models import Model, ModelRegistry, Progress
 from app.paths import AppPaths, app_paths
 from app.policy import Policy, PolicyRefusal, policy_in_force
-from app.runtime import Runtime, resolve_model
+from app.profiles import ModelProfile, ProfileRepository, load_request
+from app.runtime import LoadOutcome, Runtime, make_plan, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
+from app.transfer import ImportReport
+from inference.chat_formats import built_in_formats
+from inference.devices import Machine, simulated_machine
+from inference.errors import EnclaveError
+from inference.gguf_info import GGUFInfo
+from inference.planner import Plan, PlanRequest
+from inference.protocol import KvCacheType
+
+ImportMode = Literal["copy", "link", "in_place"]
+Cancelled = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class ModelRemoval:
+    model: Model
+    kept: list[str]  # files left on disk
+    was_default: bool  # the default_model setting named it and was cleared
 
 
 @dataclass
@@ -35,6 +59,8 @@ class Services:
     enforcer: Enforcer = field(default_factory=Enforcer)
     _runtime: Runtime | None = field(default=None, repr=False)
     _chat: ChatService | None = field(default=None, repr=False)
+    # The window asks for the runtime from pool threads: one worker, whoever asks first.
+    _runtime_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, paths: AppPaths | None = None, *, readonly: bool = False) -> Services:
@@ -59,9 +85,16 @@ class Services:
     @property
     def runtime(self) -> Runtime:
         """The worker process starts only when something needs a model."""
-        if self._runtime is None:
-            self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer)
-        return self._runtime
+        with self._runtime_lock:
+            if self._runtime is None:
+                self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer)
+            return self._runtime
+
+    def machine(self, *, refresh: bool = False) -> Machine:
+        """This machine's devices and free memory as a load would find them, probed in a
+        child process on first use (or ``refresh``: free memory changes) and remembered for
+        the session; the model in the worker counts as free, since loading replaces it."""
+        return self.runtime.machine(refresh=refresh)
 
     def registered_model(self, ref: str) -> Model | None:
         """The registered model ``ref`` names (an id, a name, an id prefix); None for the path
@@ -82,8 +115,55 @@ class Services:
     def chat(self) -> ChatService:
         if self._chat is None:
             library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime)
-            self._chat = ChatService(self.conversations, self.runtime, self.current_settings, library_chat)
+            self._chat = ChatService(self.conversations, self.runtime, self.current_settings, library_chat,
+                                     self.profile)
         return self._chat
+
+    # Model profiles: how each model is loaded and answers ---------------------------------
+
+    @property
+    def profiles(self) -> ProfileRepository:
+        return ProfileRepository(self.store)
+
+    def profile_key(self, ref: str) -> str:
+        """What a profile is saved under: the registered model's id, else the file's path."""
+        model = self.models.find(ref)  # by id or name; a registered model's file shares its profile
+        if model is not None:
+            return model.id
+        if Path(ref).expanduser().exists() or "/" in ref or ref.endswith(".gguf"):
+            return str(resolve_model(ref))  # a file (loading a missing one says so)
+        return self.models.get(ref).id  # raises with the message a user needs
+
+    def profile(self, ref: str) -> ModelProfile:
+        return self.profiles.get(self.profile_key(ref))
+
+    def configure_model(self, ref: str, profile: ModelProfile | None = None, **changes: object) -> ModelProfile:
+        """Save ``ref``'s profile (``profile``: all of it) or change some of it (``changes``):
+        ``enclave models config`` and the Models page. Only for a model that is there."""
+        key = self.profile_key(ref)
+        if Path(key).is_absolute() and not Path(key).is_file():  # ids are never paths
+            raise EnclaveError(f"There is no model file {key} and no registered model {ref!r}: nothing to configure. "
+                               "'enclave models list' shows the registered ones.")
+        if profile is not None:
+            return self.profiles.save(key, replace(profile, **changes))
+        return self.profiles.update(key, **changes)
+
+    def profile_request(self, ref: str, info: GGUFInfo | None = None) -> PlanRequest | None:
+        """The plan request ``ref``'s profile makes (None: the profile places layers by hand),
+        as a load by it would ask: what the side panel proposes before the model is loaded."""
+        info = info or self.runtime.inspect(ref)
+        return load_request(self.profile(ref), self.current_settings(), trained_ctx=info.context_length).planned
+
+    def chat_formats(self) -> tuple[str, ...]:
+        """The built-in chat formats a profile can choose instead of a model's own template."""
+        return built_in_formats()
+
+    def load_model(self, ref: str, profile: ModelProfile | None = None, *, n_ctx: int | None = None,
+                   margin_bytes: int | None = None) -> LoadOutcome:
+        """Load ``ref`` by its saved profile (or ``profile``: the saved one changed for this
+        load, as ``enclave run``'s flags do). Chat and library questions load the same way."""
+        return self.runtime.load_profile(ref, profile or self.profile(ref), self.current_settings(), n_ctx=n_ctx,
+                                         margin_bytes=margin_bytes)
 
     def current_settings(self) -> Settings:
         """The saved settings, with what the organisation's policy decides in their place."""
@@ -134,6 +214,84 @@ class Services:
             for path in paths:
                 path.unlink(missing_ok=True)
             raise
+
+    # Models: import, remove, export --------------------------------------------------
+
+    def import_model(self, path: Path, mode: ImportMode = "copy", *, on_progress: Progress = lambda done, total: None,
+                     cancelled: Cancelled = lambda: False) -> ImportReport:
+        """A ``.gguf`` file (with its shards), a folder of them, or a folder exported with a
+        manifest (every file checked against it). A file that cannot be imported raises; in
+        a folder, each refused file is listed with why and the rest goes in."""
+        if path.is_dir():
+            return transfer.import_folder(self.models, path, mode, on_progress, cancelled)
+        return ImportReport(imported=[self.models.import_files([path], mode, on_progress=on_progress,
+                                                               cancelled=cancelled)])
+
+    def remove_model(self, ref: str, *, delete_files: bool = False, delete_external: bool = False) -> ModelRemoval:
+        """Forget a model (its files as ``ModelRegistry.remove`` says) and its profile. If the
+        default_model setting names it, by id, name or file, the setting is cleared: a default
+        that is gone would fail every new chat."""
+        model = self.models.get(ref)
+        was_default = self._is_default_model(model)
+        kept = self.models.remove(model, delete_files=delete_files, delete_external=delete_external)
+        self.profiles.delete(model.id)
+        if was_default:
+            self.settings.set("default_model", None)
+        return ModelRemoval(model, kept, was_default)
+
+    def _is_default_model(self, model: Model) -> bool:
+        default = self.settings.load().default_model
+        if not default:
+            return False
+        try:
+            named = self.models.find(default)
+        except EnclaveError:  # an id prefix that matches several models
+            return False
+        return named is not None and named.id == model.id
+
+    def export_model(self, ref: str, folder: Path, *, on_progress: Progress = lambda done, total: None,
+                     cancelled: Cancelled = lambda: False) -> Path:
+        """Copy a model and a manifest to ``folder`` for an air-gapped machine, if the policy
+        allows exports. Returns the manifest's path."""
+        return transfer.export_model(self.models, self.models.get(ref), folder, on_progress, cancelled)
+
+    # Planning -------------------------------------------------------------------------
+
+    @staticmethod
+    def simulated_machine(vram_bytes: int | None, ram_bytes: int, *, unified: bool = False) -> Machine:
+        """A machine we do not have, to plan for: one GPU of ``vram_bytes`` (None: none)."""
+        return simulated_machine(vram_bytes, ram_bytes, unified=unified)
+
+    def plan(self, model: str | GGUFInfo, request: PlanRequest, machine: Machine | None = None) -> Plan:
+        """Where ``model`` (a reference or what ``runtime.inspect`` read) would go on
+        ``machine`` (default: this one). A plan that does not fit is returned with its verdict;
+        an impossible request raises ``EnclaveError``."""
+        info = self.runtime.inspect(model) if isinstance(model, str) else model
+        return make_plan(info, request, machine or self.machine())
+
+    # Libraries: ingest, tokens, sizing ------------------------------------------------
+
+    def add_to_library(self, library: int | str, paths: Iterable[Path], *, include: tuple[str, ...] = (),
+                       exclude: tuple[str, ...] = (), on_progress: Callable[[IngestProgress], None] = lambda p: None,
+                       cancelled: Cancelled = lambda: False) -> IngestReport:
+        """Read files and folders into a library, within the size limit of the settings
+        (``max_document_mb``); ``cancelled`` is asked between files."""
+        target = self.libraries.get(library)
+        limits = Limits(max_file_bytes=self.current_settings().max_document_mb * 2**20)
+        return ingest(self.libraries, target, paths, include=include, exclude=exclude, limits=limits,
+                      on_progress=on_progress, cancelled=cancelled)
+
+    def library_tokens(self, library_id: int, model: str | None = None, *, load: bool = False) -> LibraryTokens:
+        """The library's tokens with ``model``'s tokenizer (default: the default model), exact
+        when it can be used; ``load``: load it (vocabulary only) even if another model is loaded."""
+        return library_service.measure(self, library_id, model, load=load)
+
+    def size_library(self, library_id: int, model: str | None = None, *,
+                     kv_type: KvCacheType | None = None) -> SizingResult:
+        """The context the whole library needs with ``model`` (default: the default model),
+        counted exactly, and whether this machine holds it with the model's profile
+        (``kv_type``: another KV cache type)."""
+        return library_service.size(self, library_id, model, kv_type)
 
     def close(self) -> None:
         if self._runtime is not None:

@@ -83,17 +83,18 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
 
 
 def import_folder(registry: ModelRegistry, folder: Path, mode: Literal["copy", "link", "in_place"],
-                  on_progress: Progress = lambda d, t: None) -> ImportReport:
+                  on_progress: Progress = lambda d, t: None, cancelled: Callable[[], bool] = lambda: False
+                  ) -> ImportReport:
     candidates = model_files_in(folder)  # first: it says so when the folder cannot be read
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
-        return _import_manifest(registry, folder, _read_manifest(manifest_path), mode, on_progress)
+        return _import_manifest(registry, folder, _read_manifest(manifest_path), mode, on_progress, cancelled)
     report = ImportReport()
     if not candidates:
         raise EnclaveError(f"No .gguf model files in {folder}.")
     for path in candidates:
         try:
-            report.imported.append(registry.import_files([path], mode, on_progress=on_progress))
+            report.imported.append(registry.import_files([path], mode, on_progress=on_progress, cancelled=cancelled))
         except EnclaveError as exc:
             report.refused.append((str(path), str(exc)))
     return report
@@ -123,7 +124,8 @@ def _check_manifest_entry(number: int, entry: object) -> None:
 
 
 def _import_manifest(registry: ModelRegistry, folder: Path, manifest: dict[str, Any],
-                     mode: Literal["copy", "link", "in_place"], on_progress: Progress) -> ImportReport:
+                     mode: Literal["copy", "link", "in_place"], on_progress: Progress,
+                     cancelled: Callable[[], bool]) -> ImportReport:
     report = ImportReport()
     for entry in manifest["models"]:
         files = entry.get("files") or []
@@ -137,7 +139,8 @@ def _import_manifest(registry: ModelRegistry, folder: Path, manifest: dict[str, 
         source = {**(entry.get("source") or {}), "manifest": str(folder / MANIFEST)}
         try:
             report.imported.append(registry.import_files(
-                paths[:1], mode, source=source, expected=[f["sha256"] for f in files], on_progress=on_progress))
+                paths[:1], mode, source=source, expected=[f["sha256"] for f in files], on_progress=on_progress,
+                cancelled=cancelled))
         except EnclaveError as exc:
             report.refused.append((paths[0].name, str(exc)))
     return report

@@ -6,10 +6,16 @@ immutable sandbox, set up and called as llama-cpp-python's ``Jinja2ChatFormatter
 limit on every value it builds (``template_sandbox``) and a time limit on the render.
 Anything it raises, a ``SecurityError`` included, becomes a ``ChatTemplateError`` with a
 message a user can act on.
+
+A model without a template gets one of llama.cpp's built-in formats (``chat_formats``
+chooses which), rendered by llama.cpp itself through ``llama_chat_apply_template``: those
+formats are maintained with llama.cpp, as its own tools use them, where a Jinja copy here
+would drift; and they are compiled code, so nothing from the file runs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,15 +24,18 @@ from typing import TypeVar
 
 import jinja2
 import jinja2.ext
+import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from inference.chat_formats import ChatFormatChoice, check_format_name
 from inference.errors import ChatTemplateError
 from inference.protocol import ChatMessage
 from inference.template_sandbox import BoundedSandbox, TemplateTooLarge, bounded_filter
 
 T = TypeVar("T")
 
-# Used when a model ships no template at all: ChatML, the most common format.
+# ChatML, for ``ChatTemplate(None)``. The engine renders a model without a template with a
+# built-in format instead (``BuiltInFormat``), ChatML when nothing better is known.
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -134,3 +143,37 @@ class ChatTemplate:
                 if key in self.source:
                     item[key] = message.reasoning
         return item
+
+
+class BuiltInFormat:
+    """One of llama.cpp's built-in chat formats, by name. Reasoning of earlier turns is left
+    out, as the built-in formats have no place for it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = check_format_name(name)
+
+    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        # C strings end at NUL: a NUL in the text would cut the message short
+        chat = (llama_cpp.llama_chat_message * len(messages))(*(
+            llama_cpp.llama_chat_message(m.role.replace("\0", "").encode(), m.content.replace("\0", "").encode())
+            for m in messages))
+        size = 1024 + sum(len(m.content.encode()) + len(m.role) for m in messages) * 2
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            needed = llama_cpp.llama_chat_apply_template(self.name.encode(), chat, len(messages),
+                                                         add_generation_prompt, buffer, size)
+            if needed < 0:
+                raise ChatTemplateError(f"llama.cpp cannot render the built-in chat format {self.name!r}. "
+                                        "Choose another chat format for this model.")
+            if needed <= size:
+                return buffer.raw[:needed].decode("utf-8", errors="replace")
+            size = needed + 1
+
+
+def chat_renderer(choice: ChatFormatChoice, template: str | None, bos_token: str,
+                  eos_token: str) -> ChatTemplate | BuiltInFormat:
+    """What renders prompts in the format ``choice`` names: the model's own template or a
+    built-in format."""
+    if choice.name is None:
+        return ChatTemplate(template, bos_token, eos_token)
+    return BuiltInFormat(choice.name)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import llama_cpp
 
-from inference.chat_template import ChatTemplate
+from inference.chat_formats import ChatFormatChoice, check_format_name, choose_chat_format, reply_stops
+from inference.chat_template import chat_renderer
 from inference.errors import EnclaveError, ModelLoadError
 from inference.fingerprint import model_fingerprint
 from inference.gguf_header import check_is_gguf
@@ -54,6 +55,12 @@ _FLASH_ATTN = {
     False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
 _backend_ready = False
+_SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+# Control tokens a reply may show: the reasoning markup app/reasoning.py separates from the
+# answer (llama.cpp already marks gpt-oss's as user-defined, some files mark think tags as
+# control). Every other control token ends the reply.
+_SHOWN_CONTROL_TOKENS = frozenset({"<think>", "</think>", "<|channel|>", "<|message|>", "<|start|>",
+                                   "<|constrain|>", "<|end|>"})
 
 
 def _sidecar(state_path: Path) -> Path:
@@ -80,23 +87,30 @@ class Engine:
         self._log = log
         self._tokens: list[int] = []  # what the KV cache of sequence 0 holds
         self._pieces: dict[int, bytes] = {}
+        self._ends_reply: dict[int, bool] = {}
         self._control_pattern: re.Pattern[str] | None = None
         self._model = None
         self._ctx = None
         started = time.perf_counter()
         mark = log.mark()
         path = Path(settings.path)
+        if settings.chat_format is not None:
+            check_format_name(settings.chat_format)  # before anything is loaded
         check_is_gguf(path)  # what llama.cpp should never see: a missing path, a folder, not a GGUF
         self._model = self._load_model(path)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         # vocab_only: a tokenizer, for counting a library's tokens without loading weights
         self._ctx = None if settings.vocab_only else self._create_context()
         self._memory = llama_cpp.llama_get_memory(self._ctx) if self._ctx else None
-        self.template = ChatTemplate(
-            self.metadata("tokenizer.chat_template"),
+        template = self.metadata("tokenizer.chat_template")
+        self.chat_format = self._choose_chat_format(template)
+        self.template = chat_renderer(
+            self.chat_format,
+            template,
             bos_token=self.token_text(llama_cpp.llama_vocab_bos(self._vocab)),
             eos_token=self.token_text(llama_cpp.llama_vocab_eos(self._vocab)),
         )
+        self.reply_stops = reply_stops(self.chat_format, self.is_special_token)
         self.info = ModelInfo(
             path=str(path),
             description=self._model_desc(),
@@ -105,8 +119,10 @@ class Engine:
             n_vocab=llama_cpp.llama_vocab_n_tokens(self._vocab),
             n_params=llama_cpp.llama_model_n_params(self._model),
             size_bytes=llama_cpp.llama_model_size(self._model),
-            has_chat_template=not self.template.is_fallback,
+            has_chat_template=template is not None,
             load_seconds=time.perf_counter() - started,
+            chat_format=self.chat_format.description,
+            chat_format_guessed=self.chat_format.guessed,
             fingerprint=model_fingerprint(path),
             log_lines=tuple(log.since(mark)),
         )
@@ -177,6 +193,11 @@ class Engine:
                 return buf.value.decode("utf-8", errors="replace")
             size = n + 1
 
+    def _choose_chat_format(self, template: str | None) -> ChatFormatChoice:
+        return choose_chat_format(template=template, architecture=self.metadata("general.architecture") or "",
+                                  has_token=self.is_special_token, tokenizer_pre=self.metadata("tokenizer.ggml.pre"),
+                                  forced=self.settings.chat_format)
+
     def _model_desc(self) -> str:
         buf = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(self._model, buf, 256)
@@ -186,6 +207,25 @@ class Engine:
         if token < 0:
             return ""
         return (llama_cpp.llama_vocab_get_text(self._vocab, token) or b"").decode(errors="replace")
+
+    def is_special_token(self, text: str) -> bool:
+        """Whether ``text`` is one control or user-defined token of the vocabulary (as
+        ``gguf_info`` decides from the file's token list and types)."""
+        ids = self.tokenize(text, add_special=False, parse_special=True)
+        return (len(ids) == 1 and self.token_text(ids[0]) == text
+                and bool(llama_cpp.llama_vocab_get_attr(self._vocab, ids[0]) & _SPECIAL))
+
+    def ends_reply(self, token: int) -> bool:
+        """An end-of-generation token, or a control token other than reasoning markup: a
+        model that writes one is starting another turn (a format guessed wrong, say), and its
+        text must never reach the reply."""
+        ends = self._ends_reply.get(token)
+        if ends is None:
+            control = llama_cpp.llama_vocab_get_attr(self._vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+            ends = self._ends_reply[token] = bool(
+                llama_cpp.llama_vocab_is_eog(self._vocab, token)
+                or (control and self.token_text(token) not in _SHOWN_CONTROL_TOKENS))
+        return ends
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -200,7 +240,7 @@ class Engine:
     def piece(self, token: int) -> bytes:
         """The bytes of one token as text. Special tokens render as their text too: a
         reasoning model's channel markup (gpt-oss) is made of them, and the app separates
-        it; end-of-generation tokens never reach here."""
+        it; tokens that end a reply (``ends_reply``) never reach here in a reply."""
         cached = self._pieces.get(token)
         if cached is None:
             cached = self._pieces[token] = self._piece(token)
@@ -377,7 +417,7 @@ class Engine:
 
         sampler = self._sampler(sampling)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(sampling.stop)
+        stops = StopMatcher(sampling.stop + self.reply_stops)
         generated, reason = 0, "length"
         limit = sampling.max_tokens if sampling.max_tokens is not None else n_ctx
         try:
@@ -386,7 +426,7 @@ class Engine:
                     reason = "cancelled"
                     break
                 token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                if self.ends_reply(token):
                     reason = "eog"
                     break
                 generated += 1

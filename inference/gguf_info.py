@@ -20,6 +20,7 @@ import gguf
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, Keys
 
+from inference.chat_formats import MARKER_TOKENS, ChatFormatChoice, choose_chat_format
 from inference.errors import GGUFError
 from inference.gguf_header import DAMAGED, check_file, shown, validate_header
 from inference.model_shape import LayerShape, ModelShape, TensorInfo, TensorRole
@@ -53,6 +54,7 @@ _SWA_DEFAULTS: dict[str, tuple[int, int]] = {
     "llama4": (4, 8192),  # chunked attention in 8192-token chunks; a window of 0 turns it off
 }
 _FIXED_WINDOW = {"llama4": 8192}  # llama.cpp ignores the key's value (other than 0) here
+_SPECIAL_TOKEN_TYPES = (int(gguf.TokenType.CONTROL), int(gguf.TokenType.USER_DEFINED))
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,15 @@ class GGUFInfo:
     license: str | None
     shape: ModelShape
     metadata: dict[str, Scalar] = field(repr=False)  # scalar keys only, for display
+    marker_tokens: frozenset[str] = frozenset()  # the special tokens that name a chat format, if it has them
+
+    @property
+    def chat_format(self) -> ChatFormatChoice:
+        """The chat format Enclave uses for this model, decided as the worker decides it."""
+        pre = self.metadata.get(Keys.Tokenizer.PRE)
+        return choose_chat_format(template=self.chat_template, architecture=self.architecture,
+                                  has_token=self.marker_tokens.__contains__,
+                                  tokenizer_pre=pre if isinstance(pre, str) else None)
 
     @property
     def total_bytes(self) -> int:
@@ -93,6 +104,8 @@ class GGUFInfo:
             "file_bytes": self.file_bytes,
             "trained_context": self.context_length,
             "chat_template": self.chat_template,
+            "chat_format": self.chat_format.description,
+            "chat_format_guessed": self.chat_format.guessed,
             "license": self.license,
             "n_layer": shape.n_layer,
             "n_embd": shape.n_embd,
@@ -179,6 +192,7 @@ class _Shard:
     arrays: dict[str, list[Scalar]]  # numeric arrays short enough to be per-layer values
     array_lengths: dict[str, int]  # every array
     tensors: tuple[_RawTensor, ...]
+    marker_tokens: frozenset[str] = frozenset()
 
     def fail(self, what: str) -> GGUFError:
         return GGUFError(f"{self.path}: {what}")
@@ -229,7 +243,30 @@ def _extract(path: Path, size: int, reader: GGUFReader) -> _Shard:
         for t in reader.tensors
     )
     version = int(reader.fields["GGUF.version"].parts[0][0])
-    return _Shard(path, size, version, scalars, arrays, lengths, tensors)
+    return _Shard(path, size, version, scalars, arrays, lengths, tensors, _marker_tokens(reader))
+
+
+def _marker_tokens(reader: GGUFReader) -> frozenset[str]:
+    """Which of ``chat_formats.MARKER_TOKENS`` the vocabulary holds as control or
+    user-defined tokens (the tokens llama.cpp parses as special)."""
+    tokens = reader.fields.get(Keys.Tokenizer.LIST)
+    if tokens is None or tokens.types[-1] != GGUFValueType.STRING:
+        return frozenset()
+    types = reader.fields.get(Keys.Tokenizer.TOKEN_TYPE)
+    wanted = {marker.encode(): marker for marker in MARKER_TOKENS}
+    lengths = {len(encoded) for encoded in wanted}
+    found = set()
+    for index, part in enumerate(tokens.data):
+        text = tokens.parts[part]
+        if len(text) in lengths and (marker := wanted.get(text.tobytes())) is not None and _is_special(types, index):
+            found.add(marker)
+    return frozenset(found)
+
+
+def _is_special(types: Any, index: int) -> bool:
+    if types is None or index >= len(types.data):
+        return False
+    return int(types.parts[types.data[index]][0]) in _SPECIAL_TOKEN_TYPES
 
 
 def _check_split_keys(shards: list[_Shard]) -> None:
@@ -358,6 +395,7 @@ def _build_info(shards: list[_Shard]) -> GGUFInfo:
         license=meta.text(Keys.General.LICENSE),
         shape=shape,
         metadata=dict(first.scalars),
+        marker_tokens=first.marker_tokens,
     )
 
 

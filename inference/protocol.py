@@ -47,6 +47,9 @@ class ModelSettings:
     use_mmap: bool = True
     vocab_only: bool = False  # only the tokenizer: for counting tokens, no weights, no context
     tensor_overrides: tuple[TensorOverride, ...] = ()
+    # None: the model's own chat template, or without one the built-in format for its
+    # vocabulary or architecture (inference/chat_formats.py); a built-in name forces that format
+    chat_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ class ModelInfo:
     size_bytes: int
     has_chat_template: bool
     load_seconds: float
+    chat_format: str = "the model's own template"  # what renders prompts, in words a user reads
+    chat_format_guessed: bool = False  # no template and nothing known matched: ChatML, and the user is told
     fingerprint: str = ""  # these exact weights: keys caches of token counts and KV states
     log_lines: tuple[str, ...] = ()  # what llama.cpp said while loading
 

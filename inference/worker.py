@@ -373,9 +373,9 @@ def _as_error(failed: Failed) -> EnclaveError:
 
 
 def redirect_output(log_path: str) -> None:
-    """Send the process's own stdout and stderr (native writes included: an assert's
-    message, a backtrace) to the llama.cpp log file instead of the user's terminal. The worker, the device probe and
-    the document reader call it first thing."""
+    """Send this child process's own stdout and stderr (native writes included: an assert's
+    message, a backtrace) to ``log_path`` instead of the user's terminal. The worker, the
+    device probe and the document reader call it first thing."""
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

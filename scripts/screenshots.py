@@ -1,6 +1,6 @@
 """Screenshots for the README, made by driving the real app offscreen.
 
-    python scripts/screenshots.py [--out docs/screenshots]
+    python scripts/screenshots.py [--out docs/screenshots] [--size 1024x700]
 
 A temporary ENCLAVE_HOME gets the tiny model of ``tests/tiny_models.py`` (registered in
 place), a small library of Markdown notes and a PDF, and one short conversation; then the
@@ -80,7 +80,10 @@ def prepare(root: Path) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}",
+                        help="The window's size, WIDTHxHEIGHT: check 1024x700 and 1920x1080 too.")
     args = parser.parse_args()
+    width, height = (int(n) for n in args.size.lower().split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="enclave-shots-") as tmp:
@@ -97,7 +100,7 @@ def main() -> None:
         services = Services.open()
         tasks = TaskRunner()
         window = MainWindow(services, tasks)
-        window.resize(*SIZE)
+        window.resize(width, height)
         window.show()
         settle(0.5)
         saved: list[Path] = []

@@ -47,6 +47,9 @@ class FakeRuntime:
     def inspect(self, model: str) -> object:
         return type("Info", (), {"context_length": 0})()  # unknown: the settings decide
 
+    def load_profile(self, model: str, profile: object, defaults: object, **_: object) -> object:
+        return self.load(model)
+
     def load(self, model: str, settings: object = None, **_: object) -> object:
         return type("Outcome", (), {"info": type("Info", (), {"n_ctx": self.n_ctx})()})()
 

@@ -9,6 +9,9 @@ Two shapes, both of llama.cpp's ``llama`` architecture with an SPM tokenizer:
 * ``moe``: 8 experts, 2 used per token (Mixtral-style ``ffn_*_exps`` tensors, Q8_0).
 * ``dense``: a plain feed-forward model.
 
+A spec can also ask for the ``gemma3`` architecture (dense only, with its extra norms),
+other control tokens (the markup of another chat format) and fixed output logits.
+
 The output rows of the control tokens are zero, so greedy decoding never picks an
 end-of-generation token: generation runs exactly ``max_tokens`` tokens, which keeps
 the tests deterministic.
@@ -17,6 +20,7 @@ the tests deterministic.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +35,8 @@ CHATML_TEMPLATE = (
 )
 
 CONTROL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+LLAMA3_TOKENS = ("<unk>", "<s>", "</s>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+GEMMA_TOKENS = ("<unk>", "<s>", "</s>", "<start_of_turn>", "<end_of_turn>")
 WORDS = (
     "hello", "world", "the", "model", "local", "enclave", "answer", "question",
     "document", "library", "expert", "memory", "token", "context", "secure", "offline",
@@ -53,6 +59,10 @@ class TinySpec:
     seed: int = 1234
     chat_template: str | None = CHATML_TEMPLATE
     expert_type: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.Q8_0
+    architecture: str = "llama"  # or "gemma3" (dense)
+    control_tokens: tuple[str, ...] = CONTROL_TOKENS  # the first is <unk>, the last is EOS
+    # token -> logit for every input; all other tokens -1. Makes what is generated predictable.
+    fixed_logits: tuple[tuple[str, float], ...] = ()
 
     @property
     def is_moe(self) -> bool:
@@ -66,28 +76,29 @@ BENCH = TinySpec(name="bench-moe", n_layer=6, n_embd=1024, n_head=16, n_head_kv=
 KINDS = {"moe": MOE, "dense": DENSE, "bench": BENCH}
 
 
-def vocabulary() -> tuple[list[str], list[float], list[int]]:
+def vocabulary(control_tokens: tuple[str, ...] = CONTROL_TOKENS) -> tuple[list[str], list[float], list[int]]:
     """Control tokens, the 256 byte-fallback tokens, single characters and a few words."""
-    tokens: list[str] = list(CONTROL_TOKENS)
-    types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(CONTROL_TOKENS) - 1)
+    tokens: list[str] = list(control_tokens)
+    types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(control_tokens) - 1)
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [gguf.TokenType.BYTE] * 256
     pieces = ["▁"] + [chr(c) for c in range(33, 127)] + ["▁" + w for w in WORDS]
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # SPM merges prefer higher scores: longer pieces score higher.
-    scores = [0.0] * (len(CONTROL_TOKENS) + 256) + [float(len(p)) for p in pieces]
+    scores = [0.0] * (len(control_tokens) + 256) + [float(len(p)) for p in pieces]
     return tokens, scores, [int(t) for t in types]
 
 
 def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     """Write the model described by ``spec`` to ``path`` and return the path."""
     rng = np.random.default_rng(spec.seed)
-    tokens, scores, types = vocabulary()
+    tokens, scores, types = vocabulary(spec.control_tokens)
     n_vocab = len(tokens)
     head_dim = spec.n_embd // spec.n_head
+    gemma = spec.architecture == "gemma3"
 
-    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer = gguf.GGUFWriter(str(path), arch=spec.architecture)
     writer.add_name(spec.name)
     writer.add_context_length(spec.context_length)
     writer.add_embedding_length(spec.n_embd)
@@ -97,6 +108,8 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     writer.add_head_count_kv(spec.n_head_kv)
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(1e-5)
+    if gemma:
+        writer.add_sliding_window(spec.context_length)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     if spec.is_moe:
         writer.add_expert_count(spec.n_expert)
@@ -106,7 +119,7 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     writer.add_token_scores(scores)
     writer.add_token_types(types)
     writer.add_bos_token_id(1)
-    writer.add_eos_token_id(CONTROL_TOKENS.index("<|im_end|>"))
+    writer.add_eos_token_id(len(spec.control_tokens) - 1)
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
     if spec.chat_template is not None:
@@ -118,15 +131,23 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     def add_f16(name: str, data: np.ndarray) -> None:
         writer.add_tensor(name, data.astype(np.float16), raw_dtype=gguf.GGMLQuantizationType.F16)
 
-    add_f16("token_embd.weight", weights(n_vocab, spec.n_embd))
+    # fixed logits: every input embeds as ones and the layers add nothing, so the last hidden
+    # state is all ones and each token's logit is the sum of its output row
+    fixed = bool(spec.fixed_logits)
+    keep = 0.0 if fixed else 1.0
+    add_f16("token_embd.weight", np.ones((n_vocab, spec.n_embd)) if fixed else weights(n_vocab, spec.n_embd))
     for i in range(spec.n_layer):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
         for name, rows in (("attn_q", spec.n_embd), ("attn_k", spec.n_head_kv * head_dim),
                            ("attn_v", spec.n_head_kv * head_dim)):
             add_f16(f"{blk}.{name}.weight", weights(rows, spec.n_embd))
-        add_f16(f"{blk}.attn_output.weight", weights(spec.n_embd, spec.n_embd))
+        add_f16(f"{blk}.attn_output.weight", weights(spec.n_embd, spec.n_embd) * keep)
         writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+        if gemma:
+            for name, size in (("attn_q_norm", head_dim), ("attn_k_norm", head_dim),
+                               ("post_attention_norm", spec.n_embd), ("post_ffw_norm", spec.n_embd)):
+                writer.add_tensor(f"{blk}.{name}.weight", np.ones(size, dtype=np.float32))
         if spec.is_moe:
             writer.add_tensor(f"{blk}.ffn_gate_inp.weight", weights(spec.n_expert, spec.n_embd))
             for name, shape in (("ffn_gate_exps", (spec.n_expert, spec.n_ff, spec.n_embd)),
@@ -137,17 +158,28 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
         else:
             add_f16(f"{blk}.ffn_gate.weight", weights(spec.n_ff, spec.n_embd))
             add_f16(f"{blk}.ffn_up.weight", weights(spec.n_ff, spec.n_embd))
-            add_f16(f"{blk}.ffn_down.weight", weights(spec.n_embd, spec.n_ff))
+            add_f16(f"{blk}.ffn_down.weight", weights(spec.n_embd, spec.n_ff) * keep)
     writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
-    output = weights(n_vocab, spec.n_embd, scale=1.0)
-    output[: len(CONTROL_TOKENS)] = 0.0  # never an end-of-generation token under greedy
-    add_f16("output.weight", output)
+    add_f16("output.weight", _fixed_output(spec, tokens) if fixed else _random_output(spec, n_vocab, weights))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _random_output(spec: TinySpec, n_vocab: int, weights: Callable[..., np.ndarray]) -> np.ndarray:
+    output = weights(n_vocab, spec.n_embd, scale=1.0)
+    output[: len(spec.control_tokens)] = 0.0  # never an end-of-generation token under greedy
+    return output
+
+
+def _fixed_output(spec: TinySpec, tokens: list[str]) -> np.ndarray:
+    logits = np.full(len(tokens), -1.0)
+    for token, logit in spec.fixed_logits:
+        logits[tokens.index(token)] = logit
+    return np.repeat((logits / spec.n_embd)[:, None], spec.n_embd, axis=1)
 
 
 def write_aborting_model(path: Path) -> Path:

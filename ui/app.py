@@ -23,7 +23,7 @@ from app.paths import app_paths
 from app.policy import PolicyError
 from app.services import Services
 from app.store import StoreError
-from inference.errors import EnclaveError
+from app.types import EnclaveError
 from ui.main_window import MainWindow
 from ui.tasks import TaskRunner
 from ui.theme import apply_theme

@@ -19,16 +19,26 @@ from PySide6.QtWidgets import (
     QLabel,
     QListView,
     QMenu,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 import ui.pyside_fixes  # noqa: F401 - guards True against PySide6 6.12's emit leak
-from app.chat import ChatEvent, ContextTrimmed, PromptProgress, ReplyDelta, ReplyFinished, UserMessageSaved
+from app.chat import (
+    ChatEvent,
+    ContextRaised,
+    ContextTrimmed,
+    LibraryContextNeed,
+    PromptProgress,
+    ReplyDelta,
+    ReplyFinished,
+    UserMessageSaved,
+)
 from app.conversations import Conversation
 from app.services import Services
-from inference.errors import EnclaveError
+from app.types import EnclaveError
 from ui.chat_delegate import REASONING_HREF, MessageDelegate
 from ui.chat_model import MessageListModel
 from ui.chat_widgets import Composer, MessageBar
@@ -57,6 +67,7 @@ class ChatPage(QWidget):
         self._sent_text: str | None = None  # what the running turn sent, to clear it once saved
         self._editing = False  # the composer holds the last user message, to resend
         self._stick_to_bottom = True
+        self._format_noted: set[int] = set()  # conversations told that their model's chat format is a guess
         self.viewer: DocumentViewer | None = None
         self._build()
         self.new_conversation()
@@ -331,6 +342,53 @@ class ChatPage(QWidget):
         cid = self.conversation_id
         self._busy = True
         self._update_buttons()
+        if cid is None or self.conversation is None or self.conversation.library_id is None:
+            self._stream(cid, make)
+            return
+        # A library that needs more context than the model's profile gives: ask first.
+        self.tasks.run(lambda: self.services.chat.library_context_need(cid),
+                       on_result=lambda need: self._resolve_context_then_stream(cid, need, make),
+                       on_error=lambda message: self._finished(cid, message), serial=True)
+
+    def ask_library_context(self, need: LibraryContextNeed) -> str:
+        """'raise' (save the longer context in the profile), 'keep' (the profile's, for this
+        conversation) or 'cancel'. A method of its own so tests can answer it."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("This library needs a longer context")
+        if need.whole:
+            box.setText(f"The whole library needs a context of {need.needed:,} tokens, and this machine holds it. "
+                        f"The model's profile loads {need.profile_ctx:,}.")
+        else:
+            box.setText(f"The whole library is more than this machine holds, but a context of {need.needed:,} "
+                        f"tokens holds more of it than the {need.profile_ctx:,} the model's profile loads.")
+        box.setInformativeText(f"Use {need.needed:,} tokens from now on (saved in the model's profile), or keep "
+                               f"{need.profile_ctx:,}? Where the library does not fit, each answer reads the "
+                               "documents most relevant to the question.")
+        use = box.addButton(f"Use {need.needed:,}", QMessageBox.ButtonRole.AcceptRole)
+        keep = box.addButton(f"Keep {need.profile_ctx:,}", QMessageBox.ButtonRole.RejectRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(use)
+        box.exec()
+        return "raise" if box.clickedButton() is use else "keep" if box.clickedButton() is keep else "cancel"
+
+    def _resolve_context_then_stream(self, cid: int, need: LibraryContextNeed | None, make: object) -> None:
+        if need is not None:
+            answer = self.ask_library_context(need)
+            if answer == "cancel":
+                self._finished(cid, None)
+                return
+            try:
+                if answer == "raise":
+                    self.services.configure_model(need.model, n_ctx=need.needed)
+                else:
+                    self.services.chat.keep_profile_context.add(cid)
+            except EnclaveError as exc:
+                self._finished(cid, str(exc))
+                return
+        self._stream(cid, make)
+
+    def _stream(self, cid: int | None, make: object) -> None:
         self.tasks.stream(
             make,  # type: ignore[arg-type]
             on_item=lambda event: self._on_event(cid, event),
@@ -357,6 +415,9 @@ class ChatPage(QWidget):
                 self.progress.update_progress(event.done, event.total)
             elif event.done >= event.total:
                 self.progress.reset()
+        elif isinstance(event, ContextRaised):
+            if here:
+                self.notice_bar.show_text(f"{event.describe()} The Models page keeps it for good.")
         elif isinstance(event, ContextTrimmed):
             if here:
                 self.notice_bar.show_text(
@@ -384,9 +445,22 @@ class ChatPage(QWidget):
         if cid == self.conversation_id:
             self.model.sync()  # a failed regenerate or edit deleted nothing after all, or did
             self._refresh_header()
+            self._note_guessed_format(cid)
         self._update_buttons()
         self.conversationsChanged.emit()
         self.conversationChanged.emit(self._draft_key())  # the model is loaded now, the context grew
+
+    def _note_guessed_format(self, cid: int | None) -> None:
+        """Once per conversation: the loaded model has no chat template and none is known for
+        it, so replies use ChatML; say so and where to choose another."""
+        loaded = self.services.runtime.model
+        if cid is None or cid in self._format_noted or loaded is None or not loaded.chat_format_guessed:
+            return
+        self._format_noted.add(cid)
+        note = (f"{self.model_combo.currentText() or 'This model'} has no chat template and Enclave does not know "
+                "its architecture's format; replies use ChatML. Choose another on the Models page: Chat format.")
+        shown = "" if self.notice_bar.isHidden() else self.notice_bar.text()
+        self.notice_bar.show_text(f"{shown}\n{note}" if shown else note)
 
     def reload_model(self) -> None:
         """Load the model again after a crash (the next send would, too)."""

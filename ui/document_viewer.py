@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor, QDesktopServices, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
 
 from app.libraries import Content, Document, LibraryRepository
-from inference.errors import EnclaveError
+from app.types import EnclaveError
 
 HIGHLIGHT = QColor("#fff3b0")
 

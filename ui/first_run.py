@@ -31,7 +31,7 @@ from app.discovery import FoundModel
 from app.models import Model
 from app.policy import SET_BY
 from app.services import Services
-from inference.devices import format_size
+from app.types import format_size
 from ui.models_jobs import ProgressRelay
 from ui.tasks import TaskRunner
 from ui.theme import error_color
@@ -230,9 +230,8 @@ class FirstRunPage(QWidget):
     def show_catalog(self) -> None:
         def judge() -> tuple[str, list[Any]]:
             from app.catalog import fits, load_catalog
-            from inference.devices import detect_machine
 
-            machine = detect_machine()
+            machine = self.services.machine()
             return machine.describe(), fits(load_catalog(), machine)
 
         self._start("Checking what fits this machine…", judge, self._show_catalog)

@@ -42,11 +42,11 @@ from PySide6.QtWidgets import (
 
 from app.ingest import IngestReport
 from app.libraries import Library
+from app.library_service import LibraryTokens, SizingResult
 from app.services import Services
-from inference.errors import EnclaveError
+from app.types import EnclaveError
 from ui.library_documents import ERROR_COLOR, TITLE, DocumentTableModel
 from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
-from ui.library_tokens import LibraryTokens, SizingResult, measure, size_context
 from ui.tasks import TaskRunner
 from ui.widgets import dropped_paths
 
@@ -391,8 +391,8 @@ class LibrariesPage(QWidget):
             if generation == self._measure_generation:
                 self.token_line.setText(f"Whole library: tokens unknown — {message}")
 
-        self.tasks.run(lambda: measure(self.services, library_id, load=load), on_result=shown, on_error=failed,
-                       serial=True)
+        self.tasks.run(lambda: self.services.library_tokens(library_id, load=load), on_result=shown,
+                       on_error=failed, serial=True)
 
     def _show_tokens(self, value: LibraryTokens) -> None:
         self.tokens = value
@@ -412,7 +412,7 @@ class LibrariesPage(QWidget):
             self.size_button.setEnabled(True)
             self.sizing_line.setText(message)
 
-        self.tasks.run(lambda: size_context(self.services, library_id), on_result=self._sized, on_error=failed,
+        self.tasks.run(lambda: self.services.size_library(library_id), on_result=self._sized, on_error=failed,
                        serial=True)
 
     def _sized(self, result: SizingResult) -> None:
@@ -420,10 +420,13 @@ class LibrariesPage(QWidget):
         sizing = result.sizing
         text = f"{result.model_name}: {sizing.describe()}"
         if sizing.fits:
-            self.services.settings.set("context_length", sizing.needed_ctx)
-            text += f" The context length is now {sizing.needed_ctx:,} tokens."
+            try:
+                self.services.configure_model(result.model, n_ctx=sizing.needed_ctx)
+                text += f" {result.model_name} now loads with a context of {sizing.needed_ctx:,} tokens."
+            except EnclaveError as exc:
+                text += f" The context was left as it is: {exc}"
         else:
-            text += " The context length was left as it is."
+            text += " The context was left as it is."
         self.sizing_line.setText(text)
         if result.library_id == self.selected_library_id():
             self._measure()

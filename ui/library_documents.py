@@ -9,7 +9,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 
 from app.libraries import Document
-from inference.devices import format_size
+from app.types import format_size
 
 COLUMNS = ("Title", "Type", "Size", "Tokens", "Status")
 TITLE, KIND, SIZE, TOKENS, STATUS = range(len(COLUMNS))

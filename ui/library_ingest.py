@@ -1,7 +1,7 @@
 """Adding files to a library in the background: the job and the panel that shows it.
 
 ``IngestJob.run`` is the body handed to ``TaskRunner.run(serial=False)`` (ingestion never
-talks to the model worker, so it must not queue behind a reply). ``app.ingest.ingest``
+talks to the model worker, so it must not queue behind a reply). ``Services.add_to_library``
 reports progress through a callback on the pool thread; the job re-emits it as a Qt signal
 of an object living on the GUI thread, so it arrives there queued — at most every
 ``interval`` seconds, each time with the files started since the last time, so a folder of
@@ -28,10 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.extract import Limits
-from app.ingest import IngestProgress, IngestReport, ingest
+from app.ingest import IngestProgress, IngestReport
 from app.services import Services
-from inference.devices import format_size
+from app.types import format_size
 from ui.library_documents import ERROR_COLOR
 
 MAX_LISTED_FILES = 1000  # the progress list keeps the most recent ones
@@ -65,8 +64,6 @@ class IngestJob(QObject):
 
     def run(self) -> IngestReport:
         """On a pool thread: touches no widget, only the store and this job's signal."""
-        library = self.services.libraries.get(self.request.library_id)
-        settings = self.services.current_settings()
         started: list[str] = []
         last = 0.0
 
@@ -80,9 +77,10 @@ class IngestJob(QObject):
                 started.clear()
                 last = now
 
-        return ingest(self.services.libraries, library, self.request.paths, include=self.request.include,
-                      exclude=self.request.exclude, limits=Limits(max_file_bytes=settings.max_document_mb * 2**20),
-                      on_progress=on_progress, cancelled=self._cancel.is_set)
+        request = self.request
+        return self.services.add_to_library(request.library_id, request.paths, include=request.include,
+                                            exclude=request.exclude, on_progress=on_progress,
+                                            cancelled=self._cancel.is_set)
 
 
 class IngestPanel(QWidget):

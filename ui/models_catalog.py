@@ -22,7 +22,7 @@ from app.catalog import CATALOG, CatalogEntry, Fit, fits, load_catalog
 from app.models import Model, Progress
 from app.policy import SET_BY
 from app.services import Services
-from inference.devices import format_size
+from app.types import format_size
 from ui.models_jobs import JobBar
 from ui.models_machine import MachinePicker
 from ui.tasks import TaskRunner
@@ -58,7 +58,7 @@ class CatalogTab(QWidget):
         self.tasks = tasks
         self.entries: list[CatalogEntry] = []
         self.fits: list[Fit] = []
-        self.machine_picker = MachinePicker(tasks)
+        self.machine_picker = MachinePicker(services, tasks)
         self.context = QSpinBox()
         self.context.setRange(512, 10_485_760)
         self.context.setSingleStep(1024)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 from app.discovery import FoundModel, discover
 from app.models import Model
 from app.services import Services
-from inference.devices import format_size
+from app.types import format_size
 from ui.models_jobs import JobBar
 from ui.tasks import TaskRunner
 from ui.widgets import list_table

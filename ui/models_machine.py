@@ -1,12 +1,13 @@
-"""Which machine a plan is made for: this one (detected once, off the GUI thread), or a
-simulated one from VRAM and RAM spin boxes (``inference.devices.simulated_machine``)."""
+"""Which machine a plan is made for: this one (``Services.machine``: probed in a child
+process, off the GUI thread), or a simulated one from VRAM and RAM spin boxes."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from inference.devices import GiB, Machine, detect_machine, simulated_machine
+from app.services import Services
+from app.types import GiB, Machine
 from ui.tasks import TaskRunner
 
 
@@ -24,8 +25,9 @@ def _gib_box(value: float, maximum: float) -> QDoubleSpinBox:
 class MachinePicker(QWidget):
     machineChanged = Signal()
 
-    def __init__(self, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+    def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.services = services
         self.tasks = tasks
         self.detected: Machine | None = None
         self.here = QLabel("Detecting this machine…")
@@ -59,14 +61,15 @@ class MachinePicker(QWidget):
         self.detect()
 
     def detect(self) -> None:
-        """Ask llama.cpp and the OS again (free memory changes as other programs run)."""
-        self.tasks.run(detect_machine, on_result=self._detected, on_error=self._failed)
+        """Probe this machine again (free memory changes as other programs run)."""
+        self.tasks.run(lambda: self.services.machine(refresh=True), on_result=self._detected, on_error=self._failed)
 
     def machine(self) -> Machine | None:
         """The machine to plan for; None until this one has been detected."""
         if self.simulate.isChecked():
             vram = int(self.vram.value() * GiB) or None
-            return simulated_machine(vram, int(self.ram.value() * GiB), unified=self.unified.isChecked())
+            return self.services.simulated_machine(vram, int(self.ram.value() * GiB),
+                                                   unified=self.unified.isChecked())
         return self.detected
 
     def simulate_machine(self, vram_gib: float | None, ram_gib: float, *, unified: bool = False) -> None:

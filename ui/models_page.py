@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from PySide6.QtCore import QItemSelection, Qt, Signal
 from PySide6.QtWidgets import (
@@ -33,9 +32,9 @@ from PySide6.QtWidgets import (
 
 from app.models import Model, Verification
 from app.policy import SET_BY
-from app.services import Services
-from app.transfer import ImportReport, export_model, import_folder
-from inference.devices import format_size
+from app.services import ImportMode, ModelRemoval, Services
+from app.transfer import ImportReport
+from app.types import format_size
 from ui.models_catalog import CatalogTab
 from ui.models_discover import DiscoverTab
 from ui.models_jobs import JobBar
@@ -43,7 +42,6 @@ from ui.models_table import ORIGINS, ModelsTableModel
 from ui.plan_view import PlanView
 from ui.tasks import TaskRunner, describe
 
-ImportMode = Literal["copy", "link", "in_place"]
 IMPORT_MODES: tuple[tuple[ImportMode, str, str], ...] = (
     ("copy", "Copy into Enclave's folder", "The file is copied (and hashed while copying); the original can go."),
     ("link", "Link from Enclave's folder", "A link in Enclave's folder points to the file where it is."),
@@ -244,8 +242,8 @@ class ModelsPage(QWidget):
                     done.append((path, None, "cancelled"))
                     continue
                 try:
-                    done.append((path, self.services.models.import_files([path], mode, on_progress=progress,
-                                                                         cancelled=cancelled), ""))
+                    report = self.services.import_model(path, mode, on_progress=progress, cancelled=cancelled)
+                    done.append((path, report.imported[0], ""))
                 except Exception as exc:  # each file's reason, the rest still goes in
                     done.append((path, None, describe(exc)))
             return done
@@ -269,8 +267,8 @@ class ModelsPage(QWidget):
         mode = mode or self.import_mode()
 
         def start() -> None:
-            progress, _ = self.jobs.start(f"Importing from {folder.name}…")
-            self.tasks.run(lambda: import_folder(self.services.models, folder, mode, progress),
+            progress, cancelled = self.jobs.start(f"Importing from {folder.name}…", cancellable=True)
+            self.tasks.run(lambda: self.services.import_model(folder, mode, on_progress=progress, cancelled=cancelled),
                            on_result=self._folder_imported,
                            on_error=lambda message: self._job_done(f"Import failed: {message}", error=True))
 
@@ -335,23 +333,18 @@ class ModelsPage(QWidget):
         return box.clickedButton() is remove, check.isChecked() and bool(owned)
 
     def remove(self, model_id: str, *, delete_files: bool = False) -> None:
-        def work() -> tuple[Model, list[str]]:
-            model = self.services.models.get(model_id)
-            kept = self.services.models.remove(model, delete_files=delete_files)
-            if self.services.current_settings().default_model == model_id:
-                self.services.settings.set("default_model", None)
-            return model, kept
-
         def start() -> None:
             self.jobs.start("Removing…")
-            self.tasks.run(work, on_result=self._removed,
+            self.tasks.run(lambda: self.services.remove_model(model_id, delete_files=delete_files),
+                           on_result=self._removed,
                            on_error=lambda message: self._job_done(f"Not removed: {message}", error=True))
 
         self._submit(start)
 
-    def _removed(self, result: tuple[Model, list[str]]) -> None:
-        model, kept = result
-        lines = [f"Removed {model.name}."] + [f"Kept on disk: {path}" for path in kept]
+    def _removed(self, removal: ModelRemoval) -> None:
+        lines = [f"Removed {removal.model.name}."] + [f"Kept on disk: {path}" for path in removal.kept]
+        if removal.was_default:
+            lines.append("It was the default model: choose another for new chats.")
         self._job_done("\n".join(lines), changed=True)
 
     def set_default_selected(self) -> None:
@@ -378,8 +371,8 @@ class ModelsPage(QWidget):
         def start() -> None:
             name = self._name_of(model_id)
             progress, cancelled = self.jobs.start(f"Exporting {name}…", cancellable=True)
-            models = self.services.models
-            self.tasks.run(lambda: export_model(models, models.get(model_id), folder, progress, cancelled),
+            self.tasks.run(lambda: self.services.export_model(model_id, folder, on_progress=progress,
+                                                              cancelled=cancelled),
                            on_result=lambda manifest: self._job_done(
                                f"Exported {name} to {folder} ({manifest.name} lists every file's SHA-256). "
                                "On the other machine: Import folder…"),

@@ -13,8 +13,7 @@ from PySide6.QtCore import QEvent, QPointF, QRectF, QSize
 from PySide6.QtGui import QColor, QFontMetrics, QHelpEvent, QPainter, QPaintEvent, QPen, QResizeEvent
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
-from inference.devices import format_size
-from inference.planner import DeviceUse, Plan
+from app.types import DeviceUse, Plan, format_size
 
 PARTS = (("weights", "Weights"), ("experts", "Experts"), ("kv", "KV cache"), ("compute", "Compute"))
 COLORS = {"weights": QColor("#4e79a7"), "experts": QColor("#59a14f"), "kv": QColor("#f28e2b"),

@@ -6,7 +6,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QFont
 
 from app.models import Model
-from inference.devices import format_size
+from app.types import format_size
 
 COLUMNS = ("Name", "Architecture", "Experts", "Quant", "Trained context", "Size", "Origin", "Verified")
 ORIGINS = {"copied": "copied in", "linked": "linked", "in_place": "in place", "downloaded": "downloaded",

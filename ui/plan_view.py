@@ -9,8 +9,6 @@ through the task runner.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -26,13 +24,10 @@ from PySide6.QtWidgets import (
 
 from app.runtime import LoadOutcome
 from app.services import Services
-from inference.devices import Machine
-from inference.gguf_info import GGUFInfo
-from inference.model_shape import ModelShape
-from inference.planner import Plan, PlanError, PlanRequest, plan
-from inference.protocol import ModelSettings
+from app.types import EnclaveError, GGUFInfo, Machine, ModelShape, Plan, PlanRequest
 from ui.models_machine import MachinePicker
 from ui.models_plan_bars import PlanBars
+from ui.profile_form import ProfileForm
 from ui.tasks import TaskRunner
 from ui.theme import error_color
 
@@ -87,12 +82,14 @@ class PlanView(QWidget):
         self.experts_label.setMinimumWidth(110)
         self.experts_slider.setToolTip("Keep the experts of the first N layers in RAM (llama.cpp's --n-cpu-moe); "
                                        "at the left end the planner fills the GPU by itself.")
-        self.machine_picker = MachinePicker(self.tasks)
+        self.machine_picker = MachinePicker(self.services, self.tasks)
         self.bars = PlanBars()
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.load_button = QPushButton("Load with this plan")
+        self.load_button.setToolTip("Saves these settings as the model's profile, then loads it: chats and "
+                                    "library questions use the same plan.")
         self.load_status = QLabel()
         self.load_status.setWordWrap(True)
         self.load_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -108,6 +105,8 @@ class PlanView(QWidget):
         layout.addWidget(self.bars)
         layout.addWidget(self.verdict)
         layout.addWidget(_pair(self.load_button, self.load_status, stretch_second=True))
+        self.profile_form = ProfileForm(self.services)
+        layout.addWidget(self.profile_form)
         layout.addStretch(1)
 
         self.ctx_slider.valueChanged.connect(self._replan)
@@ -131,6 +130,7 @@ class PlanView(QWidget):
             return
         self.model_id, self.info = model_id, None
         self.load_status.clear()
+        self.profile_form.set_model(model_id)
         if model_id is None:
             self.title.setText("Select a model to see where it goes in memory.")
             self._set_enabled(False)
@@ -164,17 +164,24 @@ class PlanView(QWidget):
         self.title.setText(f"<b>{info.name}</b> — {info.architecture}, {shape.n_layer} layers, {kind}, "
                            f"trained context {info.context_length:,}")
         self._steps = context_steps(shape.context_length)
-        wanted = min(self.services.current_settings().context_length, shape.context_length)
-        for w in (self.ctx_slider, self.experts_slider):
+        profile = self.services.profile(model_id)  # the sliders show the saved profile
+        wanted = profile.context(self.services.current_settings()) or shape.context_length
+        controls = (self.ctx_slider, self.experts_slider, self.kv_combo, self.flash)
+        for w in controls:
             w.blockSignals(True)
         self.ctx_slider.setRange(0, len(self._steps) - 1)
-        self.ctx_slider.setValue(self._nearest_step(wanted))
+        self.ctx_slider.setValue(self._nearest_step(min(wanted, shape.context_length)))
         self.experts_slider.setRange(AUTO, shape.n_layer)
-        self.experts_slider.setValue(AUTO)
-        for w in (self.ctx_slider, self.experts_slider):
+        self.experts_slider.setValue(AUTO if profile.cpu_moe_layers is None else profile.cpu_moe_layers)
+        self.kv_combo.setCurrentText(profile.type_k if profile.type_k in KV_TYPES else KV_TYPES[0])
+        self.flash.setChecked(profile.flash_attn is not False)
+        for w in controls:
             w.blockSignals(False)
         self._set_enabled(True)
         self.experts_slider.setEnabled(shape.is_moe)
+        if profile.n_gpu_layers is not None:  # set by hand ('enclave models config --gpu-layers')
+            self.load_status.setText(f"Its profile places layers by hand ({profile.n_gpu_layers} on the GPU, no "
+                                     "plan). Loading with this plan replaces that.")
         self._replan()
 
     def _nearest_step(self, n_ctx: int) -> int:
@@ -222,8 +229,8 @@ class PlanView(QWidget):
         result: Plan | None = None
         if shape is not None and machine is not None:
             try:
-                result = plan(shape, machine, self.request())
-            except PlanError as exc:
+                result = self.services.plan(self.info, self.request(), machine)
+            except EnclaveError as exc:
                 self.error = str(exc)
         self._plan = result
         self.bars.set_plan(result)
@@ -249,20 +256,32 @@ class PlanView(QWidget):
 
     # Loading ---------------------------------------------------------------------------
 
+    def save_profile(self) -> None:
+        """Save what the sliders describe as the model's profile: chat, library questions
+        and ``enclave run`` load it so from now on."""
+        if self.model_id is None:
+            return
+        request = self.request()
+        self.services.configure_model(self.model_id, n_ctx=request.n_ctx, type_k=request.type_k,
+                                      type_v=request.type_v, flash_attn=request.flash_attn,
+                                      cpu_moe_layers=request.cpu_moe_layers, n_gpu_layers=None)
+
     def load(self) -> None:
-        """Load the model in the worker with the request the sliders describe. The runtime
+        """Save the sliders as the model's profile and load the model by it. The runtime
         plans again on this machine (free memory may have changed) and refuses a plan that
         does not fit."""
         if self.model_id is None or self._plan is None:
             return
-        model_id, request = self.model_id, self.request()
-        threads = self.services.current_settings().threads
-        base = ModelSettings(path="", flash_attn=request.flash_attn)
-        settings = replace(base, n_threads=threads) if threads else base
+        model_id, n_ctx = self.model_id, self.n_ctx
+        try:
+            self.save_profile()
+        except EnclaveError as exc:
+            self._load_failed(str(exc))
+            return
         self.load_button.setEnabled(False)
         self.load_status.setStyleSheet("")
-        self.load_status.setText(f"Loading with a context of {request.n_ctx:,} tokens…")
-        self.tasks.run(lambda: self.services.runtime.load(model_id, settings, planned=request),
+        self.load_status.setText(f"Loading with a context of {n_ctx:,} tokens…")
+        self.tasks.run(lambda: self.services.load_model(model_id),
                        on_result=self._loaded, on_error=self._load_failed, serial=True)
 
     def _loaded(self, outcome: LoadOutcome) -> None:

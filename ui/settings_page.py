@@ -27,7 +27,7 @@ from app.paths import HOME_ENV
 from app.policy import SET_BY
 from app.services import Services
 from app.settings import Settings, parse_value
-from inference.errors import EnclaveError
+from app.types import EnclaveError
 from ui.tasks import TaskRunner
 from ui.theme import error_color
 

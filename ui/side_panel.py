@@ -1,7 +1,7 @@
 """The chat's side panel: the conversation's model, its memory plan and the context in use.
 
 What the model is (``ModelRegistry.find`` and ``Runtime.inspect``) and the machine it
-would run on (``detect_machine``, which asks llama.cpp's backends) are read in one task;
+would run on (``Services.machine``, probed in a child process) are read in one task;
 the rest is cheap and happens on the GUI thread: the last reply's token counts (a few
 rows), whether that model is the one loaded now (``Runtime.model`` / ``last_load``) and,
 when it is not, the plan the planner proposes at the settings' context (well under 50 ms).
@@ -21,11 +21,7 @@ from app.conversations import Message
 from app.models import Model
 from app.runtime import LoadOutcome
 from app.services import Services
-from inference.devices import Machine, detect_machine, format_size
-from inference.errors import EnclaveError
-from inference.gguf_info import GGUFInfo
-from inference.planner import Plan, PlanError, PlanRequest, plan
-from inference.protocol import ModelInfo
+from app.types import EnclaveError, GGUFInfo, Machine, ModelInfo, Plan, format_size
 from ui.models_plan_bars import PlanBars
 from ui.tasks import TaskRunner
 from ui.theme import error_color
@@ -47,7 +43,7 @@ class ModelFacts:
 def read_facts(services: Services, ref: str) -> ModelFacts:
     """Off the GUI thread: the model, its file and the machine."""
     registered = services.registered_model(ref)
-    return ModelFacts(ref, registered, services.runtime.inspect(ref), detect_machine())
+    return ModelFacts(ref, registered, services.runtime.inspect(ref), services.machine())
 
 
 def describe_model(facts: ModelFacts) -> str:
@@ -195,13 +191,24 @@ class SidePanel(QWidget):
         return outcome if same else None
 
     def _show(self) -> None:
-        settings = self.services.settings.load()
+        profile_ctx = self._profile_context()
         outcome = self._loaded_outcome()
         self.loaded = outcome is not None
-        n_ctx = outcome.info.n_ctx if outcome is not None else settings.context_length
+        n_ctx = outcome.info.n_ctx if outcome is not None else profile_ctx
         self._show_model(outcome)
-        self._show_plan(outcome, settings.context_length)
+        self._show_plan(outcome, profile_ctx)
         self._show_context(last_reply(self._recent), n_ctx)
+
+    def _profile_context(self) -> int:
+        """The context the shown model's profile loads it with (0 in the profile: the
+        largest that fits, shown as its trained context until it is loaded)."""
+        settings = self.services.current_settings()
+        try:
+            n_ctx = self.services.profile(self.model_ref).context(settings) if self.model_ref else 0
+        except EnclaveError:  # a model no longer registered: the settings' context
+            n_ctx = settings.context_length
+        trained = self.facts.info.context_length if self.facts is not None else 0
+        return min(n_ctx, trained) if n_ctx and trained else n_ctx or trained or settings.context_length
 
     def _show_model(self, outcome: LoadOutcome | None) -> None:
         self.model_details.setStyleSheet("")
@@ -233,12 +240,17 @@ class SidePanel(QWidget):
             shown, self.plan_source = outcome.plan, "loaded"
             self.plan_caption.setText("The plan it was loaded by:" if shown else "Loaded without a memory plan.")
             checks = "\n".join("Estimate vs llama.cpp — " + c.describe() for c in outcome.checks)
-        elif self.facts is not None:
+        elif self.facts is not None and self.model_ref is not None:
             self.plan_source = "proposed"
-            self.plan_caption.setText(f"Proposed for a context of {n_ctx:,} tokens on this machine:")
             try:
-                shown = plan(self.facts.info.shape, self.facts.machine, PlanRequest(n_ctx=n_ctx))
-            except PlanError as exc:
+                request = self.services.profile_request(self.model_ref, self.facts.info)
+                if request is None:
+                    self.plan_caption.setText("Its profile places layers by hand: no memory plan.")
+                else:
+                    self.plan_caption.setText(f"Its profile's plan, for a context of {request.n_ctx or n_ctx:,} "
+                                              "tokens on this machine:")
+                    shown = self.services.plan(self.facts.info, request, self.facts.machine)
+            except EnclaveError as exc:
                 error = str(exc)
         else:
             self.plan_source = None

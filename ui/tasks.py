@@ -22,7 +22,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
-from inference.errors import EnclaveError
+from app.types import EnclaveError
 
 log = logging.getLogger(__name__)
 Callback = Callable[[Any], None]

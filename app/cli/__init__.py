@@ -9,7 +9,19 @@ from __future__ import annotations
 import multiprocessing
 
 # Registering the commands is importing their modules.
-from app.cli import chat, database, gui, history, library, models, policy, registry, run, system  # noqa: F401
+from app.cli import (  # noqa: F401
+    chat,
+    database,
+    gui,
+    history,
+    library,
+    models,
+    policy,
+    profile,
+    registry,
+    run,
+    system,
+)
 from app.cli.common import cli
 
 __all__ = ["cli", "main"]

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from app.chat import ContextTrimmed, LibraryNote, PromptProgress, ReplyDelta, ReplyFinished
-from app.cli.common import Cancellable, ProgressLine, cli, user_errors
+from app.chat import ContextRaised, ContextTrimmed, LibraryNote, PromptProgress, ReplyDelta, ReplyFinished
+from app.cli.common import Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
 from app.conversations import Conversation, Message
 from app.services import Services
 from inference.errors import EnclaveError
@@ -31,6 +31,7 @@ def chat(model: str | None, conversation_id: int | None, system: str | None, lib
         conversation = _open_conversation(services, model, conversation_id, system, library_id)
         click.echo(f"Chat {conversation.id} with {conversation.model}. {HELP}", err=True)
         show_reasoning = not no_reasoning and services.current_settings().show_reasoning
+        noted: set[str] = set()  # models whose guessed chat format was pointed out
         while True:
             try:
                 line = input("> " if sys.stdin.isatty() else "")
@@ -55,6 +56,15 @@ def chat(model: str | None, conversation_id: int | None, system: str | None, lib
                 show_reply(events, services.chat.cancel, show_reasoning)
             except EnclaveError as exc:  # one turn failed: say so, keep chatting
                 click.echo(f"enclave: error: {exc}", err=True)
+            note_guessed_format(services, conversation.model, noted)
+
+
+def note_guessed_format(services: Services, model: str, noted: set[str]) -> None:
+    """Say once per model (``noted``) that the loaded model's chat format is a guess."""
+    loaded = services.runtime.model
+    if loaded is not None and loaded.chat_format_guessed and model not in noted:
+        noted.add(model)
+        note_guessed_chat_format(model, guessed=True)
 
 
 def _open_conversation(services: Services, model: str | None, conversation_id: int | None,
@@ -83,6 +93,9 @@ def show_reply(events: object, cancel: object, show_reasoning: bool) -> Message 
     for event in stream:
         if isinstance(event, LibraryNote):
             click.echo(f"({event.text})", err=True)
+        elif isinstance(event, ContextRaised):
+            click.echo(f"({event.describe()} To keep it: enclave models config {event.model} --ctx {event.n_ctx})",
+                       err=True)
         elif isinstance(event, ContextTrimmed):
             click.echo(f"(Left out {event.dropped} earlier messages so the chat fits the model's "
                        f"{event.n_ctx:,}-token context.)", err=True)

@@ -146,3 +146,11 @@ def launch_gui() -> int:
         fail(f"the desktop app cannot start: {exc}. Reinstall Enclave with its dependencies (PySide6), or use "
              "the commands ('enclave --help').")
     return ui_app.main()
+
+
+def note_guessed_chat_format(model: str, guessed: bool) -> None:
+    """One line on stderr when the loaded model's chat format is a guess (ModelInfo's
+    ``chat_format_guessed``): which format is used and how to choose another."""
+    if guessed:
+        click.echo(f"{model} has no chat template and Enclave does not know its architecture's format; replies "
+                   f"use ChatML. Choose another with: enclave models config {model} --chat-format NAME", err=True)

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import click
 
-from app.cli.chat import show_reply
+from app.cli.chat import note_guessed_format, show_reply
 from app.cli.common import KV_TYPES, cli, user_errors
-from app.extract import Limits
-from app.ingest import IngestProgress, ingest
-from app.library_sizing import size_library
+from app.ingest import IngestProgress
 from app.services import Services
-from inference.devices import detect_machine, format_size
+from inference.devices import format_size
 from inference.errors import EnclaveError
-from inference.fingerprint import model_fingerprint
-from inference.planner import PlanRequest
-from inference.protocol import ModelSettings
 
 
 @cli.group()
@@ -52,10 +47,7 @@ def add(name: str, paths: tuple[Path, ...], include: tuple[str, ...], exclude: t
         if found is None and create_missing:
             found = services.libraries.create(name)
         target = found or services.libraries.get(name)
-        settings = services.current_settings()
-        limits = Limits(max_file_bytes=settings.max_document_mb * 2**20)
-        report = ingest(services.libraries, target, paths, include=include, exclude=exclude, limits=limits,
-                        on_progress=_progress)
+        report = services.add_to_library(target.id, paths, include=include, exclude=exclude, on_progress=_progress)
         click.echo("\r\033[K" if sys.stderr.isatty() else "", err=True, nl=False)
         click.echo(f"{target.name}: {report.summary()}.")
         for path, _reason, message in report.failed:
@@ -88,7 +80,7 @@ def list_command(as_json: bool) -> None:
 @library.command()
 @click.argument("name")
 @click.option("--model", default=None, help="Count tokens with this model and size the context it needs.")
-@click.option("--kv-type", type=KV_TYPES, default="f16", show_default=True)
+@click.option("--kv-type", type=KV_TYPES, default=None, help="KV cache type (default: the model's profile).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
@@ -99,13 +91,8 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
         documents = services.libraries.documents(lib.id)
         sizing, counts = None, {}
         if model:
-            gguf = services.runtime.inspect(model)
-            tokenizer = model_fingerprint(gguf.path)
-            services.runtime.load(model, ModelSettings(path=model, vocab_only=True))
-            request = PlanRequest(type_k=kv_type, type_v=kv_type, flash_attn=True)  # type: ignore[arg-type]
-            sizing = size_library(services.libraries, lib.id, gguf, tokenizer, detect_machine(), request,
-                                  count=services.runtime.count_tokens)
-            counts = services.libraries.token_counts([d.sha256 for d in documents if d.sha256], tokenizer)
+            sized = services.size_library(lib.id, model, kv_type=kv_type)  # type: ignore[arg-type]
+            sizing, counts = sized.sizing, sized.per_document
     if as_json:
         click.echo(json.dumps({
             "library": asdict(lib),
@@ -184,6 +171,7 @@ def ask(question: str, library_name: str, model: str | None, no_reasoning: bool)
                                "'enclave settings set default_model PATH'.")
         show_reasoning = not no_reasoning and services.current_settings().show_reasoning
         reply = show_reply(services.chat.send(conversation.id, question), services.chat.cancel, show_reasoning)
+        note_guessed_format(services, conversation.model, noted=set())
         if reply is not None and reply.status == "error":
             raise SystemExit(2)
         click.echo(f"(Saved as conversation {conversation.id}; continue with 'enclave chat --conversation "

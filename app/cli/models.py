@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ import click
 from app.cli.common import KV_TYPES, SizeType, cli, user_errors
 from app.runtime import make_plan
 from app.services import Services
-from inference.devices import Machine, detect_machine, format_size, simulated_machine
+from inference.devices import Machine, format_size, simulated_machine
 from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.planner import Plan, PlanRequest, context_table
 
@@ -49,8 +50,10 @@ def describe_model(info: GGUFInfo) -> str:
         f"  trained context {info.context_length:,} tokens",
         f"  layers          {s.n_layer} x {s.n_embd} wide, {s.n_head} attention heads, {s.n_head_kv} KV heads "
         f"(head size {s.key_length}){window}",
-        f"  chat template   {'yes' if info.chat_template else 'none (Enclave uses ChatML)'}",
+        f"  chat format     {info.chat_format.description}",
     ]
+    if info.chat_format.guessed:
+        lines.append("                  choose another with: enclave models config MODEL --chat-format NAME")
     if info.license:
         lines.append(f"  license         {info.license}")
     if s.is_moe:
@@ -63,23 +66,31 @@ def describe_model(info: GGUFInfo) -> str:
 @click.argument("model")
 @click.option("--ctx", "n_ctx", type=click.IntRange(min=1), default=None,
               help="Context length; default: the largest that fits.")
-@click.option("--kv-type", type=KV_TYPES, default="f16", show_default=True, help="KV cache type.")
+@click.option("--kv-type", type=KV_TYPES, default=None, help="KV cache type (default: the model's profile).")
 @click.option("--vram", type=SizeType(), default=None, help="Plan for a GPU with this much memory, e.g. 24GiB.")
 @click.option("--ram", type=SizeType(), default=None, help="Plan for this much free RAM, e.g. 64GiB.")
 @click.option("--unified", is_flag=True, help="Plan for unified memory (Apple silicon) of --ram.")
 @click.option("--cpu-moe-layers", type=click.IntRange(min=0), default=None,
-              help="Keep the experts of the first N layers in RAM.")
+              help="Keep the experts of the first N layers in RAM (default: the model's profile).")
 @click.option("--margin", type=SizeType(), default="1GiB", show_default=True, help="Memory to leave free per device.")
 @click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (sizes in bytes).")
 @user_errors
-def plan_command(model: str, n_ctx: int | None, kv_type: str, vram: int | None, ram: int | None, unified: bool,
-                 cpu_moe_layers: int | None, margin: int, no_flash_attn: bool, as_json: bool) -> None:
-    """Where every part of MODEL would go on this machine (or on --vram/--ram), and what fits."""
-    info = inspect_gguf(_resolve(model))
-    machine = _machine(vram, ram, unified)
-    request = PlanRequest(n_ctx=n_ctx, type_k=kv_type, type_v=kv_type, flash_attn=not no_flash_attn,  # type: ignore[arg-type]
-                          margin_bytes=margin, cpu_moe_layers=cpu_moe_layers)
+def plan_command(model: str, n_ctx: int | None, kv_type: str | None, vram: int | None, ram: int | None,
+                 unified: bool, cpu_moe_layers: int | None, margin: int, no_flash_attn: bool, as_json: bool) -> None:
+    """Where every part of MODEL would go on this machine (or on --vram/--ram), and what fits.
+
+    KV cache type, flash attention and expert layers in RAM come from MODEL's profile
+    unless given here; without --ctx it proposes the largest context that fits.
+    """
+    with Services.open(readonly=True) as services:
+        info = inspect_gguf(services.resolve_model(model))
+        machine = _machine(services, vram, ram, unified)
+        saved = services.profile_request(model, info) or PlanRequest()
+    request = replace(saved, n_ctx=n_ctx, margin_bytes=margin,
+                      **({"type_k": kv_type, "type_v": kv_type} if kv_type else {}),
+                      **({"cpu_moe_layers": cpu_moe_layers} if cpu_moe_layers is not None else {}),
+                      **({"flash_attn": False} if no_flash_attn else {}))
     chosen = make_plan(info, request, machine)
     table = context_table(info.shape, machine, request)
     if as_json:
@@ -99,11 +110,12 @@ def _resolve(model: str) -> Path:
         return services.resolve_model(model)
 
 
-def _machine(vram: int | None, ram: int | None, unified: bool) -> Machine:
+def _machine(services: Services, vram: int | None, ram: int | None, unified: bool) -> Machine:
+    """This machine (probed), or a simulated one; --vram alone keeps this machine's free RAM."""
     if vram is None and ram is None and not unified:
-        return detect_machine()
-    here = detect_machine()
-    return simulated_machine(vram, ram if ram is not None else here.ram_free_bytes, unified=unified)
+        return services.machine()
+    free_ram = ram if ram is not None else services.machine().ram_free_bytes
+    return simulated_machine(vram, free_ram, unified=unified)
 
 
 def describe_plan(p: Plan) -> str:

@@ -13,8 +13,7 @@ from app.cli.common import SizeType, cli, user_errors
 from app.hub.repos import Choice
 from app.models import Model
 from app.services import Services
-from app.transfer import ImportReport, export_model, import_folder
-from inference.devices import detect_machine, format_size, simulated_machine
+from inference.devices import format_size, simulated_machine
 from inference.errors import EnclaveError
 
 
@@ -71,11 +70,7 @@ def import_command(path: Path, mode: str) -> None:
     """Import a .gguf file (with its shards), a folder of them, or an exported folder
     with a manifest; every file is validated and hashed first."""
     with Services.open() as services:
-        if path.is_dir():
-            report = import_folder(services.models, path, mode, _progress("Importing"))  # type: ignore[arg-type]
-        else:
-            model = services.models.import_files([path], mode, on_progress=_progress("Hashing"))  # type: ignore[arg-type]
-            report = ImportReport(imported=[model])
+        report = services.import_model(path, mode, on_progress=_progress("Importing"))  # type: ignore[arg-type]
     _done_line()
     for model in report.imported:
         click.echo(f"Imported {model.id}: {model.name} ({format_size(model.size)}, {model.origin}).")
@@ -113,11 +108,12 @@ def verify(model: str | None) -> None:
 def remove(model: str, delete_files: bool, delete_external: bool) -> None:
     """Forget MODEL. Files outside Enclave's folder are never deleted unless you say so."""
     with Services.open() as services:
-        target = services.models.get(model)
-        kept = services.models.remove(target, delete_files=delete_files, delete_external=delete_external)
-    click.echo(f"Removed {target.id} from the registry.")
-    for path in kept:
+        removal = services.remove_model(model, delete_files=delete_files, delete_external=delete_external)
+    click.echo(f"Removed {removal.model.id} from the registry.")
+    for path in removal.kept:
         click.echo(f"  kept on disk: {path}")
+    if removal.was_default:
+        click.echo("It was the default model: no default is set now ('enclave settings set default_model MODEL').")
 
 
 @models.command()
@@ -129,7 +125,7 @@ def export(model: str, folder: Path) -> None:
     machine without network; 'enclave models import FOLDER' there checks every byte."""
     with Services.open(readonly=True) as services:
         target = services.models.get(model)
-        manifest = export_model(services.models, target, folder, _progress("Exporting"))
+        manifest = services.export_model(target.id, folder, on_progress=_progress("Exporting"))
     _done_line()
     click.echo(f"Exported {target.id} to {folder} (manifest {manifest.name}).")
 
@@ -173,7 +169,8 @@ def catalog(vram: int | None, ram: int | None, n_ctx: int, as_json: bool) -> Non
     """Good quantized MoE models, and which fit this machine (or --vram/--ram) at what context."""
     from app.catalog import fits, load_catalog
 
-    here = detect_machine()
+    with Services.open(readonly=True) as services:
+        here = services.machine()
     machine = here if vram is None and ram is None else simulated_machine(vram, ram or here.ram_free_bytes)
     results = fits(load_catalog(), machine, n_ctx)
     if as_json:

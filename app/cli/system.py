@@ -37,6 +37,8 @@ def doctor(as_json: bool, check_db: bool) -> None:
     click.echo(f"llama.cpp backends: {', '.join(report['backends'])}  (GPU offload: "
                f"{'yes' if report['gpu_offload'] else 'no'})")
     click.echo(f"CPU features: {report['system_info']}")
+    if "probe_error" in report:
+        click.echo(report["probe_error"])
     click.echo("Devices:")
     for dev in report["devices"]:
         click.echo(f"  {dev['name']:<10} {dev['type']:<5} {dev['description']}: "

@@ -1,26 +1,28 @@
-"""How many tokens a library is, and the context it needs — computed off the GUI thread.
+"""A library's tokens with a model and the context it needs: the bodies of
+``Services.library_tokens`` and ``Services.size_library``, which the window and
+``enclave library show --model`` both call.
 
-Nothing here touches a widget: the page runs these functions through
-``TaskRunner.run(..., serial=True)`` (they may talk to the model worker) and shows the
-returned records. Exact counts need the default model's tokenizer; the model is loaded
-vocabulary-only for that, but only when asked (``load=True``) or when no other model is
-in the worker: counting must not silently push out the model a chat is using.
+Exact counts need the model's tokenizer. The model is loaded vocabulary-only for that, but
+only when asked (``load=True``) or when no other model is in the worker: counting must not
+silently push out the model a chat is using.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.library_sizing import DEFAULT_RESERVE, LibrarySizing, library_tokens, needed_context, size_library
-from app.services import Services
-from inference.devices import detect_machine
 from inference.errors import EnclaveError
 from inference.fingerprint import model_fingerprint
 from inference.gguf_info import GGUFInfo
 from inference.planner import PlanRequest
-from inference.protocol import ModelSettings
+from inference.protocol import KvCacheType, ModelSettings
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 NO_TOKENIZER = ""  # a tokenizer key no count is ever saved under: every figure is an estimate
 Count = Callable[[Sequence[str]], list[int]]
@@ -28,14 +30,14 @@ Count = Callable[[Sequence[str]], list[int]]
 
 @dataclass(frozen=True)
 class LibraryTokens:
-    """The whole-library token figure for the default model, against the current context."""
+    """The whole-library token figure for a model, against the current context."""
 
     library_id: int
     tokens: int
     exact: bool
-    context_length: int  # the ``context_length`` setting
+    context_length: int  # the context the model's profile loads it with (the setting, without a model)
     needed_ctx: int
-    model_name: str | None  # None: no default model
+    model_name: str | None  # None: no model (no default model chosen)
     per_document: dict[str, int] = field(default_factory=dict)  # sha256 -> tokens (exact counts only)
     why_estimate: str = ""
 
@@ -52,6 +54,17 @@ class LibraryTokens:
             verdict = (f"does not fit in the current context ({self.context_length:,} tokens; "
                        f"it needs {self.needed_ctx:,})")
         return f"Whole library: {about}{self.tokens:,} tokens{estimate} — {verdict}"
+
+
+@dataclass(frozen=True)
+class SizingResult:
+    """The planner's verdict on a context that holds the whole library, with the counts it used."""
+
+    library_id: int
+    model: str  # the model it was sized for, as its user named it (whose profile to change)
+    model_name: str
+    sizing: LibrarySizing
+    per_document: dict[str, int]  # sha256 -> tokens, the documents counted exactly
 
 
 @dataclass(frozen=True)
@@ -81,10 +94,9 @@ def _tokenizer(services: Services, ref: str, *, load: bool) -> _Tokenizer:
     return _Tokenizer(name, gguf, key, None, f"another model is loaded; 'Count exactly' uses {name}'s tokenizer")
 
 
-def measure(services: Services, library_id: int, *, load: bool = False) -> LibraryTokens:
-    """The library's tokens with the default model's tokenizer (exact when it can be used)."""
+def measure(services: Services, library_id: int, model: str | None, *, load: bool) -> LibraryTokens:
     settings = services.current_settings()
-    ref = settings.default_model
+    ref = model or settings.default_model
     if not ref:
         tokens, exact, _ = library_tokens(services.libraries, library_id, NO_TOKENIZER)
         return LibraryTokens(library_id, tokens, exact, settings.context_length,
@@ -92,25 +104,22 @@ def measure(services: Services, library_id: int, *, load: bool = False) -> Libra
                              why_estimate="no default model chosen")
     tok = _tokenizer(services, ref, load=load)
     tokens, exact, per_document = library_tokens(services.libraries, library_id, tok.key, tok.count)
-    return LibraryTokens(library_id, tokens, exact, settings.context_length,
+    trained = tok.gguf.context_length
+    n_ctx = min(services.profile(ref).context(settings) or trained, trained or 10**9)  # as a load gets it
+    return LibraryTokens(library_id, tokens, exact, n_ctx,
                          needed_context(tokens, 0, DEFAULT_RESERVE), tok.model_name, per_document, tok.why_not)
 
 
-@dataclass(frozen=True)
-class SizingResult:
-    library_id: int
-    model_name: str
-    sizing: LibrarySizing
-
-
-def size_context(services: Services, library_id: int) -> SizingResult:
-    """The planner's verdict on a context that holds the whole library (exact counts:
-    the user asked, so the tokenizer may be loaded)."""
-    ref = services.current_settings().default_model
+def size(services: Services, library_id: int, model: str | None, kv_type: KvCacheType | None) -> SizingResult:
+    ref = model or services.current_settings().default_model
     if not ref:
         raise EnclaveError("Choose a default model first (Settings or Models): the context a library needs "
                            "depends on the model.")
     tok = _tokenizer(services, ref, load=True)
-    sizing = size_library(services.libraries, library_id, tok.gguf, tok.key, detect_machine(), PlanRequest(),
+    request = services.profile_request(ref, tok.gguf) or PlanRequest()  # the profile's KV cache and placement
+    if kv_type is not None:
+        request = replace(request, type_k=kv_type, type_v=kv_type)
+    sizing = size_library(services.libraries, library_id, tok.gguf, tok.key, services.machine(), request,
                           count=tok.count)
-    return SizingResult(library_id, tok.model_name, sizing)
+    counted = library_tokens(services.libraries, library_id, tok.key).per_document  # cached now: a read
+    return SizingResult(library_id, ref, tok.model_name, sizing, counted)
