@@ -104,9 +104,7 @@ def measure(services: Services, library_id: int, model: str | None, *, load: boo
                              why_estimate="no default model chosen")
     tok = _tokenizer(services, ref, load=load)
     tokens, exact, per_document = library_tokens(services.libraries, library_id, tok.key, tok.count)
-    trained = tok.gguf.context_length
-    n_ctx = min(services.profile(ref).context(settings) or trained, trained or 10**9)  # as a load gets it
-    return LibraryTokens(library_id, tokens, exact, n_ctx,
+    return LibraryTokens(library_id, tokens, exact, services.profile_context(ref, tok.gguf),
                          needed_context(tokens, 0, DEFAULT_RESERVE), tok.model_name, per_document, tok.why_not)
 
 

@@ -148,6 +148,13 @@ class Services:
             return self.profiles.save(key, replace(profile, **changes))
         return self.profiles.update(key, **changes)
 
+    def profile_context(self, ref: str, info: GGUFInfo | None = None) -> int:
+        """The context a load of ``ref`` by its profile asks for, as ``load_request`` caps it
+        (a profile's 0, "the largest that fits", is shown as the trained context)."""
+        info = info or self.runtime.inspect(ref)
+        wanted = load_request(self.profile(ref), self.current_settings(), trained_ctx=info.context_length)
+        return wanted.settings.n_ctx or info.context_length
+
     def profile_request(self, ref: str, info: GGUFInfo | None = None) -> PlanRequest | None:
         """The plan request ``ref``'s profile makes (None: the profile places layers by hand),
         as a load by it would ask: what the side panel proposes before the model is loaded."""

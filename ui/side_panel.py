@@ -200,15 +200,14 @@ class SidePanel(QWidget):
         self._show_context(last_reply(self._recent), n_ctx)
 
     def _profile_context(self) -> int:
-        """The context the shown model's profile loads it with (0 in the profile: the
-        largest that fits, shown as its trained context until it is loaded)."""
-        settings = self.services.current_settings()
+        """The context the shown model's profile loads it with; the settings' until the
+        model has been read, or when it is no longer registered."""
+        if self.model_ref is None or self.facts is None:
+            return self.services.current_settings().context_length
         try:
-            n_ctx = self.services.profile(self.model_ref).context(settings) if self.model_ref else 0
-        except EnclaveError:  # a model no longer registered: the settings' context
-            n_ctx = settings.context_length
-        trained = self.facts.info.context_length if self.facts is not None else 0
-        return min(n_ctx, trained) if n_ctx and trained else n_ctx or trained or settings.context_length
+            return self.services.profile_context(self.model_ref, self.facts.info)
+        except EnclaveError:
+            return self.services.current_settings().context_length
 
     def _show_model(self, outcome: LoadOutcome | None) -> None:
         self.model_details.setStyleSheet("")
