@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from app.conversations import Conversation, ConversationRepository, Message
-from app.library_chat import LibraryChat, LibraryContext
+from app.library_chat import LibraryChat, LibraryContext, LibraryCounting, ReadingStopped
 from app.profiles import ModelProfile, load_request
 from app.prompting import fit_history
 from app.reasoning import ReasoningSplitter, Split, detect_style, prompt_opens_reasoning
@@ -94,8 +94,13 @@ class ReplyFinished:
     message: Message
 
 
-ChatEvent = (UserMessageSaved | ContextTrimmed | ContextRaised | LibraryNote | PromptProgress | ReplyDelta
-             | ReplyFinished)
+ChatEvent = (UserMessageSaved | LibraryCounting | ContextTrimmed | ContextRaised | LibraryNote | PromptProgress
+             | ReplyDelta | ReplyFinished)
+
+
+def reply_reserve(sampling: Sampling, n_ctx: int) -> int:
+    """The tokens a reply may take, which the prompt leaves free."""
+    return min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
 
 
 def title_from(text: str) -> str:
@@ -122,17 +127,43 @@ class ChatService:
 
     def start(self, *, model: str | None = None, system_prompt: str | None = None,
               sampling: dict | None = None, library_id: int | None = None) -> Conversation:
-        settings = self._settings()
-        model = model or settings.default_model
+        model = model or self._settings().default_model
         if system_prompt is None:
-            saved = self._profiles(model).system_prompt if model else None
-            system_prompt = settings.system_prompt if saved is None else saved
+            system_prompt = self.default_system_prompt(model)
         return self.conversations.create(
             model=model,
             system_prompt=system_prompt,
             sampling=sampling or {},
             library_id=library_id,
         )
+
+    def default_system_prompt(self, model: str | None) -> str:
+        """The system prompt a new conversation with ``model`` starts with: its profile's, else the settings'."""
+        saved = self._profiles(model).system_prompt if model else None
+        return self._settings().system_prompt if saved is None else saved
+
+    def warm(self, library_id: int, model: str | None = None) -> Iterator[LibraryCounting | Progress]:
+        """Get ready for the first question on a library: ``model`` (default: the default
+        model) loaded as a new conversation with the library loads it (the context it needs),
+        and the library's prefix held and saved as that question will start, with progress.
+        Returns the ``WarmedPrefix``; a stop (``cancel``) raises ``ReadingStopped``."""
+        if self.library_chat is None:
+            raise EnclaveError("Libraries are not available here.")
+        self._stop_requested = False
+        draft = self._unsaved_conversation(model, library_id)
+        model = self._model_of(draft)
+        yield from self._count_library(draft, model)
+        n_ctx, _raised = self._load(model, draft)
+        if self._stop_requested:
+            raise ReadingStopped("Stopped before the library was read.")
+        reserve = reply_reserve(self._sampling(draft), n_ctx)
+        return (yield from self.library_chat.warm(library_id, draft.system_prompt, n_ctx, reserve))
+
+    def _unsaved_conversation(self, model: str | None, library_id: int) -> Conversation:
+        """The conversation ``start`` would make for a library, not saved: what a warm-up prepares for."""
+        model = model or self._settings().default_model
+        return Conversation(id=0, title="", model=model, library_id=library_id,
+                            system_prompt=self.default_system_prompt(model), sampling={}, created_at="", updated_at="")
 
     def cancel(self) -> None:
         """Stop the reply being generated (from any thread); its text so far is kept. A
@@ -200,8 +231,23 @@ class ChatService:
         profile = self._profiles(model)
         if profile.n_ctx is None or profile.n_ctx == 0 or conversation_id in self.keep_profile_context:
             return None  # no context chosen: the library gets what it needs without asking
+        for _ in self._count_library(conversation, model):
+            pass  # exact counts first (the window has counted them with progress: a read then)
         needed, whole = self._library_context(conversation, model, profile.n_ctx)
         return LibraryContextNeed(model, needed, profile.n_ctx, whole) if needed > profile.n_ctx else None
+
+    def count_library(self, conversation_id: int) -> Iterator[LibraryCounting]:
+        """For a library conversation: count the library's documents its model has not
+        counted yet (the first time the model meets the library), with progress, so the
+        context is sized exactly. A question does it too; the window does it first, before
+        it asks about the context. Nothing for other conversations or counted libraries."""
+        conversation = self.conversations.get(conversation_id)
+        if conversation.library_id is not None:
+            yield from self._count_library(conversation, self._model_of(conversation))
+
+    def _count_library(self, conversation: Conversation, model: str) -> Iterator[LibraryCounting]:
+        if conversation.library_id is not None and self.library_chat is not None:
+            yield from self.library_chat.count(conversation.library_id, model)
 
     def _library_context(self, conversation: Conversation, model: str, minimum: int) -> LibraryContext:
         assert self.library_chat is not None and conversation.library_id is not None
@@ -265,10 +311,11 @@ class ChatService:
     def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
         self._stop_requested = False
         sampling = self._sampling(conversation)
+        yield from self._count_library(conversation, model)  # count, then size, then load the context once
         n_ctx, raised = self._load(model, conversation)
         if raised is not None:
             yield raised
-        reserve = min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
+        reserve = reply_reserve(sampling, n_ctx)
         if conversation.library_id is not None:
             turn = yield from self._library_turn(conversation, n_ctx, reserve)
         else:

@@ -8,7 +8,10 @@ under the cache folder. Past the size cap the least recently used go first.
 
 The states are derived from document text, so with an encrypted database they are not
 written to disk at all (``persistent`` is False): a library's prefix is then kept only in
-the worker's memory, and evaluated again after a restart.
+the worker's memory (``remember``), and evaluated again after a restart.
+
+An entry also notes the library's version it was made from (``current``: is there a state
+for this scope made from the library as it is now? — the libraries page's *ready*).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from app.conversations import now
 from app.store import Store
@@ -36,6 +40,11 @@ class CacheEntry:
     last_used_at: str
 
 
+class CurrentState(NamedTuple):
+    key: str
+    tokens: int | None  # None: a state only the worker holds (ask it: ``Runtime.holds_prefix``)
+
+
 def _files(path: Path) -> list[Path]:
     return [path, path.with_name(path.name + ".json")]  # the state and the engine's sidecar
 
@@ -46,6 +55,7 @@ class PromptCache:
         self.folder = folder
         self._max_bytes = max_bytes
         self.persistent = not store.encrypted
+        self._in_memory: dict[str, tuple[str, str]] = {}  # scope -> (version, key): states only the worker holds
 
     @staticmethod
     def key(model_fingerprint: str, settings: ModelSettings, prefix: Sequence[int]) -> str:
@@ -77,9 +87,10 @@ class PromptCache:
             db.execute("UPDATE kv_cache SET last_used_at = ? WHERE key = ?", [now(), key])
         return path
 
-    def record(self, key: str, *, scope: str, library_id: int | None, model: str, tokens: int) -> None:
-        """Note a state the worker just saved; older states of the same scope are stale
-        (the library changed) and go."""
+    def record(self, key: str, *, scope: str, library_id: int | None, model: str, tokens: int,
+               version: str = "") -> None:
+        """Note a state the worker just saved (``version``: of the library it was made
+        from); older states of the same scope are stale (the library changed) and go."""
         path = self.path_for(key)
         size = sum(p.stat().st_size for p in _files(path) if p.exists())
         stamp = now()
@@ -89,9 +100,27 @@ class PromptCache:
             self.forget(old)
         with self.store.write() as db:
             db.execute("INSERT OR REPLACE INTO kv_cache (key, path, library_id, model, tokens, bytes, created_at, "
-                       "last_used_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       [key, str(path), library_id, model, tokens, size, stamp, stamp, scope])
+                       "last_used_at, scope, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [key, str(path), library_id, model, tokens, size, stamp, stamp, scope, version])
         self.evict()
+
+    def remember(self, key: str, *, scope: str, version: str) -> None:
+        """Note a state only the worker holds (not saved: the database is encrypted)."""
+        self._in_memory[scope] = (version, key)
+
+    def current(self, scope: str, version: str) -> CurrentState | None:
+        """The state of ``scope`` made from the library at ``version``, None when there is
+        none. Reads the table only: nothing is loaded."""
+        if not self.persistent:
+            held = self._in_memory.get(scope)
+            return CurrentState(held[1], None) if held is not None and held[0] == version else None
+        if self.store.readonly and "version" not in self.store.read()["kv_cache"].columns_dict:
+            return None  # a database the next writable open migrates: no state knows its library's version
+        row = self.store.read().execute("SELECT key, tokens FROM kv_cache WHERE scope = ? AND version = ?",
+                                        [scope, version]).fetchone()
+        if row is None or not self.path_for(row[0]).exists():
+            return None
+        return CurrentState(row[0], row[1])
 
     def evict(self) -> list[str]:
         """Drop least recently used entries until the total is under the cap, and any

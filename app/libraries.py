@@ -8,6 +8,7 @@ read keeps its row with the reason, so the user sees what was left out and why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,15 @@ class LibraryRepository:
         where = "d.library_id = ?" + (" AND d.error IS NULL AND d.sha256 IS NOT NULL" if readable_only else "")
         return [_document(r) for r in self.store.read().query(f"{_DOCUMENT_SELECT} WHERE {where} ORDER BY d.id",
                                                               [library_id])]
+
+    def version(self, library_id: int) -> str:
+        """What a library prompt is made of, as a short hash: the library's name and its
+        readable documents in order (id, content, title, path). It changes exactly when the
+        library's prompt text would, with no document text read."""
+        digest = hashlib.sha256(self.get(library_id).name.encode())
+        for d in self.documents(library_id, readable_only=True):
+            digest.update(f"\0{d.id}|{d.sha256}|{d.title}|{d.path}".encode())
+        return digest.hexdigest()[:24]
 
     def document_at(self, library_id: int, path: str) -> Document | None:
         rows = list(self.store.read().query(f"{_DOCUMENT_SELECT} WHERE d.library_id = ? AND d.path = ?",

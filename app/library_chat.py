@@ -6,25 +6,54 @@ its reserve, the library the rest. When the whole library fits, its prefix is th
 every question, so its KV state is kept: in the worker between questions, and on disk
 (``PromptCache``) across restarts unless the database is encrypted. The first question
 evaluates the library once (with progress); the next ones evaluate only themselves.
+
+The context is sized from exact token counts: the first time a model meets a library its
+documents are counted with that model's tokenizer (``count``, with progress) before the
+context is chosen, so the first question loads the context the later ones use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from app.kv_cache import PromptCache
-from app.libraries import LibraryRepository
+from app.libraries import Library, LibraryRepository
 from app.library_sizing import library_tokens, needed_context
-from app.prompting import LibraryPromptBuilder, fit_history
+from app.prompting import LibraryPrompt, LibraryPromptBuilder, fit_history
 from app.runtime import Runtime
 from inference.errors import EnclaveError
 from inference.fingerprint import model_fingerprint
 from inference.planner import PlanRequest, plan
-from inference.protocol import ChatMessage, Done, Failed, Progress
+from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress
 
 HISTORY_SHARE = 4  # the conversation may take up to 1/4 of the context
+QUESTION_ALLOWANCE = 256  # tokens a warmed library leaves for the first question, beyond the reply's reserve
+WARM_QUESTION = "?"  # a stand-in question: warming needs only the prompt's start, which no question changes
+COUNTING_STEPS = 100  # at most this many progress events while a library's tokens are counted
+Count = Callable[[Sequence[str]], list[int]]
+
+
+@dataclass(frozen=True)
+class LibraryCounting:
+    """The library's documents counted with a model's tokenizer so far, the first time the
+    model meets the library: said before the context is chosen."""
+
+    done: int  # documents counted
+    total: int  # documents to count
+
+    def describe(self) -> str:
+        return f"Counting the library's tokens {self.done} / {self.total} documents"
+
+
+class ReadingStopped(EnclaveError):
+    """The user stopped the evaluation of a library prefix (a question's or a warm-up's)."""
+
+
+class WarmedPrefix(NamedTuple):
+    key: str  # the saved prefix's cache key
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -57,6 +86,36 @@ class LibraryChat:
         self.cache = cache
         self.runtime = runtime
 
+    def tokenizer(self, model: str, *, load: bool) -> Count | None:
+        """``model``'s tokenizer: the loaded model's when it has the same weights, else the
+        model loaded vocabulary-only — when ``load`` or when the worker holds no model
+        (counting must not silently push out the model a chat is using). None: neither."""
+        gguf = self.runtime.inspect(model)
+        loaded = self.runtime.model
+        if loaded is not None and loaded.fingerprint == model_fingerprint(gguf.path):
+            return self.runtime.count_tokens
+        if loaded is None or load:
+            self.runtime.load(model, ModelSettings(path=str(gguf.path), vocab_only=True))
+            return self.runtime.count_tokens
+        return None
+
+    def count(self, library_id: int, model: str, *, load: bool = True) -> Iterator[LibraryCounting]:
+        """Count, with ``model``'s tokenizer (see ``tokenizer``), the library's readable
+        documents it has not counted yet, yielding progress; nothing when all are counted."""
+        key = model_fingerprint(self.runtime.inspect(model).path)
+        shas = list(dict.fromkeys(d.sha256 for d in self.libraries.documents(library_id, readable_only=True)
+                                  if d.sha256))
+        counted = self.libraries.token_counts(shas, key)
+        missing = [sha for sha in shas if sha not in counted]
+        count = self.tokenizer(model, load=load) if missing else None
+        if count is None:
+            return
+        step = -(-len(missing) // COUNTING_STEPS)
+        yield LibraryCounting(0, len(missing))
+        for start in range(0, len(missing), step):
+            self.libraries.count_tokens(missing[start:start + step], key, count)
+            yield LibraryCounting(min(start + step, len(missing)), len(missing))
+
     def context_for(self, library_id: int, model: str, minimum: int, reserve: int,
                     request: PlanRequest | None = None) -> LibraryContext:
         """The context to load ``model`` with for this library: enough for all of it
@@ -86,11 +145,8 @@ class LibraryChat:
         assert loaded is not None, "load the model first"
         turns, dropped, history_tokens = fit_history(
             history, lambda ms: len(self.runtime.render_chat(ms).ids), n_ctx // HISTORY_SHARE)
-        builder = LibraryPromptBuilder(self.libraries, self.runtime.count_tokens, loaded.info.fingerprint)
         question = next((m.content for m in reversed(turns) if m.role == "user"), "")
-        built = builder.build(library, n_ctx - history_tokens - reserve, question)
-        system = ChatMessage("system", (system_prompt.strip() + "\n\n" if system_prompt.strip() else "")
-                             + built.system_text)
+        built, system = self._system_message(library, system_prompt, n_ctx - history_tokens - reserve, question)
         messages = [system, *turns]
         rendered = self.runtime.render_chat(messages)
         full = tuple(rendered.ids)
@@ -100,17 +156,53 @@ class LibraryChat:
         note = built.note(n_ctx, needed_context(built.library_tokens, history_tokens, reserve))
         key = None
         if built.complete and built.units:
-            key = yield from self._ensure_prefix(library_id, system, full, system_prompt)
+            key = yield from self._ensure_prefix(library_id, self._prefix(system, full), system_prompt)
         return LibraryTurn(messages, full, rendered.text, key, note, dropped)
 
-    def _ensure_prefix(self, library_id: int, system: ChatMessage, full: tuple[int, ...],
-                       system_prompt: str) -> Iterator[Progress]:
+    def warm(self, library_id: int, system_prompt: str, n_ctx: int, reserve: int) -> Iterator[Progress]:
+        """Make the worker hold (and save) the library prefix that the next question on the
+        library starts with, as ``prepare`` would for that question, yielding progress while
+        it is evaluated; returns the ``WarmedPrefix``. Raises when the library does not fit
+        whole in ``n_ctx``: each question then reads its own selection, with no common prefix."""
+        library = self.libraries.get(library_id)
+        built, system = self._system_message(library, system_prompt, n_ctx - reserve - QUESTION_ALLOWANCE, "")
+        if not built.units:
+            raise EnclaveError(f"Library {library.name!r} has no readable documents, so there is nothing to warm. "
+                               f"Add files with 'enclave library add {library.name} PATH...'.")
+        if not built.complete:
+            raise EnclaveError(f"Library {library.name!r} does not fit whole in the {n_ctx:,}-token context this "
+                               "model gets here, so each question reads the parts most relevant to it and there is "
+                               f"no common start to warm. 'enclave library show {library.name} --model MODEL' says "
+                               "what it needs.")
+        full = tuple(self.runtime.render_chat([system, ChatMessage("user", WARM_QUESTION)]).ids)
+        prefix = self._prefix(system, full)
+        key = yield from self._ensure_prefix(library_id, prefix, system_prompt)
+        return WarmedPrefix(key, len(prefix))
+
+    def _system_message(self, library: Library, system_prompt: str, budget: int, question: str
+                        ) -> tuple[LibraryPrompt, ChatMessage]:
+        """The library's part of the prompt within ``budget`` tokens, and the system message
+        that carries it after the user's system prompt."""
+        loaded = self.runtime.last_load
+        assert loaded is not None, "load the model first"
+        builder = LibraryPromptBuilder(self.libraries, self.runtime.count_tokens, loaded.info.fingerprint)
+        built = builder.build(library, budget, question)
+        system = ChatMessage("system", (system_prompt.strip() + "\n\n" if system_prompt.strip() else "")
+                             + built.system_text)
+        return built, system
+
+    def _prefix(self, system: ChatMessage, full: tuple[int, ...]) -> tuple[int, ...]:
+        """The start of the prompt ``full`` that the system message alone renders to: the
+        same for every question on the library, so its KV state is kept."""
+        prefix_only = tuple(self.runtime.render_chat([system], add_generation_prompt=False).ids)
+        return full[: common_prefix(prefix_only, full)]
+
+    def _ensure_prefix(self, library_id: int, prefix: tuple[int, ...], system_prompt: str) -> Iterator[Progress]:
         """Make the worker hold the library prefix: already there, restored from disk, or
         evaluated now and saved. Returns the prefix's cache key."""
         loaded = self.runtime.last_load
         assert loaded is not None
-        prefix_only = tuple(self.runtime.render_chat([system], add_generation_prompt=False).ids)
-        prefix = full[: common_prefix(prefix_only, full)]
+        version = self.libraries.version(library_id)  # the library this prefix was made from
         settings = self.runtime.worker.settings
         assert settings is not None
         key = PromptCache.key(loaded.info.fingerprint, settings, prefix)
@@ -129,11 +221,13 @@ class LibraryChat:
             elif isinstance(event, Failed):
                 raise EnclaveError(event.message)
             elif isinstance(event, Done) and event.stats.stop_reason == "cancelled":
-                raise EnclaveError("Stopped while reading the library; nothing was answered.")
+                raise ReadingStopped("Stopped while reading the library; nothing was answered.")
+        scope = PromptCache.scope(library_id, loaded.info.fingerprint, settings, system_prompt)
         if self.cache.persistent:  # not with an encrypted database: the state is the library's text
             self.cache.folder.mkdir(parents=True, exist_ok=True)
             self.runtime.save_state(self.cache.path_for(key))
-            scope = PromptCache.scope(library_id, loaded.info.fingerprint, settings, system_prompt)
             self.cache.record(key, scope=scope, library_id=library_id, model=loaded.gguf.path.name,
-                              tokens=len(prefix))
+                              tokens=len(prefix), version=version)
+        else:
+            self.cache.remember(key, scope=scope, version=version)
         return key

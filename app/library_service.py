@@ -19,7 +19,7 @@ from inference.errors import EnclaveError
 from inference.fingerprint import model_fingerprint
 from inference.gguf_info import GGUFInfo
 from inference.planner import PlanRequest
-from inference.protocol import KvCacheType, ModelSettings
+from inference.protocol import KvCacheType
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -84,14 +84,11 @@ def _model_name(services: Services, ref: str) -> str:
 def _tokenizer(services: Services, ref: str, *, load: bool) -> _Tokenizer:
     name = _model_name(services, ref)
     gguf = services.runtime.inspect(ref)
-    key = model_fingerprint(gguf.path)
-    loaded = services.runtime.model
-    if loaded is not None and loaded.fingerprint == key:
-        return _Tokenizer(name, gguf, key, services.runtime.count_tokens, "")
-    if loaded is None or load:
-        services.runtime.load(ref, ModelSettings(path=str(gguf.path), vocab_only=True))
-        return _Tokenizer(name, gguf, key, services.runtime.count_tokens, "")
-    return _Tokenizer(name, gguf, key, None, f"another model is loaded; 'Count exactly' uses {name}'s tokenizer")
+    library_chat = services.chat.library_chat
+    assert library_chat is not None  # Services always gives its chat service one
+    count = library_chat.tokenizer(ref, load=load)
+    why_not = "" if count else f"another model is loaded; 'Count exactly' uses {name}'s tokenizer"
+    return _Tokenizer(name, gguf, model_fingerprint(gguf.path), count, why_not)
 
 
 def measure(services: Services, library_id: int, model: str | None, *, load: bool) -> LibraryTokens:

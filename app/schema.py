@@ -172,3 +172,11 @@ def model_profiles(db: Database) -> None:
             profile TEXT NOT NULL DEFAULT '{}',
             updated_at TEXT NOT NULL
         )""")
+
+
+@MIGRATIONS(name="0008_kv_cache_version")
+def kv_cache_version(db: Database) -> None:
+    # The library's documents a saved prefix was made from (``LibraryRepository.version``):
+    # a library is warm for a model when a saved prefix of its scope has the library's
+    # current version, which can be told without loading the model.
+    db.execute("ALTER TABLE kv_cache ADD COLUMN version TEXT NOT NULL DEFAULT ''")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from app import library_service, transfer
+from app import library_service, transfer, warming
 from app.chat import ChatService
 from app.conversations import ConversationRepository
 from app.enforcement import Enforcer
@@ -29,6 +29,7 @@ from app.runtime import LoadOutcome, Runtime, make_plan, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
 from app.transfer import ImportReport
+from app.warming import WarmReport, Warmth
 from inference.chat_formats import built_in_formats
 from inference.devices import Machine, simulated_machine
 from inference.errors import EnclaveError
@@ -299,6 +300,20 @@ class Services:
         counted exactly, and whether this machine holds it with the model's profile
         (``kv_type``: another KV cache type)."""
         return library_service.size(self, library_id, model, kv_type)
+
+    def warm_library(self, library_id: int, model: str | None = None, *,
+                     on_progress: Callable[[int, int], None] = lambda done, total: None,
+                     cancelled: Cancelled = lambda: False) -> WarmReport:
+        """Compute the library's KV prefix for ``model`` (default: the default model) before
+        its first question, loading the model as that question would, and save it (not with
+        an encrypted database: then it lasts while this process runs). ``on_progress(done,
+        total)`` in tokens; ``cancelled`` is asked at each step and a stop leaves it cold."""
+        return warming.warm(self, library_id, model, on_progress, cancelled)
+
+    def library_warmth(self, library_id: int, model: str | None = None) -> Warmth:
+        """Whether the library's next question with ``model`` (default: the default model)
+        evaluates only itself: *ready* or *cold*, read from the prompt cache, nothing loaded."""
+        return warming.warmth(self, library_id, model)
 
     def close(self) -> None:
         if self._runtime is not None:

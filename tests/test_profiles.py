@@ -116,7 +116,7 @@ def library_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "docs"
     folder.mkdir()
     for i, topic in enumerate(["apples", "the planner"]):
-        (folder / f"{i}.txt").write_text(f"Document {i} is about {topic}. " * 5)
+        (folder / f"{i}.txt").write_text(f"Document {i} is about {topic}. " * 2)  # fits 1,536 tokens, counted exactly
     return folder
 
 

@@ -37,6 +37,7 @@ from app.chat import (
     UserMessageSaved,
 )
 from app.conversations import Conversation
+from app.library_chat import LibraryCounting
 from app.services import Services
 from app.types import EnclaveError
 from ui.chat_delegate import REASONING_HREF, MessageDelegate
@@ -345,6 +346,14 @@ class ChatPage(QWidget):
         if cid is None or self.conversation is None or self.conversation.library_id is None:
             self._stream(cid, make)
             return
+        # The library's tokens counted exactly for the model first (with progress), so the
+        # context is sized from them.
+        self.tasks.stream(lambda: self.services.chat.count_library(cid),
+                          on_item=lambda event: self._on_event(cid, event),
+                          on_done=lambda _: self._ask_context_then_stream(cid, make),
+                          on_error=lambda message: self._finished(cid, message), serial=True)
+
+    def _ask_context_then_stream(self, cid: int, make: object) -> None:
         # A library that needs more context than the model's profile gives: ask first.
         self.tasks.run(lambda: self.services.chat.library_context_need(cid),
                        on_result=lambda need: self._resolve_context_then_stream(cid, need, make),
@@ -410,6 +419,11 @@ class ChatPage(QWidget):
                 self._drafts.pop(cid, None)
             self._sent_text = None
             self.conversationsChanged.emit()
+        elif isinstance(event, LibraryCounting):
+            if here and event.done < event.total:
+                self.progress.show_step(event.done, event.total, event.describe())
+            else:
+                self.progress.reset()
         elif isinstance(event, PromptProgress):
             if here and event.total >= PROGRESS_MIN_TOKENS and event.done < event.total:
                 self.progress.update_progress(event.done, event.total)

@@ -116,6 +116,14 @@ class PromptProgress(QWidget):
         self.label.setText(text)
         self.show()
 
+    def show_step(self, done: int, total: int, text: str) -> None:
+        """Progress that is not a prompt read (a library's tokens counted): the bar and ``text``."""
+        self._start = None
+        self.bar.setRange(0, max(1, total))
+        self.bar.setValue(min(done, total))
+        self.label.setText(text)
+        self.show()
+
 
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))

@@ -45,8 +45,10 @@ from app.libraries import Library
 from app.library_service import LibraryTokens, SizingResult
 from app.services import Services
 from app.types import EnclaveError
+from app.warming import WarmReport, Warmth
 from ui.library_documents import ERROR_COLOR, TITLE, DocumentTableModel
 from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
+from ui.library_warm import WarmJob, warming_text, warmth_text
 from ui.tasks import TaskRunner
 from ui.widgets import dropped_paths
 
@@ -71,6 +73,9 @@ class LibrariesPage(QWidget):
         self._queue: deque[IngestRequest] = deque()
         self._job: IngestJob | None = None
         self._measure_generation = 0
+        self._warmth_generation = 0
+        self._warming: dict[int, int] = {}  # library id -> percent, while it is warmed (or waits to be)
+        self._warm_jobs: list[WarmJob] = []
         self.tokens: LibraryTokens | None = None  # the last whole-library figure shown
         self.setAcceptDrops(True)
         self._build()
@@ -133,6 +138,8 @@ class LibrariesPage(QWidget):
         self.size_button.clicked.connect(self.size_context)
         self.sizing_line = QLabel()
         self.sizing_line.setWordWrap(True)
+        self.warmth_line = QLabel()
+        self.warmth_line.setWordWrap(True)
         self.chat_button = QPushButton("Chat with this library")
         self.chat_button.clicked.connect(self._chat)
         token_row = QHBoxLayout()
@@ -152,6 +159,7 @@ class LibrariesPage(QWidget):
         right_layout.addWidget(self.table, 1)
         right_layout.addWidget(self.ingest_panel)
         right_layout.addLayout(token_row)
+        right_layout.addWidget(self.warmth_line)
         right_layout.addWidget(self.sizing_line)
         right_layout.addLayout(action_row)
 
@@ -293,12 +301,14 @@ class LibrariesPage(QWidget):
             self.message.setText("Drop files or folders here, or click New library.")
             self.documents.set_documents([])
             self.token_line.clear()
+            self.warmth_line.clear()
             self.tokens = None
             return
         self.title.setText(library.name)
         self.message.clear()
         self.documents.set_documents(self.services.libraries.documents(library.id))
         self._measure()
+        self._show_warmth()
 
     def remove_selected_documents(self) -> None:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
@@ -337,6 +347,8 @@ class LibrariesPage(QWidget):
         self._queue.clear()
         if self._job is not None:
             self.ingest_panel.cancel()
+        for warm_job in self._warm_jobs:
+            warm_job.cancel()
 
     def _is_busy_with(self, library_id: int) -> bool:
         return any(r.library_id == library_id for r in self._queue) or (
@@ -360,6 +372,8 @@ class LibrariesPage(QWidget):
     def _ingest_done(self, job: IngestJob, report: IngestReport) -> None:
         self.ingest_panel.finish(report)
         self._finish_job(job)
+        if report.added or report.updated:
+            self._warm_in_background(job.request.library_id)
 
     def _ingest_failed(self, job: IngestJob, message: str) -> None:
         self.ingest_panel.fail(message)
@@ -400,6 +414,72 @@ class LibrariesPage(QWidget):
         self.token_line.setStyleSheet("" if value.fits else f"color: {ERROR_COLOR.name()};")
         self.documents.set_token_counts(value.per_document)
         self.count_button.setVisible(not value.exact and value.model_name is not None)
+
+    # Warmth ---------------------------------------------------------------------------
+
+    def _show_warmth(self) -> None:
+        """The selected library's state for the default model: warming (this page knows),
+        else ready or cold (the prompt cache's table says; on the serial thread, where the
+        runtime is used, as it reads the model file's header)."""
+        library_id = self.selected_library_id()
+        if library_id is None:
+            return
+        if library_id in self._warming:
+            self.warmth_line.setText(warming_text(self._warming_model, self._warming[library_id]))
+            return
+        self._warmth_generation += 1
+        generation = self._warmth_generation
+
+        def shown(warmth: Warmth) -> None:
+            if (generation == self._warmth_generation and warmth.library_id == self.selected_library_id()
+                    and warmth.library_id not in self._warming):
+                self.warmth_line.setText(warmth_text(warmth))
+
+        def failed(message: str) -> None:
+            if generation == self._warmth_generation:
+                self.warmth_line.setText(f"Warmth unknown: {message}")
+
+        self.warmth_line.setText("Warmth: checking…")
+        self.tasks.run(lambda: self.services.library_warmth(library_id), on_result=shown, on_error=failed,
+                       serial=True)
+
+    def _warm_in_background(self, library_id: int) -> None:
+        """Warm the library for the default model on the serial thread (a question asked
+        meanwhile waits behind it, then restores what it saved)."""
+        if not self.services.current_settings().default_model:
+            return
+        job = WarmJob(self.services, library_id, parent=self)
+        job.progress.connect(self._warm_progress)
+        self._warm_jobs.append(job)
+        self._warming[library_id] = 0
+        self._show_warmth()
+        self.tasks.run(job.run, on_result=lambda report: self._warm_finished(job, report),
+                       on_error=lambda message: self._warm_finished(job, None, message), serial=True)
+
+    def _warm_progress(self, library_id: int, done: int, total: int) -> None:
+        self._warming[library_id] = done * 100 // total if total else 0
+        if library_id == self.selected_library_id():
+            self.warmth_line.setText(warming_text(self._warming_model, self._warming[library_id]))
+
+    def _warm_finished(self, job: WarmJob, report: WarmReport | None, error: str | None = None) -> None:
+        self._warm_jobs.remove(job)
+        job.deleteLater()
+        if not any(j.library_id == job.library_id for j in self._warm_jobs):
+            self._warming.pop(job.library_id, None)
+        if job.library_id != self.selected_library_id():
+            return
+        if error is not None:
+            self.warmth_line.setText(f"Not warmed: {error}")
+        else:
+            self._show_warmth()
+
+    @property
+    def _warming_model(self) -> str | None:
+        model = self.services.current_settings().default_model
+        if not model:
+            return None
+        registered = self.services.registered_model(model)  # named as the warmth line names it
+        return registered.name if registered is not None else Path(model).name
 
     def size_context(self) -> None:
         library_id = self.selected_library_id()

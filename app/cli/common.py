@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -76,18 +77,42 @@ class Cancellable(Generic[T]):
             signal.signal(signal.SIGINT, previous)
 
 
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '1 h 07 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def pace(tokens: int, seconds: float, remaining: int) -> str:
+    """', 85 tokens/s, 3 min 05 s left' for ``tokens`` evaluated in ``seconds``; '' before
+    there is a rate to tell."""
+    if seconds < 1 or tokens <= 0:
+        return ""
+    rate = tokens / seconds
+    return f", {rate:,.0f} tokens/s, {duration(remaining / rate)} left"
+
+
 class ProgressLine:
-    """'Reading the prompt: 1,024/200,000 tokens' on stderr while a long prompt is
-    evaluated (only on a terminal, only for prompts worth waiting for)."""
+    """'Reading the prompt: 1,024/200,000 tokens, 85 tokens/s, 38 min 58 s left' on stderr
+    while a long prompt is evaluated (only on a terminal, only for prompts worth waiting for)."""
 
     MIN_TOKENS = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "Reading the prompt") -> None:
+        self._label = label
         self._shown = False
+        self._start: tuple[float, int] | None = None  # (when, tokens done) at the first step
 
     def show(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self._start is None or done < self._start[1]:
+            self._start = (now, done)
         if total >= self.MIN_TOKENS and sys.stderr.isatty():
-            click.echo(f"\rReading the prompt: {done:,}/{total:,} tokens", err=True, nl=False)
+            rate = pace(done - self._start[1], now - self._start[0], total - done)
+            click.echo(f"\r\033[K{self._label}: {done:,}/{total:,} tokens{rate}", err=True, nl=False)
             self._shown = True
 
     def clear(self) -> None:

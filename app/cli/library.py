@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from app.cli.chat import note_guessed_format, show_reply
-from app.cli.common import KV_TYPES, cli, user_errors
+from app.cli.common import KV_TYPES, Cancellable, ProgressLine, cli, fail, user_errors
 from app.ingest import IngestProgress
 from app.services import Services
+from app.warming import NOT_SAVED, Warmth
 from inference.devices import format_size
 from inference.errors import EnclaveError
+
+T = TypeVar("T")
 
 
 @cli.group()
@@ -52,6 +57,20 @@ def add(name: str, paths: tuple[Path, ...], include: tuple[str, ...], exclude: t
         click.echo(f"{target.name}: {report.summary()}.")
         for path, _reason, message in report.failed:
             click.echo(f"  not read: {message}" if path in message else f"  not read: {path}: {message}")
+        _count_for_default_model(services, target.id)
+
+
+def _count_for_default_model(services: Services, library_id: int) -> None:
+    """Exact token counts for the default model now, while the worker is free, so its first
+    question is sized from them (the window does the same after a drop)."""
+    if not services.current_settings().default_model:
+        return
+    try:
+        tokens = services.library_tokens(library_id)
+    except EnclaveError as exc:
+        click.echo(f"(Tokens not counted now: {exc} The first question counts them.)", err=True)
+        return
+    click.echo(f"Counted with {tokens.model_name}. {tokens.describe()}.")
 
 
 def _progress(p: IngestProgress) -> None:
@@ -93,6 +112,7 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
         if model:
             sized = services.size_library(lib.id, model, kv_type=kv_type)  # type: ignore[arg-type]
             sizing, counts = sized.sizing, sized.per_document
+        warmth = _warmth(services, lib.id, model)
     if as_json:
         click.echo(json.dumps({
             "library": asdict(lib),
@@ -101,6 +121,7 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
                 "library_tokens": sizing.library_tokens, "exact": sizing.exact, "needed_ctx": sizing.needed_ctx,
                 "fits": sizing.fits, "summary": sizing.describe(),
                 "plan": sizing.plan.as_dict() if sizing.plan else None},
+            "warmth": None if warmth is None else asdict(warmth),
         }, indent=2))
         return
     click.echo(f"{lib.name}: {lib.documents} documents, {lib.chars:,} characters")
@@ -110,6 +131,19 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
         click.echo(f"  [{d.id}] {d.kind or '?':<8} {tokens}  {d.title or Path(d.path).name}  {d.path}{state}")
     if sizing is not None:
         click.echo(sizing.describe())
+    if warmth is not None:
+        click.echo(warmth.describe())
+
+
+def _warmth(services: Services, library_id: int, model: str | None) -> Warmth | None:
+    """Whether the library is warm for ``model`` (default: the default model); None when
+    there is no model to tell it for, or its file cannot be read now."""
+    if not (model or services.current_settings().default_model):
+        return None
+    try:
+        return services.library_warmth(library_id, model)
+    except EnclaveError:
+        return None
 
 
 @library.command()
@@ -152,6 +186,33 @@ def cache(clear: bool) -> None:
     for e in entries:
         click.echo(f"  {e.library or '(deleted library)'} with {e.model}: {e.tokens:,} tokens, "
                    f"{format_size(e.bytes)}, last used {e.last_used_at[:16].replace('T', ' ')}")
+
+
+@library.command()
+@click.argument("name")
+@click.option("--model", default=None, help="The model to warm it for (default: the default_model setting).")
+@user_errors
+def warm(name: str, model: str | None) -> None:
+    """Read library NAME into the model's KV cache now and save it, so that the first
+    question evaluates only itself. Ctrl-C stops (the library stays cold)."""
+    with Services.open() as services:
+        lib = services.libraries.get(name)
+        if not services.prompt_cache.persistent:
+            raise EnclaveError(f"{NOT_SAVED} A warm-up here would end with this command: open the desktop app, "
+                               "which warms libraries in the background.")
+        progress = ProgressLine("Warming the library")
+        stream = Cancellable(_one(lambda: services.warm_library(
+            lib.id, model, on_progress=progress.show, cancelled=lambda: stream.interrupted)), services.chat.cancel)
+        (report,) = list(stream)
+        progress.clear()
+    if report.cancelled:
+        fail(report.describe())
+    click.echo(report.describe())
+
+
+def _one(run: Callable[[], T]) -> Iterator[T]:
+    """``run()``'s result as a stream of one, for ``Cancellable`` to watch Ctrl-C around it."""
+    yield run()
 
 
 @cli.command()
