@@ -3,13 +3,13 @@
 ``Services`` returns plans, machines, model shapes and load results that are defined in
 ``inference/``; the window shows them but must not import ``inference/`` itself (an
 import-linter contract: the UI reaches the runtime only through app). It imports them from
-here, with the two helpers that describe them (``format_size``, ``GiB``).
+here, with the helpers that describe them (``format_size``, ``format_duration``, ``GiB``).
 """
 
 from __future__ import annotations
 
 from app.runtime import LoadOutcome
-from inference.devices import GiB, GpuDevice, Machine, format_size
+from inference.devices import GiB, GpuDevice, Machine, format_duration, format_size
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo
 from inference.model_shape import ModelShape
@@ -29,5 +29,6 @@ __all__ = [
     "ModelShape",
     "Plan",
     "PlanRequest",
+    "format_duration",
     "format_size",
 ]

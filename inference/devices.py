@@ -96,6 +96,15 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
+def format_duration(seconds: float) -> str:
+    """Time for people: '42 s', '3 min 05 s', '1 h 07 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def parse_size(text: str) -> int:
     """'24GiB', '16 GB', '512MiB', '1.5T' -> bytes (binary units: a 24 GB card has 24 GiB)."""
     match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b?)\s*", text.lower())

@@ -8,6 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget
 
+from app.types import format_duration
+
 BAR_STYLES = {
     "error": "background:#fdecea; color:#611a15; border:1px solid #f5c6cb; border-radius:4px;",
     "warning": "background:#fff4e5; color:#663c00; border:1px solid #ffd599; border-radius:4px;",
@@ -112,7 +114,7 @@ class PromptProgress(QWidget):
         if elapsed > 0.2 and done > first:
             rate = (done - first) / elapsed
             left = (total - done) / rate
-            text += f" · {rate:,.0f} tokens/s · {_duration(left)} left"
+            text += f" · {rate:,.0f} tokens/s · {format_duration(left)} left"
         self.label.setText(text)
         self.show()
 
@@ -123,11 +125,3 @@ class PromptProgress(QWidget):
         self.bar.setValue(min(done, total))
         self.label.setText(text)
         self.show()
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

@@ -19,7 +19,7 @@ from app.logs import configure_logging
 from app.paths import app_paths
 from app.policy import PolicyError
 from app.sqlcipher import OPERATIONAL_ERRORS
-from inference.devices import parse_size
+from inference.devices import format_duration, parse_size
 from inference.errors import EnclaveError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,22 +77,13 @@ class Cancellable(Generic[T]):
             signal.signal(signal.SIGINT, previous)
 
 
-def duration(seconds: float) -> str:
-    """'42 s', '3 min 05 s', '1 h 07 min'."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def pace(tokens: int, seconds: float, remaining: int) -> str:
     """', 85 tokens/s, 3 min 05 s left' for ``tokens`` evaluated in ``seconds``; '' before
     there is a rate to tell."""
     if seconds < 1 or tokens <= 0:
         return ""
     rate = tokens / seconds
-    return f", {rate:,.0f} tokens/s, {duration(remaining / rate)} left"
+    return f", {rate:,.0f} tokens/s, {format_duration(remaining / rate)} left"
 
 
 class ProgressLine:
