@@ -19,6 +19,7 @@ from app.cli.common import ProgressLine, pace
 from app.conversations import Message
 from app.encryption import encrypt_database
 from app.ingest import ingest
+from app.libraries import Library
 from app.services import Services
 from tests.cli import enclave
 from ui.libraries_page import LibrariesPage
@@ -40,6 +41,14 @@ def library_folder(tmp_path: Path) -> Path:
 def configure(services: Services, model: Path) -> None:
     for key, value in (*SETTINGS, ("default_model", str(model))):
         services.settings.set(key, value)
+
+
+def docs_library(services: Services, model: Path, folder: Path) -> Library:
+    """The settings, the default model and a library 'docs' of ``folder``, not warmed yet."""
+    configure(services, model)
+    library = services.libraries.create("docs")
+    ingest(services.libraries, library, [folder])
+    return library
 
 
 def ask(services: Services, library_id: int, question: str = QUESTION) -> Message:
@@ -86,9 +95,7 @@ def test_warm_then_ask_in_another_process_evaluates_only_the_question(enclave_ho
 def test_a_cancelled_warm_stays_cold_and_the_next_question_reads_the_library(enclave_home: Path, moe_model: Path,
                                                                              library_folder: Path) -> None:
     with Services.open() as services:
-        configure(services, moe_model)
-        lib = services.libraries.create("docs")
-        ingest(services.libraries, lib, [library_folder])
+        lib = docs_library(services, moe_model, library_folder)
         seen: list[tuple[int, int]] = []
         report = services.warm_library(lib.id, on_progress=lambda done, total: seen.append((done, total)),
                                        cancelled=lambda: bool(seen))
@@ -107,9 +114,7 @@ def test_a_cancelled_warm_stays_cold_and_the_next_question_reads_the_library(enc
 def test_warming_reports_progress_and_the_question_restores_it(enclave_home: Path, moe_model: Path,
                                                                library_folder: Path) -> None:
     with Services.open() as services:
-        configure(services, moe_model)
-        lib = services.libraries.create("docs")
-        ingest(services.libraries, lib, [library_folder])
+        lib = docs_library(services, moe_model, library_folder)
         seen: list[tuple[int, int]] = []
         report = services.warm_library(lib.id, on_progress=lambda done, total: seen.append((done, total)))
         (entry,) = services.prompt_cache.entries()
@@ -156,9 +161,7 @@ def test_the_page_warms_a_library_after_an_add(qtbot: QtBot, services: Services,
 def test_with_an_encrypted_database_a_warm_library_lives_in_the_worker_only(enclave_home: Path, moe_model: Path,
                                                                           library_folder: Path) -> None:
     with Services.open() as services:
-        configure(services, moe_model)
-        lib = services.libraries.create("docs")
-        ingest(services.libraries, lib, [library_folder])
+        lib = docs_library(services, moe_model, library_folder)
         database = services.paths.database
     encrypt_database(database)
     refused = CliRunner().invoke(cli, ["library", "warm", "docs"])  # in this process: its keyring has the key
@@ -178,9 +181,7 @@ def test_with_an_encrypted_database_a_warm_library_lives_in_the_worker_only(encl
 def test_ctrl_c_stops_enclave_library_warm(enclave_home: Path, moe_model: Path, library_folder: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     with Services.open() as services:
-        configure(services, moe_model)
-        lib = services.libraries.create("docs")
-        ingest(services.libraries, lib, [library_folder])
+        lib = docs_library(services, moe_model, library_folder)
     steps: list[tuple[int, int]] = []
 
     class InterruptedAtFirstStep(ProgressLine):
