@@ -12,6 +12,12 @@ the worker's memory (``remember``), and evaluated again after a restart.
 
 An entry also notes the library's version it was made from (``current``: is there a state
 for this scope made from the library as it is now? — the libraries page's *ready*).
+
+A *block* entry is one library document's KV cache, encoded alone after the library's
+head (``library_attention = isolated``): keyed by the weights, the cache types, the head's
+tokens and the document's tokens, so the same document after the same head is the same
+block in any library and in any order. ``kv_block_uses`` says which block holds which
+document of a library's scope, so whether a library is warm is read from the table.
 """
 
 from __future__ import annotations
@@ -38,6 +44,19 @@ class CacheEntry:
     bytes: int
     created_at: str
     last_used_at: str
+    kind: str = "prefix"  # or "block": one document's KV cache
+
+
+@dataclass(frozen=True)
+class BlockGroup:
+    """The blocks of one library (by the library that made them) and model."""
+
+    library: str | None
+    model: str
+    blocks: int
+    tokens: int
+    bytes: int
+    last_used_at: str
 
 
 class CurrentState(NamedTuple):
@@ -63,6 +82,17 @@ class PromptCache:
         digest.update(f"{model_fingerprint}|{settings.type_k}|{settings.type_v}|{settings.flash_attn}|".encode())
         digest.update(b"".join(t.to_bytes(4, "little", signed=True) for t in prefix))
         return digest.hexdigest()[:40]
+
+    @staticmethod
+    def composed_key(model_fingerprint: str, settings: ModelSettings, prefix: Sequence[int]) -> str:
+        """The key of a library prefix composed from blocks: its KV differs from the same
+        tokens evaluated in one pass, so it never passes for one."""
+        return PromptCache.key(model_fingerprint + "|composed", settings, prefix)
+
+    @staticmethod
+    def block_key(model_fingerprint: str, settings: ModelSettings, head: Sequence[int],
+                  tokens: Sequence[int]) -> str:
+        return PromptCache.key(f"{model_fingerprint}|block|{len(head)}", settings, [*head, *tokens])
 
     @staticmethod
     def scope(library_id: int, model_fingerprint: str, settings: ModelSettings, system_prompt: str) -> str:
@@ -95,7 +125,7 @@ class PromptCache:
         size = sum(p.stat().st_size for p in _files(path) if p.exists())
         stamp = now()
         stale = [r[0] for r in self.store.read().execute(
-            "SELECT key FROM kv_cache WHERE scope = ? AND key != ?", [scope, key])]
+            "SELECT key FROM kv_cache WHERE scope = ? AND key != ? AND kind = 'prefix'", [scope, key])]
         for old in stale:
             self.forget(old)
         with self.store.write() as db:
@@ -103,6 +133,43 @@ class PromptCache:
                        "last_used_at, scope, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        [key, str(path), library_id, model, tokens, size, stamp, stamp, scope, version])
         self.evict()
+
+    def record_block(self, key: str, *, scope: str, document: str, library_id: int, model: str,
+                     tokens: int) -> None:
+        """Note a block the worker just saved, as the one holding ``document`` (its
+        ``document_version``) in the library prompt of ``scope``."""
+        size = sum(p.stat().st_size for p in _files(self.path_for(key)) if p.exists())
+        stamp = now()
+        with self.store.write() as db:
+            db.execute("INSERT INTO kv_cache (key, path, library_id, model, tokens, bytes, created_at, last_used_at, "
+                       "kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'block') ON CONFLICT(key) DO UPDATE SET "
+                       "bytes = excluded.bytes, last_used_at = excluded.last_used_at",
+                       [key, str(self.path_for(key)), library_id, model, tokens, size, stamp, stamp])
+            db.execute("INSERT OR REPLACE INTO kv_block_uses (scope, document, key) VALUES (?, ?, ?)",
+                       [scope, document, key])
+        self.evict()
+
+    def use_block(self, key: str, *, scope: str, document: str) -> None:
+        """Note that an existing block holds ``document`` in ``scope``'s library prompt too."""
+        with self.store.write() as db:
+            db.execute("INSERT OR REPLACE INTO kv_block_uses (scope, document, key) VALUES (?, ?, ?)",
+                       [scope, document, key])
+
+    def current_blocks(self, scope: str, documents: Sequence[str]) -> int | None:
+        """The tokens of the blocks holding every one of ``documents`` in ``scope``, when
+        each has one on disk; else None. Reads the table only."""
+        if not self.persistent or not documents or self._before_blocks():
+            return None
+        rows = {r[0]: (r[1], r[2]) for r in self.store.read().execute(
+            "SELECT u.document, k.tokens, k.path FROM kv_block_uses u JOIN kv_cache k ON k.key = u.key "
+            f"WHERE u.scope = ? AND u.document IN ({', '.join('?' * len(documents))})", [scope, *documents])}
+        if len(rows) < len(set(documents)) or not all(Path(path).exists() for _, path in rows.values()):
+            return None
+        return sum(tokens for tokens, _ in rows.values())
+
+    def _before_blocks(self) -> bool:
+        """A read-only database the next writable open migrates: it knows no blocks yet."""
+        return self.store.readonly and "kv_block_uses" not in self.store.read().table_names()
 
     def remember(self, key: str, *, scope: str, version: str) -> None:
         """Note a state only the worker holds (not saved: the database is encrypted)."""
@@ -116,8 +183,8 @@ class PromptCache:
             return CurrentState(held[1], None) if held is not None and held[0] == version else None
         if self.store.readonly and "version" not in self.store.read()["kv_cache"].columns_dict:
             return None  # a database the next writable open migrates: no state knows its library's version
-        row = self.store.read().execute("SELECT key, tokens FROM kv_cache WHERE scope = ? AND version = ?",
-                                        [scope, version]).fetchone()
+        row = self.store.read().execute("SELECT key, tokens FROM kv_cache WHERE scope = ? AND version = ? "
+                                        "AND kind = 'prefix'", [scope, version]).fetchone()
         if row is None or not self.path_for(row[0]).exists():
             return None
         return CurrentState(row[0], row[1])
@@ -150,9 +217,18 @@ class PromptCache:
     def entries(self) -> list[CacheEntry]:
         rows = self.store.read().query(
             "SELECT k.key, k.path, k.library_id, k.model, k.tokens, k.bytes, k.created_at, k.last_used_at, "
-            "l.name AS library FROM kv_cache k LEFT JOIN libraries l ON l.id = k.library_id "
+            "k.kind, l.name AS library FROM kv_cache k LEFT JOIN libraries l ON l.id = k.library_id "
             "ORDER BY k.last_used_at DESC")
         return [CacheEntry(**r) for r in rows]
+
+    def block_groups(self) -> list[BlockGroup]:
+        """The saved blocks per library (the one that made each) and model, most recently used first."""
+        groups: dict[tuple[str | None, str], list[CacheEntry]] = {}
+        for entry in self.entries():
+            if entry.kind == "block":
+                groups.setdefault((entry.library, entry.model), []).append(entry)
+        return [BlockGroup(library, model, len(es), sum(e.tokens for e in es), sum(e.bytes for e in es),
+                           max(e.last_used_at for e in es)) for (library, model), es in groups.items()]
 
     def clear_disk(self) -> tuple[int, int]:
         """Every saved state off the disk, listed or not: (entries, bytes) freed."""

@@ -77,6 +77,12 @@ def _document(row: dict[str, Any]) -> Document:
     return Document(**{k: row[k] for k in DOCUMENT_FIELDS})
 
 
+def document_version(document: Document) -> str:
+    """What a document's part of a library prompt is made of (id, content, title, path):
+    its KV block is valid while this stays the same."""
+    return f"{document.id}|{document.sha256}|{document.title}|{document.path}"
+
+
 class LibraryRepository:
     def __init__(self, store: Store, enforcer: Enforcer | None = None) -> None:
         self.store = store
@@ -135,12 +141,12 @@ class LibraryRepository:
                                                               [library_id])]
 
     def version(self, library_id: int) -> str:
-        """What a library prompt is made of, as a short hash: the library's name and its
-        readable documents in order (id, content, title, path). It changes exactly when the
-        library's prompt text would, with no document text read."""
-        digest = hashlib.sha256(self.get(library_id).name.encode())
+        """What a library prompt is made of, as a short hash: its readable documents in
+        order (``document_version``). It changes exactly when the library's prompt text
+        would, with no document text read."""
+        digest = hashlib.sha256()
         for d in self.documents(library_id, readable_only=True):
-            digest.update(f"\0{d.id}|{d.sha256}|{d.title}|{d.path}".encode())
+            digest.update(f"\0{document_version(d)}".encode())
         return digest.hexdigest()[:24]
 
     def document_at(self, library_id: int, path: str) -> Document | None:

@@ -6,6 +6,9 @@ its reserve, the library the rest. When the whole library fits, its prefix is th
 every question, so its KV state is kept: in the worker between questions, and on disk
 (``PromptCache``) across restarts unless the database is encrypted. The first question
 evaluates the library once (with progress); the next ones evaluate only themselves.
+With ``library_attention = isolated`` (the default where the model allows it) the library
+is kept as one KV block per document instead, composed for each question
+(``app/library_blocks.py``): a document added or removed costs only itself.
 
 The context is sized from exact token counts: the first time a model meets a library its
 documents are counted with that model's tokenizer (``count``, with progress) before the
@@ -20,13 +23,14 @@ from typing import NamedTuple
 
 from app.kv_cache import PromptCache
 from app.libraries import Library, LibraryRepository
+from app.library_blocks import SLOT, BlockComposer, ReadingStopped
 from app.library_sizing import library_tokens, needed_context
 from app.prompting import LibraryPrompt, LibraryPromptBuilder, fit_history
 from app.runtime import Runtime
 from inference.errors import EnclaveError
 from inference.fingerprint import model_fingerprint
 from inference.planner import PlanRequest, plan
-from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress
+from inference.protocol import ChatMessage, Done, Failed, ModelSettings, Progress, Segments
 
 HISTORY_SHARE = 4  # the conversation may take up to 1/4 of the context
 QUESTION_ALLOWANCE = 256  # tokens a warmed library leaves for the first question, beyond the reply's reserve
@@ -47,13 +51,10 @@ class LibraryCounting:
         return f"Counting the library's tokens {self.done} / {self.total} documents"
 
 
-class ReadingStopped(EnclaveError):
-    """The user stopped the evaluation of a library prefix (a question's or a warm-up's)."""
-
-
 class WarmedPrefix(NamedTuple):
     key: str  # the saved prefix's cache key
     tokens: int
+    blocks: int = 0  # the documents' KV blocks it is composed of (0: one prefix, read in one pass)
 
 
 @dataclass(frozen=True)
@@ -71,20 +72,24 @@ class LibraryContext(NamedTuple):
     whole: bool  # it holds the whole library (else: the largest this machine and model allow)
 
 
-def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+def _system(system_prompt: str, library_text: str) -> ChatMessage:
+    """The system message: the user's system prompt, then the library."""
+    return ChatMessage("system", (system_prompt.strip() + "\n\n" if system_prompt.strip() else "") + library_text)
+
+
+def _prefix(segments: Segments) -> tuple[int, ...]:
+    """What every question on the library starts with: the head and the documents."""
+    return segments.head + tuple(t for part in segments.parts for t in part)
 
 
 class LibraryChat:
-    def __init__(self, libraries: LibraryRepository, cache: PromptCache, runtime: Runtime) -> None:
+    def __init__(self, libraries: LibraryRepository, cache: PromptCache, runtime: Runtime,
+                 attention: Callable[[], str] = lambda: "isolated") -> None:
+        """``attention``: the ``library_attention`` setting."""
         self.libraries = libraries
         self.cache = cache
         self.runtime = runtime
+        self.blocks = BlockComposer(cache, runtime, attention)
 
     def tokenizer(self, model: str, *, load: bool) -> Count | None:
         """``model``'s tokenizer: the loaded model's when it has the same weights, else the
@@ -141,31 +146,36 @@ class LibraryChat:
         """Yields prompt progress while a library prefix is evaluated the first time;
         returns the ``LibraryTurn`` (``result = yield from prepare(...)``)."""
         library = self.libraries.get(library_id)
-        loaded = self.runtime.last_load
-        assert loaded is not None, "load the model first"
         turns, dropped, history_tokens = fit_history(
             history, lambda ms: len(self.runtime.render_chat(ms).ids), n_ctx // HISTORY_SHARE)
         question = next((m.content for m in reversed(turns) if m.role == "user"), "")
-        built, system = self._system_message(library, system_prompt, n_ctx - history_tokens - reserve, question)
-        messages = [system, *turns]
-        rendered = self.runtime.render_chat(messages)
-        full = tuple(rendered.ids)
+        built = self._build(library, n_ctx - history_tokens - reserve, question)
+        whole = built.complete and bool(built.units)
+        if whole:
+            segments = self._segments(system_prompt, built, turns)
+            full, text = segments.ids, segments.text
+        else:  # a selection for this question: no common prefix to keep
+            rendered = self.runtime.render_chat([_system(system_prompt, built.system_text), *turns])
+            full, text = tuple(rendered.ids), rendered.text
         if len(full) + min(reserve, 64) > n_ctx:
             raise EnclaveError(f"The prompt is {len(full):,} tokens; the context holds {n_ctx:,}. Ask a shorter "
                                "question or load the model with a longer context.")
         note = built.note(n_ctx, needed_context(built.library_tokens, history_tokens, reserve))
         key = None
-        if built.complete and built.units:
-            key = yield from self._ensure_prefix(library_id, self._prefix(system, full), system_prompt)
-        return LibraryTurn(messages, full, rendered.text, key, note, dropped)
+        if whole:
+            key, said = yield from self._hold(library_id, system_prompt, built, segments)
+            note = f"{note} {said}".strip()
+        messages = [_system(system_prompt, built.system_text), *turns]
+        return LibraryTurn(messages, full, text, key, note, dropped)
 
     def warm(self, library_id: int, system_prompt: str, n_ctx: int, reserve: int) -> Iterator[Progress]:
         """Make the worker hold (and save) the library prefix that the next question on the
         library starts with, as ``prepare`` would for that question, yielding progress while
         it is evaluated; returns the ``WarmedPrefix``. Raises when the library does not fit
-        whole in ``n_ctx``: each question then reads its own selection, with no common prefix."""
+        whole in ``n_ctx``: each question then reads its own selection, with no common prefix.
+        With isolated attention only the missing documents' blocks are encoded and saved."""
         library = self.libraries.get(library_id)
-        built, system = self._system_message(library, system_prompt, n_ctx - reserve - QUESTION_ALLOWANCE, "")
+        built = self._build(library, n_ctx - reserve - QUESTION_ALLOWANCE, "")
         if not built.units:
             raise EnclaveError(f"Library {library.name!r} has no readable documents, so there is nothing to warm. "
                                f"Add files with 'enclave library add {library.name} PATH...'.")
@@ -174,28 +184,44 @@ class LibraryChat:
                                "model gets here, so each question reads the parts most relevant to it and there is "
                                f"no common start to warm. 'enclave library show {library.name} --model MODEL' says "
                                "what it needs.")
-        full = tuple(self.runtime.render_chat([system, ChatMessage("user", WARM_QUESTION)]).ids)
-        prefix = self._prefix(system, full)
+        segments = self._segments(system_prompt, built, [ChatMessage("user", WARM_QUESTION)])
+        prefix = _prefix(segments)
+        if self.blocks.attention(len(built.units)).mode == "isolated":
+            yield from self.blocks.encode_missing(self._scope(library_id, system_prompt), library_id,
+                                                  [u.document for u in built.units], segments)
+            return WarmedPrefix(self.blocks.prefix_key(segments), len(prefix), blocks=len(built.units))
         key = yield from self._ensure_prefix(library_id, prefix, system_prompt)
         return WarmedPrefix(key, len(prefix))
 
-    def _system_message(self, library: Library, system_prompt: str, budget: int, question: str
-                        ) -> tuple[LibraryPrompt, ChatMessage]:
-        """The library's part of the prompt within ``budget`` tokens, and the system message
-        that carries it after the user's system prompt."""
+    def _build(self, library: Library, budget: int, question: str) -> LibraryPrompt:
+        """The library's part of the prompt within ``budget`` tokens."""
         loaded = self.runtime.last_load
         assert loaded is not None, "load the model first"
         builder = LibraryPromptBuilder(self.libraries, self.runtime.count_tokens, loaded.info.fingerprint)
-        built = builder.build(library, budget, question)
-        system = ChatMessage("system", (system_prompt.strip() + "\n\n" if system_prompt.strip() else "")
-                             + built.system_text)
-        return built, system
+        return builder.build(library, budget, question)
 
-    def _prefix(self, system: ChatMessage, full: tuple[int, ...]) -> tuple[int, ...]:
-        """The start of the prompt ``full`` that the system message alone renders to: the
-        same for every question on the library, so its KV state is kept."""
-        prefix_only = tuple(self.runtime.render_chat([system], add_generation_prompt=False).ids)
-        return full[: common_prefix(prefix_only, full)]
+    def _segments(self, system_prompt: str, built: LibraryPrompt, turns: Sequence[ChatMessage]) -> Segments:
+        """The prompt with every document tokenized alone: the same document is the same
+        tokens (and KV block) whatever its neighbours."""
+        system = _system(system_prompt, built.header + SLOT)
+        return self.runtime.render_segments([system, *turns], SLOT, [u.text for u in built.units])
+
+    def _hold(self, library_id: int, system_prompt: str, built: LibraryPrompt, segments: Segments
+              ) -> Iterator[Progress]:
+        """Make the worker hold the library prefix, document by document or in one pass
+        (``BlockComposer.attention``). Returns (its key, what to say about how it was read)."""
+        choice = self.blocks.attention(len(built.units))
+        if choice.mode == "isolated":
+            key = yield from self.blocks.hold(self._scope(library_id, system_prompt), library_id,
+                                              [u.document for u in built.units], segments)
+        else:
+            key = yield from self._ensure_prefix(library_id, _prefix(segments), system_prompt)
+        return key, choice.note
+
+    def _scope(self, library_id: int, system_prompt: str) -> str:
+        loaded, settings = self.runtime.model, self.runtime.worker.settings
+        assert loaded is not None and settings is not None
+        return PromptCache.scope(library_id, loaded.fingerprint, settings, system_prompt)
 
     def _ensure_prefix(self, library_id: int, prefix: tuple[int, ...], system_prompt: str) -> Iterator[Progress]:
         """Make the worker hold the library prefix: already there, restored from disk, or
@@ -222,7 +248,7 @@ class LibraryChat:
                 raise EnclaveError(event.message)
             elif isinstance(event, Done) and event.stats.stop_reason == "cancelled":
                 raise ReadingStopped("Stopped while reading the library; nothing was answered.")
-        scope = PromptCache.scope(library_id, loaded.info.fingerprint, settings, system_prompt)
+        scope = self._scope(library_id, system_prompt)
         if self.cache.persistent:  # not with an encrypted database: the state is the library's text
             self.cache.folder.mkdir(parents=True, exist_ok=True)
             self.runtime.save_state(self.cache.path_for(key))

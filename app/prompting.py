@@ -19,8 +19,8 @@ from app.libraries import Content, Document, Library, LibraryRepository
 from inference.protocol import ChatMessage
 
 INSTRUCTION = (
-    "You answer questions about the documents below, which come from the user's library "
-    "\"{name}\". Use only what they say. After each statement, cite its source as [doc N] or, "
+    "You answer questions about the documents below, which come from the user's library. "
+    "Use only what they say. After each statement, cite its source as [doc N] or, "
     "for documents with pages, [doc N, p. M], where N is the document's id. If the documents do "
     "not contain the answer, say so plainly."
 )
@@ -41,13 +41,17 @@ class Unit:
 
 @dataclass(frozen=True)
 class LibraryPrompt:
-    system_text: str
+    header: str  # the citation instructions, before the documents
     units: tuple[Unit, ...]
     left_out: tuple[Document, ...]  # documents with nothing included
     partial: tuple[Document, ...]  # long documents of which only some sections are included
     library_tokens: int  # the whole library, delimited
     included_tokens: int
     documents: int
+
+    @property
+    def system_text(self) -> str:
+        return self.header + "".join(u.text for u in self.units)
 
     @property
     def complete(self) -> bool:
@@ -120,7 +124,7 @@ class LibraryPromptBuilder:
 
     def build(self, library: Library, budget: int, question: str) -> LibraryPrompt:
         documents = self.repo.documents(library.id, readable_only=True)
-        header = INSTRUCTION.format(name=library.name) + "\n\n"
+        header = INSTRUCTION + "\n\n"
         units, contents = self._whole_units(documents)
         library_tokens = sum(u.tokens for u in units)
         available = int((budget - self._tokens([header])[0]) * (1 - SAFETY))
@@ -129,7 +133,7 @@ class LibraryPromptBuilder:
         else:
             chosen, left_out, partial = self._select(units, contents, available, question)
         return LibraryPrompt(
-            system_text=header + "".join(u.text for u in chosen),
+            header=header,
             units=tuple(chosen), left_out=tuple(left_out), partial=tuple(partial),
             library_tokens=library_tokens, included_tokens=sum(u.tokens for u in chosen), documents=len(units),
         )

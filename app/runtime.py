@@ -24,6 +24,7 @@ from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.load_report import EstimateCheck, LoadReport, parse_load_log
 from inference.planner import Plan, PlanError, PlanRequest, apply_plan, check_estimates, plan
 from inference.protocol import (
+    BlockSaved,
     ChatMessage,
     Done,
     Event,
@@ -31,6 +32,7 @@ from inference.protocol import (
     ModelInfo,
     ModelSettings,
     Sampling,
+    Segments,
     TensorOverride,
     Tokens,
 )
@@ -94,6 +96,8 @@ class Runtime:
         self.last_load: LoadOutcome | None = None
         self._last_request: tuple[object, ...] | None = None
         self._resident: tuple[int, str] | None = None  # (worker pid, saved prefix key) in the KV cache
+        self._composed = False  # the resident prefix was composed from KV blocks
+        self.evaluated_tokens = 0  # prompt and document tokens the worker evaluated, since this Runtime began
         self._inspected: dict[tuple[Path, int, int], GGUFInfo] = {}
 
     @property
@@ -209,11 +213,17 @@ class Runtime:
     def complete(self, prompt: str, sampling: Sampling) -> Iterator[Event]:
         return self._generate(Generate(prompt=prompt, sampling=sampling))
 
+    def render_segments(self, messages: Sequence[ChatMessage], slot: str, segments: Sequence[str]) -> Segments:
+        """The loaded model's prompt for ``messages`` with ``segments`` where ``slot`` stands, in parts."""
+        return self.worker.render_segments(tuple(messages), slot, tuple(segments))
+
     def continue_tokens(self, tokens: Sequence[int], sampling: Sampling, prefix_key: str | None = None
                         ) -> Iterator[Event]:
         """Generate after exact ``tokens``. ``prefix_key`` names the saved prefix they
-        start with, which then counts as held in the worker's KV cache."""
-        return self._generate(Generate(tokens=tuple(tokens), sampling=sampling), prefix_key)
+        start with, which then counts as held in the worker's KV cache (composed from
+        KV blocks when ``compose_blocks`` made it)."""
+        composed = prefix_key is not None and self._composed and self.holds_prefix(prefix_key)
+        return self._generate(Generate(tokens=tuple(tokens), sampling=sampling, composed=composed), prefix_key)
 
     def prefill(self, tokens: Sequence[int], prefix_key: str) -> Iterator[Event]:
         """Bring ``tokens`` into the KV cache without generating (progress events)."""
@@ -224,9 +234,30 @@ class Runtime:
         last: Event | None = None
         for last in self.worker.generate(request):
             yield last
+        if isinstance(last, Done):
+            self.evaluated_tokens += last.stats.prompt_tokens - last.stats.cached_tokens
         whole = isinstance(last, Done) and last.stats.stop_reason != "cancelled"
         if prefix_key is not None and whole and self.worker.pid is not None:
             self._resident = (self.worker.pid, prefix_key)
+            self._composed = request.composed
+
+    def encode_block(self, head: Sequence[int], tokens: Sequence[int], path: Path) -> Iterator[Event]:
+        """Encode one KV block (``Progress`` events, then ``BlockSaved`` or ``Failed``);
+        the KV cache is left holding only ``head``."""
+        self._resident = None
+        for event in self.worker.encode_block(tuple(head), tuple(tokens), path):
+            if isinstance(event, BlockSaved) and not event.cancelled:
+                self.evaluated_tokens += event.n_tokens
+            yield event
+
+    def compose_blocks(self, head: Sequence[int], blocks: Sequence[tuple[Path, Sequence[int]]],
+                       prefix_key: str) -> int:
+        """Make the KV cache hold ``head`` then the saved blocks in order, known as ``prefix_key``."""
+        self._resident = None
+        n = self.worker.compose_blocks(tuple(head), tuple((str(path), tuple(tokens)) for path, tokens in blocks))
+        if self.worker.pid is not None:
+            self._resident, self._composed = (self.worker.pid, prefix_key), True
+        return n
 
     # Saved prompt states ---------------------------------------------------------------
 
@@ -240,6 +271,7 @@ class Runtime:
     def restore_state(self, path: Path, prefix_key: str) -> int:
         n = self.worker.restore_state(path)
         self._resident = (self.worker.pid, prefix_key) if self.worker.pid is not None else None
+        self._composed = False
         return n
 
     def cancel(self) -> None:

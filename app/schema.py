@@ -180,3 +180,20 @@ def kv_cache_version(db: Database) -> None:
     # a library is warm for a model when a saved prefix of its scope has the library's
     # current version, which can be told without loading the model.
     db.execute("ALTER TABLE kv_cache ADD COLUMN version TEXT NOT NULL DEFAULT ''")
+
+
+@MIGRATIONS(name="0009_kv_blocks")
+def kv_blocks(db: Database) -> None:
+    # A library document's KV cache encoded alone (a block, ``kind = 'block'``) lives in the
+    # same size-capped cache as whole prefixes. Which block holds which document of a library,
+    # for a model and system prompt (the prefix scope), is in ``kv_block_uses``: a library is
+    # warm when each of its documents, as it is now (``document_version``), has a block there.
+    db.execute("ALTER TABLE kv_cache ADD COLUMN kind TEXT NOT NULL DEFAULT 'prefix'")
+    db.execute("""
+        CREATE TABLE kv_block_uses (
+            scope TEXT NOT NULL,
+            document TEXT NOT NULL,
+            key TEXT NOT NULL REFERENCES kv_cache(key) ON DELETE CASCADE,
+            PRIMARY KEY (scope, document)
+        )""")
+    db.execute("CREATE INDEX kv_block_uses_by_key ON kv_block_uses (key)")

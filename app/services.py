@@ -115,7 +115,8 @@ class Services:
     @property
     def chat(self) -> ChatService:
         if self._chat is None:
-            library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime)
+            library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime,
+                                       lambda: self.current_settings().library_attention)
             self._chat = ChatService(self.conversations, self.runtime, self.current_settings, library_chat,
                                      self.profile)
         return self._chat

@@ -38,6 +38,9 @@ class Settings:
     max_document_mb: int = 50  # larger files are recorded with a reason, not read
     kv_cache_max_gb: float = 20.0  # saved library prompt caches; least recently used go first
     offline: bool = False  # refuse even the commands that go online (pull, search); ENCLAVE_OFFLINE=1 too
+    # isolated: each library document's KV cache is encoded alone and kept as a block, so a
+    # document added, removed or moved costs only itself; joint: the library in one pass
+    library_attention: str = "isolated"
 
     def sampling(self, **overrides: Any) -> Sampling:
         base = Sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
@@ -51,6 +54,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "top_p": (0, 1), "min_p": (0, 1), "repeat_penalty": (0.1, 10), "max_tokens": (1, 10_485_760),
     "max_document_mb": (1, 100_000), "kv_cache_max_gb": (0, 100_000),
 }
+
+CHOICES: dict[str, tuple[str, ...]] = {"library_attention": ("isolated", "joint")}
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -73,6 +78,8 @@ def parse_value(key: str, text: str) -> Any:
             return text.lower() in ("true", "yes", "on", "1")
     except ValueError:
         raise EnclaveError(f"{key} takes a {kind.split(' ')[0]}, not {text!r}.") from None
+    if key in CHOICES and text not in CHOICES[key]:
+        raise EnclaveError(f"{key} is one of {', '.join(CHOICES[key])}, not {text!r}.")
     return text
 
 

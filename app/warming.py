@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.kv_cache import PromptCache
+from app.libraries import document_version
 from app.library_chat import ReadingStopped, WarmedPrefix
 from app.profiles import load_request
 from inference.errors import EnclaveError
@@ -65,16 +66,19 @@ class WarmReport:
     seconds: float
     saved: bool  # on disk for later processes (False: the database is encrypted)
     cancelled: bool = False
+    blocks: int = 0  # kept as this many per-document KV blocks (0: one prefix); when cancelled, 1: some kept
 
     def describe(self) -> str:
         if self.cancelled:
-            return f"Stopped: {self.library} stays cold for {self.model_name}; nothing was saved."
+            kept = "the documents read so far are kept" if self.blocks else "nothing was saved"
+            return f"Stopped: {self.library} stays cold for {self.model_name}; {kept}."
         if not self.evaluated:
             done = f"{self.library} was warm already for {self.model_name} ({self.tokens:,} tokens)."
         else:
             rate = self.evaluated / self.seconds if self.seconds > 0 else 0.0
-            done = (f"Warmed {self.library} for {self.model_name}: {self.tokens:,} tokens in {self.seconds:.1f} s "
-                    f"({rate:,.0f} tokens/s).")
+            kept = f" as {self.blocks} document blocks" if self.blocks else ""
+            done = (f"Warmed {self.library} for {self.model_name}{kept}: {self.tokens:,} tokens in "
+                    f"{self.seconds:.1f} s ({rate:,.0f} tokens/s).")
         return f"{done} {'The next question evaluates only itself.' if self.saved else NOT_SAVED}"
 
 
@@ -109,8 +113,12 @@ def warmth(services: Services, library_id: int, model: str | None) -> Warmth:
                               services.chat.default_system_prompt(ref))
     state = services.prompt_cache.current(scope, services.libraries.version(library_id))
     ready = state is not None and (state.tokens is not None or services.runtime.holds_prefix(state.key))
-    return Warmth(library_id, "ready" if ready else "cold", _model_name(services, ref), state.tokens if state else None,
-                  saved)
+    tokens = state.tokens if state else None
+    if not ready:  # kept document by document (library_attention = isolated)?
+        documents = [document_version(d) for d in services.libraries.documents(library_id, readable_only=True)]
+        tokens = services.prompt_cache.current_blocks(scope, documents)
+        ready = tokens is not None
+    return Warmth(library_id, "ready" if ready else "cold", _model_name(services, ref), tokens, saved)
 
 
 def warm(services: Services, library_id: int, model: str | None, on_progress: OnProgress,
@@ -127,10 +135,11 @@ def warm(services: Services, library_id: int, model: str | None, on_progress: On
     first: Progress | None = None
     last: Progress | None = None
 
-    def report(prefix: WarmedPrefix | None) -> WarmReport:
+    def report(prefix: WarmedPrefix | None, kept: int = 0) -> WarmReport:
         evaluated = last.done - first.done if first is not None and last is not None else 0
         return WarmReport(library.name, name, prefix.tokens if prefix else 0, evaluated,
-                          time.monotonic() - started, services.prompt_cache.persistent, cancelled=prefix is None)
+                          time.monotonic() - started, services.prompt_cache.persistent, cancelled=prefix is None,
+                          blocks=prefix.blocks if prefix else kept)
 
     if cancelled():
         return report(None)
@@ -145,5 +154,5 @@ def warm(services: Services, library_id: int, model: str | None, on_progress: On
                 services.chat.cancel()
     except StopIteration as finished:
         return report(finished.value)
-    except ReadingStopped:
-        return report(None)
+    except ReadingStopped as stop:
+        return report(None, kept=1 if stop.kept else 0)

@@ -1,9 +1,11 @@
 """A small, typed engine over llama-cpp-python's ctypes bindings.
 
-One ``Engine`` owns one loaded model and one context (sequence 0). It remembers which
-tokens its KV cache holds, so a prompt that starts like the previous one (the same
-conversation, the same library prefix) only evaluates what is new. It knows nothing of
-processes or pipes: the worker runs it, tests can run it in-process.
+One ``Engine`` owns one loaded model and one context. Sequence 0 is the prompt; the
+engine remembers which tokens its KV cache holds, so a prompt that starts like the
+previous one (the same conversation, the same library prefix) only evaluates what is new.
+Sequence 1 is scratch space for KV *blocks*: a document encoded alone after a shared head,
+saved, and later composed into sequence 0 at any position (see ``encode_block``). It knows
+nothing of processes or pipes: the worker runs it, tests can run it in-process.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from inference.protocol import (
     ModelSettings,
     Progress,
     Sampling,
+    Segments,
     Stats,
     Token,
 )
@@ -86,6 +89,9 @@ class Engine:
         self.settings = settings
         self._log = log
         self._tokens: list[int] = []  # what the KV cache of sequence 0 holds
+        # how many of those hold what evaluating them in one pass gives: composed blocks
+        # (encoded apart from each other) are reused only by a prompt that asks for them
+        self._joint = 0
         self._pieces: dict[int, bytes] = {}
         self._ends_reply: dict[int, bool] = {}
         self._control_pattern: re.Pattern[str] | None = None
@@ -124,6 +130,7 @@ class Engine:
             chat_format=self.chat_format.description,
             chat_format_guessed=self.chat_format.guessed,
             fingerprint=model_fingerprint(path),
+            blocks_unmovable=self._blocks_unmovable(),
             log_lines=tuple(log.since(mark)),
         )
 
@@ -155,6 +162,10 @@ class Engine:
         params.type_k = _KV_TYPES[s.type_k]
         params.type_v = _KV_TYPES[s.type_v]
         params.no_perf = True
+        # sequence 1 is the KV blocks' scratch space; one unified cache, so composing a block
+        # into sequence 0 re-labels its cells instead of copying them, and n_ctx stays whole
+        params.n_seq_max = 2
+        params.kv_unified = True
         # Sliding-window layers keep the whole context: a cached prefix can only be reused,
         # and restored from disk, if no layer has forgotten part of it. The planner counts it so.
         params.swa_full = True
@@ -281,6 +292,20 @@ class Engine:
     def chat_tokens(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
         return self.tokenize_prompt(self.render_chat(messages, add_generation_prompt))
 
+    def render_segments(self, messages: Sequence[ChatMessage], slot: str, segments: Sequence[str]) -> Segments:
+        """The chat prompt for ``messages`` in parts, ``segments`` spliced in where ``slot``
+        stands. Each segment is tokenized alone, as plain text (a document that spells a
+        control token stays text), so its tokens do not depend on its neighbours: the
+        same document is the same KV block in any library."""
+        text = self.render_chat(messages)
+        before, found, after = text.partition(self.defuse(slot))
+        if not found or slot in after:
+            raise EnclaveError("The chat template lost the library's place in the prompt.")
+        parts = tuple(tuple(self.tokenize(segment, add_special=False, parse_special=False)) for segment in segments)
+        return Segments(tuple(self.tokenize_prompt(before)), parts,
+                        tuple(self.tokenize(after, add_special=False, parse_special=True)),
+                        before + "".join(segments) + after)
+
     def tokenize_prompt(self, text: str) -> list[int]:
         """Tokenize a whole prompt: BOS is added as the model asks, unless the text
         (a chat template's output, say) already starts with it."""
@@ -301,6 +326,7 @@ class Engine:
             llama_cpp.llama_memory_seq_rm(self._memory, 0, 0, -1)
             keep = 0
         del self._tokens[keep:]
+        self._joint = min(self._joint, keep)
 
     def _decode(self, tokens: Sequence[int]) -> None:
         array = (llama_cpp.llama_token * len(tokens))(*tokens)
@@ -308,6 +334,8 @@ class Engine:
         if rc != 0:
             self._truncate_cache(len(self._tokens))
             raise EnclaveError(f"llama.cpp could not evaluate the prompt (llama_decode returned {rc}).")
+        if self._joint == len(self._tokens):
+            self._joint += len(tokens)
         self._tokens.extend(tokens)
 
     def _need_context(self) -> None:
@@ -315,13 +343,14 @@ class Engine:
             raise EnclaveError("This model was opened for its tokenizer only; load it fully to generate.")
 
     def ingest(
-        self, prompt: Sequence[int], cancelled: Callable[[], bool] = lambda: False
+        self, prompt: Sequence[int], cancelled: Callable[[], bool] = lambda: False, *, composed: bool = False
     ) -> Iterator[Progress]:
         """Bring the KV cache to hold exactly ``prompt``, reusing the longest common
         prefix, in batches of ``n_batch``; yields progress after each batch. The last
-        prompt token is always evaluated again so that its logits are fresh."""
+        prompt token is always evaluated again so that its logits are fresh. Composed
+        blocks count as held only when ``composed``: the prompt continues them."""
         common = 0
-        for cached, new in zip(self._tokens, prompt, strict=False):
+        for cached, new in zip(self._tokens if composed else self._tokens[: self._joint], prompt, strict=False):
             if cached != new:
                 break
             common += 1
@@ -357,18 +386,22 @@ class Engine:
         _sidecar(path).write_text(json.dumps(self.state_fingerprint()))
         return len(self._tokens)
 
-    def restore_state(self, path: Path) -> int:
-        self._need_context()
+    def _check_sidecar(self, path: Path, **extra: object) -> None:
+        """Refuse a saved state (or KV block) made for other weights or another cache type."""
         if not path.is_file():
             raise EnclaveError(f"No saved prompt cache at {path}.")
         try:
             saved_for = json.loads(_sidecar(path).read_text())
         except (OSError, ValueError):
             saved_for = None
-        if saved_for != self.state_fingerprint():
+        if saved_for != {**self.state_fingerprint(), **extra}:
             raise EnclaveError(
                 f"The prompt cache {path.name} does not fit this model or cache type; it will be rebuilt."
             )
+
+    def restore_state(self, path: Path) -> int:
+        self._need_context()
+        self._check_sidecar(path)
         self._truncate_cache(0)
         capacity = llama_cpp.llama_n_ctx(self._ctx)
         tokens = (llama_cpp.llama_token * capacity)()
@@ -382,6 +415,114 @@ class Engine:
                 f"The prompt cache {path.name} does not fit this model or context size; it will be rebuilt."
             )
         self._tokens = list(tokens[: count.value])
+        self._joint = len(self._tokens)
+        return len(self._tokens)
+
+    # KV blocks -----------------------------------------------------------------------
+
+    def _blocks_unmovable(self) -> str:
+        """Why a KV block encoded at one position cannot be composed at another with this
+        model ("" when it can): moving means rotating its keys to new RoPE positions."""
+        if llama_cpp.llama_model_is_recurrent(self._model) or llama_cpp.llama_model_is_hybrid(self._model):
+            return "it has recurrent layers, whose state cannot be split into documents"
+        if llama_cpp.llama_model_rope_type(self._model) == llama_cpp.LLAMA_ROPE_TYPE_NONE:
+            return "it does not use RoPE positions, so a document's cache cannot be moved"
+        if self._memory is not None and not llama_cpp.llama_memory_can_shift(self._memory):
+            return "llama.cpp cannot move positions in its KV cache"
+        if self.settings.type_k not in ("f16", "f32"):  # llama.cpp's CPU K-shift crashes on the others
+            return f"its keys are kept quantized ({self.settings.type_k}), which llama.cpp cannot move; use f16"
+        return ""
+
+    def _need_movable_blocks(self) -> None:
+        self._need_context()
+        if self.info.blocks_unmovable:
+            raise EnclaveError(f"This model cannot compose KV blocks: {self.info.blocks_unmovable}.")
+
+    def encode_block(self, head: Sequence[int], tokens: Sequence[int], path: Path,
+                     cancelled: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
+        """Encode ``tokens`` right after ``head``, attending to the head and to themselves
+        only, and save their KV cells to ``path`` (with a sidecar like ``save_state``);
+        yields progress over ``tokens``. Sequence 0 is left holding just the head, so the
+        block's attention covers no other cell. Returns False when cancelled (nothing saved)."""
+        self._need_movable_blocks()
+        if not tokens:
+            raise EnclaveError("A KV block needs at least one token.")
+        if len(head) + len(tokens) >= llama_cpp.llama_n_ctx(self._ctx):
+            raise EnclaveError(f"A document of {len(tokens):,} tokens does not fit the context of "
+                               f"{llama_cpp.llama_n_ctx(self._ctx):,}.")
+        for _ in self.ingest(head):  # the head is the same for every block: evaluated once
+            pass
+        if len(head) > len(self._tokens):  # ingest keeps the last token to evaluate; head is whole now
+            raise EnclaveError("Could not evaluate the library's head.")
+        llama_cpp.llama_memory_seq_rm(self._memory, 1, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._memory, 0, 1, 0, len(head))
+        try:
+            step, done = self.settings.n_batch, 0
+            yield Progress(0, len(tokens))
+            while done < len(tokens):
+                if cancelled():
+                    return False
+                chunk = tokens[done : done + step]
+                self._decode_at(1, chunk, len(head) + done)
+                done += len(chunk)
+                yield Progress(done, len(tokens))
+            llama_cpp.llama_memory_seq_rm(self._memory, 1, 0, len(head))  # the block alone
+            array = (llama_cpp.llama_token * len(tokens))(*tokens)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if llama_cpp.llama_state_seq_save_file(self._ctx, os.fsencode(path), 1, array, len(tokens)) == 0:
+                raise EnclaveError(f"Could not save the KV block to {path}.")
+            _sidecar(path).write_text(json.dumps({**self.state_fingerprint(), "head": len(head)}))
+            return True
+        finally:
+            llama_cpp.llama_memory_seq_rm(self._memory, 1, -1, -1)
+
+    def _decode_at(self, seq: int, tokens: Sequence[int], first_pos: int) -> None:
+        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for i, token in enumerate(tokens):
+                batch.token[i] = token
+                batch.pos[i] = first_pos + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = i == len(tokens) - 1
+            rc = llama_cpp.llama_decode(self._ctx, batch)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        if rc != 0:
+            raise EnclaveError(f"llama.cpp could not evaluate a document (llama_decode returned {rc}).")
+
+    def compose(self, head: Sequence[int], blocks: Sequence[tuple[Path, Sequence[int]]]) -> int:
+        """Make sequence 0 hold ``head`` then each block (saved by ``encode_block`` after
+        the same head) in order: its cells loaded into sequence 1, moved to their place
+        (llama.cpp rotates the keys at the next decode) and handed to sequence 0. Nothing
+        is evaluated. Returns the tokens held; a prompt that continues them passes
+        ``composed`` to ``generate``."""
+        self._need_movable_blocks()
+        for _ in self.ingest(head):
+            pass
+        if len(head) > len(self._tokens):
+            raise EnclaveError("Could not evaluate the library's head.")
+        self._truncate_cache(len(head))
+        capacity = llama_cpp.llama_n_ctx(self._ctx)
+        for path, expected in blocks:
+            self._check_sidecar(path, head=len(head))
+            if len(self._tokens) + len(expected) >= capacity:
+                raise EnclaveError(f"The library's KV blocks need more than the context of {capacity:,} tokens.")
+            out = (llama_cpp.llama_token * len(expected))()
+            count = ctypes.c_size_t(0)
+            read = llama_cpp.llama_state_seq_load_file(self._ctx, os.fsencode(path), 1, out, len(expected),
+                                                       ctypes.byref(count))
+            if read == 0 or list(out[: count.value]) != list(expected):
+                llama_cpp.llama_memory_seq_rm(self._memory, 1, -1, -1)
+                raise EnclaveError(f"The KV block {path.name} does not hold the document it should; "
+                                   "it will be encoded again.")
+            shift = len(self._tokens) - len(head)
+            if shift:
+                llama_cpp.llama_memory_seq_add(self._memory, 1, -1, -1, shift)
+            llama_cpp.llama_memory_seq_cp(self._memory, 1, 0, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._memory, 1, -1, -1)
+            self._tokens.extend(expected)
         return len(self._tokens)
 
     # Generation ----------------------------------------------------------------------
@@ -391,9 +532,11 @@ class Engine:
         prompt: Sequence[int],
         sampling: Sampling,
         cancelled: Callable[[], bool] = lambda: False,
+        composed: bool = False,
     ) -> Iterator[Progress | Token | Stats]:
         """Stream ``Progress`` while the prompt is evaluated, then ``Token`` events,
-        then the final ``Stats`` (yielded last, as a plain value)."""
+        then the final ``Stats`` (yielded last, as a plain value). ``composed``: the
+        prompt continues the KV blocks ``compose`` put in the cache."""
         self._need_context()
         n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         if not prompt:
@@ -405,7 +548,7 @@ class Engine:
             )
         started = time.perf_counter()
         cached_before: int | None = None
-        for progress in self.ingest(prompt, cancelled):
+        for progress in self.ingest(prompt, cancelled, composed=composed):
             if cached_before is None:
                 cached_before = progress.done
             yield progress

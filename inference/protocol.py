@@ -2,7 +2,8 @@
 
 Every value here is a frozen dataclass of plain data, pickled across the pipe. A request
 goes in; one or more events come back, the last of which is terminal (``Done``,
-``Loaded``, ``Tokens``, ``StateSaved``, ``StateRestored``, ``Unloaded`` or ``Failed``).
+``Loaded``, ``Tokens``, ``Segments``, ``StateSaved``, ``StateRestored``, ``BlockSaved``,
+``Composed``, ``Unloaded`` or ``Failed``).
 """
 
 from __future__ import annotations
@@ -109,15 +110,47 @@ class RenderChat:
 
 
 @dataclass(frozen=True)
+class RenderSegments:
+    """Render ``messages`` (one of which holds ``slot`` once) and tokenize the prompt in
+    parts: what comes before the slot (``head``), each of ``segments`` alone as plain text
+    (the slot's content: documents, tokenized apart so each is a KV block), then the rest."""
+
+    messages: tuple[ChatMessage, ...]
+    slot: str
+    segments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Generate:
     """Continue a prompt given as chat ``messages`` (rendered with the model's template),
     raw ``prompt`` text, or exact ``tokens``: one of the three. With
-    ``sampling.max_tokens == 0`` it only brings the prompt into the KV cache (a prefill)."""
+    ``sampling.max_tokens == 0`` it only brings the prompt into the KV cache (a prefill).
+    ``composed``: the tokens continue the KV blocks the last ``ComposeBlocks`` laid out."""
 
     messages: tuple[ChatMessage, ...] = ()
     prompt: str | None = None
     tokens: tuple[int, ...] | None = None
     sampling: Sampling = Sampling()
+    composed: bool = False
+
+
+@dataclass(frozen=True)
+class EncodeBlock:
+    """Encode ``tokens`` after ``head``, attending to nothing else, and save their KV
+    cells (a block) to ``path``: progress over ``tokens``, then ``BlockSaved``."""
+
+    head: tuple[int, ...]
+    tokens: tuple[int, ...]
+    path: str
+
+
+@dataclass(frozen=True)
+class ComposeBlocks:
+    """Make the KV cache hold ``head`` then each saved block, moved into place, in order:
+    nothing is evaluated but the head (when not already held)."""
+
+    head: tuple[int, ...]
+    blocks: tuple[tuple[str, tuple[int, ...]], ...]  # (path, the block's tokens)
 
 
 @dataclass(frozen=True)
@@ -138,7 +171,8 @@ class Unload:
     pass
 
 
-Request: TypeAlias = Load | Tokenize | CountTokens | RenderChat | Generate | SaveState | RestoreState | Unload
+Request: TypeAlias = (Load | Tokenize | CountTokens | RenderChat | RenderSegments | Generate | SaveState | RestoreState
+                      | EncodeBlock | ComposeBlocks | Unload)
 
 
 # Events ----------------------------------------------------------------------------
@@ -160,6 +194,7 @@ class ModelInfo:
     chat_format: str = "the model's own template"  # what renders prompts, in words a user reads
     chat_format_guessed: bool = False  # no template and nothing known matched: ChatML, and the user is told
     fingerprint: str = ""  # these exact weights: keys caches of token counts and KV states
+    blocks_unmovable: str = ""  # why KV blocks cannot be composed at other positions ("" if they can)
     log_lines: tuple[str, ...] = ()  # what llama.cpp said while loading
 
 
@@ -172,6 +207,18 @@ class Loaded:
 class Tokens:
     ids: tuple[int, ...]
     text: str = ""
+
+
+@dataclass(frozen=True)
+class Segments:
+    head: tuple[int, ...]
+    parts: tuple[tuple[int, ...], ...]
+    tail: tuple[int, ...]
+    text: str = ""  # the whole prompt, the segments in their place
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.head + tuple(t for part in self.parts for t in part) + self.tail
 
 
 @dataclass(frozen=True)
@@ -230,6 +277,18 @@ class StateRestored:
 
 
 @dataclass(frozen=True)
+class BlockSaved:
+    path: str
+    n_tokens: int
+    cancelled: bool = False  # stopped before the end: nothing saved
+
+
+@dataclass(frozen=True)
+class Composed:
+    n_tokens: int  # the head and the blocks
+
+
+@dataclass(frozen=True)
 class Unloaded:
     pass
 
@@ -245,6 +304,8 @@ class Failed:
 
 
 Event: TypeAlias = (
-    Loaded | Tokens | TokenCounts | Progress | Token | Done | StateSaved | StateRestored | Unloaded | Failed
+    Loaded | Tokens | Segments | TokenCounts | Progress | Token | Done | StateSaved | StateRestored | BlockSaved
+    | Composed | Unloaded | Failed
 )
-TERMINAL = (Loaded, Tokens, TokenCounts, Done, StateSaved, StateRestored, Unloaded, Failed)
+TERMINAL = (Loaded, Tokens, Segments, TokenCounts, Done, StateSaved, StateRestored, BlockSaved, Composed, Unloaded,
+            Failed)

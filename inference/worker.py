@@ -33,9 +33,13 @@ from inference.errors import ChatTemplateError, EnclaveError, ModelLoadError, No
 from inference.orphans import exit_with_parent
 from inference.protocol import (
     TERMINAL,
+    BlockSaved,
     ChatMessage,
+    ComposeBlocks,
+    Composed,
     CountTokens,
     Done,
+    EncodeBlock,
     Event,
     Failed,
     Generate,
@@ -44,9 +48,11 @@ from inference.protocol import (
     ModelInfo,
     ModelSettings,
     RenderChat,
+    RenderSegments,
     Request,
     RestoreState,
     SaveState,
+    Segments,
     StateRestored,
     StateSaved,
     TokenCounts,
@@ -316,8 +322,17 @@ class Worker:
     def render_chat(self, messages: tuple[ChatMessage, ...], add_generation_prompt: bool = True) -> Tokens:
         return self._call(RenderChat(messages, add_generation_prompt), Tokens)
 
+    def render_segments(self, messages: tuple[ChatMessage, ...], slot: str, segments: tuple[str, ...]) -> Segments:
+        return self._call(RenderSegments(messages, slot, segments), Segments)
+
     def generate(self, request: Generate) -> Iterator[Event]:
         return self.request(request)
+
+    def encode_block(self, head: tuple[int, ...], tokens: tuple[int, ...], path: Path) -> Iterator[Event]:
+        return self.request(EncodeBlock(head, tokens, str(path)))
+
+    def compose_blocks(self, head: tuple[int, ...], blocks: tuple[tuple[str, tuple[int, ...]], ...]) -> int:
+        return self._call(ComposeBlocks(head, blocks), Composed).n_tokens
 
     def save_state(self, path: Path, n_tokens: int | None = None) -> int:
         return self._call(SaveState(str(path), n_tokens), StateSaved).n_tokens
@@ -445,6 +460,9 @@ class _Handler:
             logging.getLogger(__name__).error("request failed:\n%s", traceback.format_exc())
             self._conn.send(Failed(f"Unexpected error in the worker: {type(exc).__name__}: {exc}"))
 
+    def _cancelled(self) -> bool:
+        return self._cancel.value != 0
+
     def _need_engine(self):
         if self._engine is None:
             raise NoModelLoaded("No model is loaded. Load a model first.")
@@ -477,11 +495,20 @@ class _Handler:
                 prompt = engine.tokenize_prompt(request.prompt)
             else:
                 prompt = engine.chat_tokens(request.messages)
-            for item in engine.generate(prompt, request.sampling, lambda: self._cancel.value != 0):
+            for item in engine.generate(prompt, request.sampling, self._cancelled, composed=request.composed):
                 if isinstance(item, Stats):
                     yield Done(item)
                 else:
                     yield item
+        elif isinstance(request, RenderSegments):
+            yield self._need_engine().render_segments(request.messages, request.slot, request.segments)
+        elif isinstance(request, EncodeBlock):
+            blocks = self._need_engine().encode_block(request.head, request.tokens, Path(request.path), self._cancelled)
+            saved = yield from blocks
+            yield BlockSaved(request.path, len(request.tokens), cancelled=not saved)
+        elif isinstance(request, ComposeBlocks):
+            blocks = [(Path(path), tokens) for path, tokens in request.blocks]
+            yield Composed(self._need_engine().compose(request.head, blocks))
         elif isinstance(request, SaveState):
             engine = self._need_engine()
             yield StateSaved(request.path, engine.save_state(Path(request.path), request.n_tokens))

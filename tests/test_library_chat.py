@@ -1,5 +1,7 @@
 """Asking a library with the real tiny model: the library's KV cache is reused in the
-worker, restored from disk after a restart, and replaced when the library changes."""
+worker, restored from disk after a restart, and replaced when the library changes. Here
+with ``library_attention = joint`` (one prefix, read in one pass); the per-document blocks
+of ``isolated`` are tests/test_library_blocks.py's."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def library_folder(tmp_path: Path) -> Path:
 
 def open_services(home: Path) -> Services:
     services = Services.open()
-    for key, value in (("max_tokens", 8), ("temperature", 0.0), ("context_length", 4096), ("threads", 2)):
+    for key, value in (("max_tokens", 8), ("temperature", 0.0), ("context_length", 4096), ("threads", 2),
+                       ("library_attention", "joint")):
         services.settings.set(key, value)
     return services
 
@@ -55,7 +58,9 @@ def test_the_second_question_evaluates_only_itself(enclave_home: Path, moe_model
         evaluated = second.prompt_tokens - second.cached_tokens
         tokenize = services.runtime.worker.tokenize
         question_tokens = len(tokenize("And document 2?", add_special=False))
-        frame = len(tokenize("<|im_end|>\n<|im_start|>assistant\n", add_special=False))  # the template's
+        # the template's: the end of the system turn, the user turn's frame, the answer's start
+        frame = len(tokenize("<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n",
+                             add_special=False))
         assert question_tokens <= evaluated <= question_tokens + frame + 1
         answer_here = second.content
 

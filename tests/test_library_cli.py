@@ -36,13 +36,14 @@ def test_a_folder_goes_in_and_ask_answers_from_it(enclave_home: Path, moe_model:
     assert answer.returncode == 0, answer.stderr
     assert "Read the whole library: 2 documents" in answer.stderr and answer.stdout.strip()
     cache = enclave("library", "cache", home=enclave_home)
-    assert "1 saved prompt caches" in cache.stdout and "contracts with tiny-moe.gguf" in cache.stdout
+    assert "2 saved prompt caches" in cache.stdout  # one KV block per readable document
+    assert "contracts with tiny-moe.gguf: 2 documents" in cache.stdout.split("Document blocks")[1]
     history = json.loads(enclave("history", "list", "--json", home=enclave_home).stdout)
     assert history[0]["title"] == "How long is the lease?" and history[0]["library_id"] == 1
 
     removed = enclave("library", "remove", "contracts", str(folder / "lease.txt"), home=enclave_home)
     assert removed.returncode == 0 and "Removed" in removed.stdout
-    assert enclave("library", "cache", "--clear", home=enclave_home).stdout.startswith("Deleted 1 saved")
+    assert enclave("library", "cache", "--clear", home=enclave_home).stdout.startswith("Deleted 2 saved")
     assert enclave("library", "remove", "contracts", home=enclave_home).returncode == 0
     missing = enclave("ask", "--library", "contracts", "q", home=enclave_home)
     assert missing.returncode == 2 and "There is no library 'contracts'" in missing.stderr

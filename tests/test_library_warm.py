@@ -23,6 +23,7 @@ from app.libraries import Library
 from app.services import Services
 from tests.cli import enclave
 from ui.libraries_page import LibrariesPage
+from ui.main_window import MainWindow
 from ui.tasks import TaskRunner
 
 QUESTION = "Which document is about orchards?"
@@ -58,10 +59,18 @@ def ask(services: Services, library_id: int, question: str = QUESTION) -> Messag
     return final.message
 
 
+def saved_tokens(services: Services, documents: int = 4) -> int:
+    """The library's saved KV: one block per document (library_attention = isolated)."""
+    entries = services.prompt_cache.entries()
+    assert len(entries) == documents and {e.kind for e in entries} == {"block"}, entries
+    return sum(e.tokens for e in entries)
+
+
 def question_tokens(services: Services, question: str = QUESTION) -> int:
-    """The question and the chat template's frame around it (the tiny model's ChatML)."""
+    """The question and the chat template's frame around it (the tiny model's ChatML), with
+    the end of the system turn that follows the documents."""
     tokenize = services.runtime.worker.tokenize
-    frame = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n"
+    frame = "<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n"
     return len(tokenize(question, add_special=False)) + len(tokenize(frame, add_special=False)) + 1
 
 
@@ -84,10 +93,9 @@ def test_warm_then_ask_in_another_process_evaluates_only_the_question(enclave_ho
     answer = enclave("ask", "--library", "docs", QUESTION, home=enclave_home)
     assert answer.returncode == 0, answer.stderr
     with Services.open() as services:
-        (entry,) = services.prompt_cache.entries()
-        assert entry.tokens == shown["warmth"]["tokens"]  # the question used the warmed prefix, made no other
+        assert saved_tokens(services) == shown["warmth"]["tokens"]  # the question used the warm blocks, made no other
         reply = services.conversations.messages(1)[-1]
-        assert reply.cached_tokens >= entry.tokens
+        assert reply.cached_tokens >= shown["warmth"]["tokens"]
         services.runtime.load(str(moe_model))  # for its tokenizer
         assert reply.prompt_tokens - reply.cached_tokens <= question_tokens(services)
 
@@ -104,11 +112,11 @@ def test_a_cancelled_warm_stays_cold_and_the_next_question_reads_the_library(enc
         assert services.warm_library(lib.id, cancelled=lambda: True).cancelled  # asked before anything is loaded
 
         reply = ask(services, lib.id)
-        (entry,) = services.prompt_cache.entries()
-        assert reply.prompt_tokens > entry.tokens and services.library_warmth(lib.id).state == "ready"
+        library = saved_tokens(services)
+        assert reply.prompt_tokens > library and services.library_warmth(lib.id).state == "ready"
 
         warmed = services.warm_library(lib.id)
-        assert warmed.evaluated == 0 and warmed.tokens == entry.tokens  # the question's prefix is the warm one
+        assert warmed.evaluated == 0 and warmed.tokens > library  # the question's blocks are the warm ones
 
 
 def test_warming_reports_progress_and_the_question_restores_it(enclave_home: Path, moe_model: Path,
@@ -117,12 +125,12 @@ def test_warming_reports_progress_and_the_question_restores_it(enclave_home: Pat
         lib = docs_library(services, moe_model, library_folder)
         seen: list[tuple[int, int]] = []
         report = services.warm_library(lib.id, on_progress=lambda done, total: seen.append((done, total)))
-        (entry,) = services.prompt_cache.entries()
-        assert seen[0][0] == 0 and seen[-1] == (entry.tokens, entry.tokens) and report.evaluated == entry.tokens
-        assert services.library_warmth(lib.id).state == "ready"
-        services.runtime.unload()  # the worker forgets it: the question restores the saved prefix
+        library = saved_tokens(services)
+        assert seen[0][0] == 0 and seen[-1] == (library, library) and report.evaluated == library
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen) and services.library_warmth(lib.id).state == "ready"
+        services.runtime.unload()  # the worker forgets it: the question composes the saved blocks
         reply = ask(services, lib.id)
-        assert reply.cached_tokens >= entry.tokens
+        assert reply.cached_tokens >= library
         assert reply.prompt_tokens - reply.cached_tokens <= question_tokens(services)
 
         (library_folder / "4.txt").write_text("Document 4 is about plums. " * 30)
@@ -154,8 +162,8 @@ def test_the_page_warms_a_library_after_an_add(qtbot: QtBot, services: Services,
     assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(percents)
     library_id = page.selected_library_id()
     assert library_id is not None and services.library_warmth(library_id).state == "ready"
-    (entry,) = services.prompt_cache.entries()
-    assert entry.library_id == library_id
+    saved_tokens(services)
+    assert {e.library_id for e in services.prompt_cache.entries()} == {library_id}
 
 
 def test_with_an_encrypted_database_a_warm_library_lives_in_the_worker_only(enclave_home: Path, moe_model: Path,
@@ -196,3 +204,38 @@ def test_ctrl_c_stops_enclave_library_warm(enclave_home: Path, moe_model: Path, 
     assert steps[-1][0] < steps[-1][1]  # before the end
     with Services.open() as services:
         assert services.library_warmth(lib.id).state == "cold" and services.prompt_cache.entries() == []
+
+
+def test_a_question_waiting_behind_a_warm_up_shows_its_progress(qtbot: QtBot, services: Services, moe_model: Path,
+                                                                library_folder: Path) -> None:
+    lib = docs_library(services, moe_model, library_folder)
+    window = MainWindow(services, TaskRunner(synchronous=True))
+    qtbot.addWidget(window)
+    chat = window.chat
+    chat.open_conversation(services.chat.start(library_id=lib.id).id)
+    chat._busy = True  # a question sent, queued on the serial thread behind the warm-up
+    window.libraries.warmProgress.emit(lib.id, 400, 1000)
+    assert chat.progress.isVisibleTo(chat)
+    assert chat.progress.label.text().startswith("Reading the library before your question: 400 / 1,000 tokens")
+    window.libraries.warmProgress.emit(lib.id + 1, 10, 1000)  # another library's: not this question's
+    assert chat.progress.label.text().startswith("Reading the library before your question: 400")
+    window.libraries.warmProgress.emit(lib.id, 1000, 1000)
+    assert not chat.progress.isVisibleTo(chat)
+
+
+def test_removing_a_document_on_the_page_warms_the_library_again(qtbot: QtBot, services: Services, moe_model: Path,
+                                                                  library_folder: Path) -> None:
+    configure(services, moe_model)
+    page = LibrariesPage(services, TaskRunner(synchronous=True))
+    page.default_name = "Documents"
+    qtbot.addWidget(page)
+    page.new_library()
+    page.add_paths([library_folder])
+    library_id = page.selected_library_id()
+    assert library_id is not None and services.library_warmth(library_id).state == "ready"
+    before = services.runtime.evaluated_tokens
+    page.table.selectRow(1)
+    page.remove_selected_documents()
+    assert len(services.libraries.documents(library_id)) == 3
+    assert page.warmth_line.text().startswith("Ready for tiny-moe.gguf")  # the three blocks were there
+    assert services.runtime.evaluated_tokens == before

@@ -52,6 +52,9 @@ class FakeChat(_Recorder):
     def focus_composer(self) -> None:
         self.calls.append(("focus",))
 
+    def show_library_warming(self, library_id: int, done: int, total: int) -> None:
+        self.calls.append(("warming", library_id, done, total))
+
 
 class FakeModels(_Recorder):
     modelsChanged = Signal()
@@ -63,6 +66,7 @@ class FakeModels(_Recorder):
 class FakeLibraries(_Recorder):
     librariesChanged = Signal()
     chatWithLibrary = Signal(int)
+    warmProgress = Signal(int, int, int)
 
     def add_paths(self, paths: list[Path], library_id: int | None = None) -> None:
         self.calls.append(("add", paths, library_id))
@@ -319,11 +323,15 @@ def test_settings_edits_are_saved(with_model: Services, make_window) -> None:
     page.editors["threads"].setText("3")
     page.editors["system_prompt"].setPlainText("Answer in French.")
     page.editors["offline"].setChecked(True)
+    attention = page.editors["library_attention"]
+    assert attention.currentData() == "isolated"  # type: ignore[union-attr]
+    attention.setCurrentIndex(attention.findData("joint"))  # type: ignore[union-attr]
     with pytest.MonkeyPatch.context():
         page.save_button.click()
     saved = with_model.settings.load()
     assert (saved.temperature, saved.threads, saved.system_prompt, saved.offline) == (0.2, 3, "Answer in French.",
                                                                                        True)
+    assert saved.library_attention == "joint"
     assert page.status.text() == "Saved."
     page.editors["threads"].setText("")  # empty: all cores
     page.save()

@@ -9,7 +9,8 @@ Two shapes, both of llama.cpp's ``llama`` architecture with an SPM tokenizer:
 * ``moe``: 8 experts, 2 used per token (Mixtral-style ``ffn_*_exps`` tensors, Q8_0).
 * ``dense``: a plain feed-forward model.
 
-A spec can also ask for the ``gemma3`` architecture (dense only, with its extra norms),
+A spec can also ask for the ``gemma3`` architecture (dense only, with its extra norms), the
+``mpt`` architecture (dense, ALiBi positions instead of RoPE: its KV cache cannot be moved),
 other control tokens (the markup of another chat format) and fixed output logits.
 
 The output rows of the control tokens are zero, so greedy decoding never picks an
@@ -59,7 +60,7 @@ class TinySpec:
     seed: int = 1234
     chat_template: str | None = CHATML_TEMPLATE
     expert_type: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.Q8_0
-    architecture: str = "llama"  # or "gemma3" (dense)
+    architecture: str = "llama"  # or "gemma3" or "mpt" (dense)
     control_tokens: tuple[str, ...] = CONTROL_TOKENS  # the first is <unk>, the last is EOS
     # token -> logit for every input; all other tokens -1. Makes what is generated predictable.
     fixed_logits: tuple[tuple[str, float], ...] = ()
@@ -71,9 +72,10 @@ class TinySpec:
 
 MOE = TinySpec()
 DENSE = TinySpec(name="tiny-dense", n_ff=128, n_expert=0, n_expert_used=0)
+ALIBI = replace(DENSE, name="tiny-alibi", architecture="mpt")
 # Big enough that a token takes milliseconds, as with real models: for benchmarks only.
 BENCH = TinySpec(name="bench-moe", n_layer=6, n_embd=1024, n_head=16, n_head_kv=4, n_ff=1024)
-KINDS = {"moe": MOE, "dense": DENSE, "bench": BENCH}
+KINDS = {"moe": MOE, "dense": DENSE, "alibi": ALIBI, "bench": BENCH}
 
 
 def vocabulary(control_tokens: tuple[str, ...] = CONTROL_TOKENS) -> tuple[list[str], list[float], list[int]]:
@@ -97,6 +99,7 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     n_vocab = len(tokens)
     head_dim = spec.n_embd // spec.n_head
     gemma = spec.architecture == "gemma3"
+    mpt = spec.architecture == "mpt"
 
     writer = gguf.GGUFWriter(str(path), arch=spec.architecture)
     writer.add_name(spec.name)
@@ -106,8 +109,12 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     writer.add_feed_forward_length(spec.n_ff)
     writer.add_head_count(spec.n_head)
     writer.add_head_count_kv(spec.n_head_kv)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_layer_norm_rms_eps(1e-5)
+    if mpt:
+        writer.add_layer_norm_eps(1e-5)
+        writer.add_max_alibi_bias(8.0)
+    else:
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_layer_norm_rms_eps(1e-5)
     if gemma:
         writer.add_sliding_window(spec.context_length)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
@@ -139,9 +146,12 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     for i in range(spec.n_layer):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
-        for name, rows in (("attn_q", spec.n_embd), ("attn_k", spec.n_head_kv * head_dim),
-                           ("attn_v", spec.n_head_kv * head_dim)):
-            add_f16(f"{blk}.{name}.weight", weights(rows, spec.n_embd))
+        if mpt:  # one fused projection
+            add_f16(f"{blk}.attn_qkv.weight", weights(spec.n_embd + 2 * spec.n_head_kv * head_dim, spec.n_embd))
+        else:
+            for name, rows in (("attn_q", spec.n_embd), ("attn_k", spec.n_head_kv * head_dim),
+                               ("attn_v", spec.n_head_kv * head_dim)):
+                add_f16(f"{blk}.{name}.weight", weights(rows, spec.n_embd))
         add_f16(f"{blk}.attn_output.weight", weights(spec.n_embd, spec.n_embd) * keep)
         writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
         if gemma:
@@ -156,7 +166,8 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
                 data = gguf.quants.quantize(weights(*shape), spec.expert_type)
                 writer.add_tensor(f"{blk}.{name}.weight", data, raw_dtype=spec.expert_type)
         else:
-            add_f16(f"{blk}.ffn_gate.weight", weights(spec.n_ff, spec.n_embd))
+            if not mpt:  # MPT's feed-forward is up, GELU, down
+                add_f16(f"{blk}.ffn_gate.weight", weights(spec.n_ff, spec.n_embd))
             add_f16(f"{blk}.ffn_up.weight", weights(spec.n_ff, spec.n_embd))
             add_f16(f"{blk}.ffn_down.weight", weights(spec.n_embd, spec.n_ff) * keep)
     writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))

@@ -406,6 +406,15 @@ class ChatPage(QWidget):
             serial=True,
         )
 
+    def show_library_warming(self, library_id: int, done: int, total: int) -> None:
+        """A background warm-up of a library (the libraries page's): a question on it waits
+        behind it on the serial thread, so its progress is the question's, shown here."""
+        waiting = self._busy and self.conversation is not None and self.conversation.library_id == library_id
+        if waiting and done < total:
+            self.progress.update_progress(done, total, what="Reading the library before your question")
+        elif waiting:
+            self.progress.reset()
+
     def _on_event(self, cid: int | None, event: ChatEvent) -> None:
         here = cid == self.conversation_id
         if isinstance(event, UserMessageSaved):

@@ -102,14 +102,15 @@ class PromptProgress(QWidget):
         self._start = None
         self.hide()
 
-    def update_progress(self, done: int, total: int, now: float | None = None) -> None:
+    def update_progress(self, done: int, total: int, now: float | None = None, what: str = "Reading the prompt"
+                        ) -> None:
         now = time.monotonic() if now is None else now
         if self._start is None or done < self._start[1]:
             self._start = (now, done)
         started, first = self._start
         self.bar.setRange(0, max(1, total))
         self.bar.setValue(min(done, total))
-        text = f"Reading the prompt: {done:,} / {total:,} tokens"
+        text = f"{what}: {done:,} / {total:,} tokens"
         elapsed = now - started
         if elapsed > 0.2 and done > first:
             rate = (done - first) / elapsed

@@ -63,6 +63,7 @@ def split_globs(text: str) -> tuple[str, ...]:
 class LibrariesPage(QWidget):
     librariesChanged = Signal()
     chatWithLibrary = Signal(int)
+    warmProgress = Signal(int, int, int)  # (library id, tokens done, tokens in all) of a background warm-up
 
     def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -318,6 +319,9 @@ class LibrariesPage(QWidget):
         for row in rows:
             self.services.libraries.remove_document(self.documents.document(row).id)
         self._after_change()
+        library_id = self.selected_library_id()
+        if library_id is not None:  # warm again: with document blocks nothing is read, else the rest is
+            self._warm_in_background(library_id)
 
     def _after_change(self) -> None:
         library_id = self.selected_library_id()
@@ -457,6 +461,7 @@ class LibrariesPage(QWidget):
                        on_error=lambda message: self._warm_finished(job, None, message), serial=True)
 
     def _warm_progress(self, library_id: int, done: int, total: int) -> None:
+        self.warmProgress.emit(library_id, done, total)
         self._warming[library_id] = done * 100 // total if total else 0
         if library_id == self.selected_library_id():
             self.warmth_line.setText(warming_text(self._warming_model, self._warming[library_id]))

@@ -49,6 +49,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatPage(services, tasks)
         self.models = ModelsPage(services, tasks)
         self.libraries = LibrariesPage(services, tasks)
+        self.libraries.warmProgress.connect(self.chat.show_library_warming)  # a question may wait for it
         self.settings_page = SettingsPage(services, tasks)
         self.first_run = FirstRunPage(services, tasks)
         self.side_panel = SidePanel(services, tasks)

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from app.paths import HOME_ENV
 from app.policy import SET_BY
 from app.services import Services
-from app.settings import Settings, parse_value
+from app.settings import CHOICES, Settings, parse_value
 from app.types import EnclaveError
 from ui.tasks import TaskRunner
 from ui.theme import error_color
@@ -46,6 +46,12 @@ LABELS = {
     "max_document_mb": "Largest document read (MB)",
     "kv_cache_max_gb": "Saved prompt caches, at most (GB)",
     "offline": "Offline: never go online, not even for downloads",
+    "library_attention": "How a library is read",
+}
+# The words for a setting's choices (app.settings.CHOICES)
+CHOICE_LABELS = {
+    "isolated": "Document by document: a change costs only that document",
+    "joint": "All documents in one pass: documents see each other",
 }
 Editor = QLineEdit | QCheckBox | QComboBox | QPlainTextEdit
 
@@ -142,6 +148,11 @@ class SettingsPage(QWidget):
     def _editor_for(self, name: str, kind: str) -> Editor:
         if name == "default_model":
             return QComboBox()
+        if name in CHOICES:
+            combo = QComboBox()
+            for choice in CHOICES[name]:
+                combo.addItem(CHOICE_LABELS.get(choice, choice), choice)
+            return combo
         if name == "system_prompt":
             editor = QPlainTextEdit()
             editor.setPlaceholderText("Instructions given to the model before every conversation")
@@ -176,7 +187,9 @@ class SettingsPage(QWidget):
             self.managed_notes[name].show()
 
     def _show(self, name: str, editor: Editor, value: Any) -> None:
-        if isinstance(editor, QComboBox):
+        if isinstance(editor, QComboBox) and name in CHOICES:
+            editor.setCurrentIndex(max(editor.findData(value), 0))
+        elif isinstance(editor, QComboBox):
             editor.clear()
             editor.addItem("(none: choose per conversation)", None)
             for model in self.services.models.all():

@@ -172,20 +172,34 @@ def remove(name: str, document: str | None) -> None:
 @click.option("--clear", is_flag=True, help="Delete every saved prompt cache.")
 @user_errors
 def cache(clear: bool) -> None:
-    """Saved KV caches of library prompts (they make the next question fast)."""
+    """Saved KV caches of library prompts (they make the next question fast): whole
+    prefixes, and per-document blocks (library_attention = isolated) by library and model."""
     with Services.open() as services:
         if clear:
             count, size = services.prompt_cache.clear()
             click.echo(f"Deleted {count} saved prompt caches ({format_size(size)}).")
             return
         entries = services.prompt_cache.entries()
+        groups = services.prompt_cache.block_groups()
         cap = services.current_settings().kv_cache_max_gb
     total = sum(e.bytes for e in entries)
     click.echo(f"{len(entries)} saved prompt caches, {format_size(total)} of at most {cap:g} GiB "
                "(setting kv_cache_max_gb).")
-    for e in entries:
+    prefixes = [e for e in entries if e.kind == "prefix"]
+    if prefixes:
+        click.echo("Libraries read in one pass:")
+    for e in prefixes:
         click.echo(f"  {e.library or '(deleted library)'} with {e.model}: {e.tokens:,} tokens, "
-                   f"{format_size(e.bytes)}, last used {e.last_used_at[:16].replace('T', ' ')}")
+                   f"{format_size(e.bytes)}, last used {_when(e.last_used_at)}")
+    if groups:
+        click.echo("Document blocks (library_attention = isolated):")
+    for g in groups:
+        click.echo(f"  {g.library or '(deleted library)'} with {g.model}: {g.blocks} documents, {g.tokens:,} tokens, "
+                   f"{format_size(g.bytes)}, last used {_when(g.last_used_at)}")
+
+
+def _when(stamp: str) -> str:
+    return stamp[:16].replace("T", " ")
 
 
 @library.command()
