@@ -320,13 +320,27 @@ class Engine:
 
     def _truncate_cache(self, keep: int) -> None:
         """Drop cached tokens from ``keep`` on. A recurrent model's state cannot be cut
-        part way (llama.cpp says so by returning false): then all of it goes."""
+        part way (llama.cpp says so by returning false): then all of it goes. So does a
+        sliding-window layer's, when it has reused cells that the token at ``keep`` would
+        attend to (it overwrites cells that fell out of the window of the sequence's end)."""
         cutting = keep < len(self._tokens) or keep == 0
         if cutting and not llama_cpp.llama_memory_seq_rm(self._memory, 0, keep, -1):
             llama_cpp.llama_memory_seq_rm(self._memory, 0, 0, -1)
             keep = 0
+        if keep and self._window_lost(keep):
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, 0, -1)
+            keep = 0
         del self._tokens[keep:]
         self._joint = min(self._joint, keep)
+
+    def _window_lost(self, keep: int) -> bool:
+        """Whether sequence 0's sliding-window cells no longer reach back as far as the
+        token at position ``keep`` looks (llama.cpp's server applies the same test)."""
+        window = llama_cpp.llama_model_n_swa(self._model) if self._memory is not None else 0
+        if window <= 0:
+            return False
+        first = llama_cpp.llama_memory_seq_pos_min(self._memory, 0)  # the sliding layers' oldest cell
+        return first < 0 or first > max(0, keep - window)
 
     def _decode(self, tokens: Sequence[int]) -> None:
         array = (llama_cpp.llama_token * len(tokens))(*tokens)

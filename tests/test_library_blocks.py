@@ -5,7 +5,7 @@ keeps every finished block, and a model whose cache cannot move reads the librar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import llama_cpp
@@ -20,7 +20,7 @@ from inference.llama_log import LlamaLog
 from inference.protocol import ModelSettings
 from tests.cli import enclave
 from tests.test_library_warm import ask, docs_library, question_tokens
-from tests.tiny_models import ALIBI, DENSE, write_tiny_model
+from tests.tiny_models import ALIBI, DENSE, SLIDING, write_tiny_model
 
 
 @pytest.fixture
@@ -149,6 +149,11 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
         yield engine
 
 
+def last_logits(engine: Engine) -> np.ndarray:
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, -1),
+                                 shape=(engine.info.n_vocab,)).copy()
+
+
 def continuation_logits(engine: Engine, drop: tuple[int, int], continuation: list[int]) -> np.ndarray:
     """Logits after ``continuation``, with the KV cells of positions ``drop`` removed first:
     what is left is the head and the block, so only the block's own cells decide them."""
@@ -156,8 +161,7 @@ def continuation_logits(engine: Engine, drop: tuple[int, int], continuation: lis
     llama_cpp.llama_memory_seq_rm(memory, 0, *drop)
     for _ in engine.ingest([*engine.cached_tokens, *continuation], composed=True):
         pass
-    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, -1),
-                                 shape=(engine.info.n_vocab,)).copy()
+    return last_logits(engine)
 
 
 def test_a_block_is_the_same_whichever_library_it_is_composed_into(engine: Engine, tmp_path: Path) -> None:
@@ -205,3 +209,48 @@ def test_composing_moves_a_block_like_rope_does(engine: Engine, tmp_path: Path) 
     llama_cpp.llama_memory_seq_add(memory, 0, 0, len(head), len(a))  # the head, next to x again
     moved = continuation_logits(engine, (0, 0), follow)
     assert np.abs(moved - beside).max() < 0.01 * np.abs(beside).max()  # f16 keys, rotated twice
+
+
+def test_sliding_window_layers_keep_what_the_next_block_and_question_need(tmp_path: Path) -> None:
+    """Sliding-window layers may overwrite a sequence's cells that fell out of its window;
+    after composing, encoding another block and reading jointly must not lean on them."""
+    log = LlamaLog()
+    log.install()
+    model = write_tiny_model(tmp_path / "sliding.gguf", SLIDING)
+    settings = ModelSettings(path=str(model), n_ctx=1024, n_threads=2, n_batch=16, n_ubatch=16)
+
+    def fresh_logits(run: Callable[[Engine], None]) -> np.ndarray:
+        with Engine(settings, log) as fresh:
+            run(fresh)
+            return last_logits(fresh)
+
+    with Engine(settings, log) as engine:
+        head = engine.tokenize("hello world the library", add_special=True)
+        a = engine.tokenize(" document memory token context secure offline" * 6, add_special=False)
+        x = engine.tokenize(" expert question model local enclave" * 6, add_special=False)
+        question = engine.tokenize(" answer the question", add_special=False)
+        list(engine.encode_block(head, a, tmp_path / "a.kv"))
+        engine.compose(head, [(tmp_path / "a.kv", a)])
+        # a block encoded after a composition is the block encoded on a fresh context
+        list(engine.encode_block(head, x, tmp_path / "x.kv"))
+        list(engine.encode_block(head, x, tmp_path / "x-fresh.kv"))  # the same engine, head cached
+        engine.compose(head, [(tmp_path / "a.kv", a), (tmp_path / "x.kv", x)])
+        for _ in engine.ingest([*engine.cached_tokens, *question], composed=True):
+            pass
+        composed = last_logits(engine)
+
+        def compose_fresh(fresh: Engine) -> None:
+            list(fresh.encode_block(head, a, tmp_path / "a2.kv"))
+            list(fresh.encode_block(head, x, tmp_path / "x2.kv"))
+            fresh.compose(head, [(tmp_path / "a2.kv", a), (tmp_path / "x2.kv", x)])
+            for _ in fresh.ingest([*fresh.cached_tokens, *question], composed=True):
+                pass
+
+        assert np.allclose(composed, fresh_logits(compose_fresh), atol=1e-3)
+
+        # the same library read jointly, after the composition, is read as on a fresh context
+        joint = [*head, *a, *x, *question]
+        for _ in engine.ingest(joint):
+            pass
+        assert np.allclose(last_logits(engine), fresh_logits(lambda fresh: list(fresh.ingest(joint)) and None),
+                           atol=1e-3)

@@ -9,7 +9,8 @@ Two shapes, both of llama.cpp's ``llama`` architecture with an SPM tokenizer:
 * ``moe``: 8 experts, 2 used per token (Mixtral-style ``ffn_*_exps`` tensors, Q8_0).
 * ``dense``: a plain feed-forward model.
 
-A spec can also ask for the ``gemma3`` architecture (dense only, with its extra norms), the
+A spec can also ask for the ``gemma3`` architecture (dense only, with its extra norms; ``sliding``
+is one with an 8-token sliding window, as gemma-3 and gpt-oss layers have), the
 ``mpt`` architecture (dense, ALiBi positions instead of RoPE: its KV cache cannot be moved),
 other control tokens (the markup of another chat format) and fixed output logits.
 
@@ -61,6 +62,7 @@ class TinySpec:
     chat_template: str | None = CHATML_TEMPLATE
     expert_type: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.Q8_0
     architecture: str = "llama"  # or "gemma3" or "mpt" (dense)
+    sliding_window: int = 0  # gemma3: its sliding-window layers' window (0: the whole context)
     control_tokens: tuple[str, ...] = CONTROL_TOKENS  # the first is <unk>, the last is EOS
     # token -> logit for every input; all other tokens -1. Makes what is generated predictable.
     fixed_logits: tuple[tuple[str, float], ...] = ()
@@ -73,9 +75,11 @@ class TinySpec:
 MOE = TinySpec()
 DENSE = TinySpec(name="tiny-dense", n_ff=128, n_expert=0, n_expert_used=0)
 ALIBI = replace(DENSE, name="tiny-alibi", architecture="mpt")
+# gemma3 makes five of every six layers sliding-window: six layers, one of them global
+SLIDING = replace(DENSE, name="tiny-sliding", architecture="gemma3", n_layer=6, sliding_window=8)
 # Big enough that a token takes milliseconds, as with real models: for benchmarks only.
 BENCH = TinySpec(name="bench-moe", n_layer=6, n_embd=1024, n_head=16, n_head_kv=4, n_ff=1024)
-KINDS = {"moe": MOE, "dense": DENSE, "alibi": ALIBI, "bench": BENCH}
+KINDS = {"moe": MOE, "dense": DENSE, "alibi": ALIBI, "sliding": SLIDING, "bench": BENCH}
 
 
 def vocabulary(control_tokens: tuple[str, ...] = CONTROL_TOKENS) -> tuple[list[str], list[float], list[int]]:
@@ -116,7 +120,7 @@ def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
         writer.add_rope_dimension_count(head_dim)
         writer.add_layer_norm_rms_eps(1e-5)
     if gemma:
-        writer.add_sliding_window(spec.context_length)
+        writer.add_sliding_window(spec.sliding_window or spec.context_length)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     if spec.is_moe:
         writer.add_expert_count(spec.n_expert)
