@@ -2,7 +2,9 @@
 fits the model's context.
 
 Left: the libraries (documents, unreadable ones), New / Delete. Right: the selected
-library's documents, Add files… / Add folder… with include/exclude globs, the running
+library's documents (under the table, the selected one in full: its path and why it was not
+read; double-click or Open to read its text), Add files… / Add folder… with include/exclude
+globs, the running
 ingest, the whole-library token line, "Size the context for this library" and "Chat with
 this library". Files and folders dropped on the page go to the selected library, dropped
 on a library in the list to that one.
@@ -46,7 +48,15 @@ from app.library_service import LibraryTokens, SizingResult
 from app.services import Services
 from app.types import EnclaveError
 from app.warming import WarmReport, Warmth
-from ui.library_documents import ERROR_COLOR, TITLE, DocumentTableModel
+from ui.document_viewer import DocumentViewer
+from ui.library_documents import (
+    ERROR_COLOR,
+    STATUS,
+    TITLE,
+    DocumentTableModel,
+    ElideRightDelegate,
+    document_details,
+)
 from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
 from ui.library_warm import WarmJob, warming_text, warmth_text
 from ui.tasks import TaskRunner
@@ -78,6 +88,7 @@ class LibrariesPage(QWidget):
         self._warming: dict[int, int] = {}  # library id -> percent, while it is warmed (or waits to be)
         self._warm_jobs: list[WarmJob] = []
         self.tokens: LibraryTokens | None = None  # the last whole-library figure shown
+        self.viewer: DocumentViewer | None = None  # the last document opened
         self.setAcceptDrops(True)
         self._build()
         self.refresh()
@@ -86,6 +97,8 @@ class LibrariesPage(QWidget):
 
     def _build(self) -> None:
         self.library_list = QListWidget()
+        self.library_list.setWordWrap(True)  # "N documents, M not readable" wraps rather than scrolls
+        self.library_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.library_list.currentItemChanged.connect(lambda *_: self._show_selected())
         self.new_button = QPushButton("New library")
         self.new_button.clicked.connect(self.new_library)
@@ -123,11 +136,24 @@ class LibrariesPage(QWidget):
         self.table.setModel(self.documents)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().hide()
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keeps a name's start and its extension
+        self.table.setItemDelegateForColumn(STATUS, ElideRightDelegate(self.table))  # a sentence reads from its start
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(TITLE, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(STATUS, QHeaderView.ResizeMode.Stretch)  # the why is a sentence
+        self.table.doubleClicked.connect(lambda index: self.open_document(index.row()))
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._show_details())
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setTextFormat(Qt.TextFormat.RichText)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.remove_button = QPushButton("Remove document")
         self.remove_button.clicked.connect(self.remove_selected_documents)
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Read the selected document's text, as the model is given it.")
+        self.open_button.clicked.connect(lambda: self.open_document(self._current_row()))
 
         self.ingest_panel = IngestPanel()
 
@@ -147,6 +173,7 @@ class LibrariesPage(QWidget):
         token_row.addWidget(self.token_line, 1)
         token_row.addWidget(self.count_button)
         action_row = QHBoxLayout()
+        action_row.addWidget(self.open_button)
         action_row.addWidget(self.remove_button)
         action_row.addStretch(1)
         action_row.addWidget(self.size_button)
@@ -158,6 +185,7 @@ class LibrariesPage(QWidget):
         right_layout.addWidget(self.message)
         right_layout.addLayout(add_row)
         right_layout.addWidget(self.table, 1)
+        right_layout.addWidget(self.details)
         right_layout.addWidget(self.ingest_panel)
         right_layout.addLayout(token_row)
         right_layout.addWidget(self.warmth_line)
@@ -301,6 +329,7 @@ class LibrariesPage(QWidget):
             self.title.setText("No library yet")
             self.message.setText("Drop files or folders here, or click New library.")
             self.documents.set_documents([])
+            self._show_details()
             self.token_line.clear()
             self.warmth_line.clear()
             self.tokens = None
@@ -308,8 +337,36 @@ class LibrariesPage(QWidget):
         self.title.setText(library.name)
         self.message.clear()
         self.documents.set_documents(self.services.libraries.documents(library.id))
+        self._show_details()
         self._measure()
         self._show_warmth()
+
+    def _current_row(self) -> int | None:
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].row() if len(rows) == 1 else None
+
+    def _show_details(self) -> None:
+        """The selected document in full under the table (its reason in words, not only on hover)."""
+        row = self._current_row()
+        doc = self.documents.document(row) if row is not None else None
+        self.open_button.setEnabled(doc is not None and doc.ok)
+        if doc is None:
+            self.details.setText("Select a document to see where it is and, if it was not read, why; "
+                                 "double-click one to read its text." if self.documents.rowCount() else "")
+            return
+        self.details.setText(document_details(doc, tokens=self.documents.tokens_of(doc)))
+
+    def open_document(self, row: int | None) -> None:
+        """Show the document's text (and pages) in the viewer a citation opens."""
+        if row is None:
+            self._say("Select a document to open first.")
+            return
+        doc = self.documents.document(row)
+        if not doc.ok:  # the details line already says why, and what to do
+            self._say(f"{doc.error or 'This document was not read.'} There is no text to show.")
+            return
+        self.viewer = DocumentViewer(self.services.libraries, doc.id, None, self)
+        self.viewer.show()
 
     def remove_selected_documents(self) -> None:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
@@ -417,6 +474,7 @@ class LibrariesPage(QWidget):
         self.token_line.setText(value.describe())
         self.token_line.setStyleSheet("" if value.fits else f"color: {ERROR_COLOR.name()};")
         self.documents.set_token_counts(value.per_document)
+        self._show_details()
         self.count_button.setVisible(not value.exact and value.model_name is not None)
 
     # Warmth ---------------------------------------------------------------------------

@@ -1,20 +1,54 @@
-"""The table model of one library's documents: title, type, size, tokens, status."""
+"""The table model of one library's documents: title and file name, type, size, tokens,
+status (in words); and the lines that describe one document in full."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
+from app.ingest_reasons import status_text
 from app.libraries import Document
 from app.types import format_size
 
-COLUMNS = ("Title", "Type", "Size", "Tokens", "Status")
+COLUMNS = ("Document", "Type", "Size", "Tokens", "Status")
 TITLE, KIND, SIZE, TOKENS, STATUS = range(len(COLUMNS))
 ERROR_COLOR = QColor("#c62828")
 Index = QModelIndex | QPersistentModelIndex
+
+
+def document_name(doc: Document) -> str:
+    """'Quarterly report — report.html': the extracted title beside the file name, or the
+    file name alone when the title is only the file name."""
+    name = Path(doc.path).name
+    title = " ".join(doc.title.split())
+    if not title or title in (name, Path(name).stem):
+        return name
+    return f"{title} — {name}"
+
+
+def document_details(doc: Document, *, tokens: int | None = None) -> str:
+    """Rich text for the details line under the table: name, full path, what was read or
+    why not (the extractor's whole message, with what to do)."""
+    head = f"<b>{html.escape(document_name(doc))}</b><br><small>{html.escape(doc.path)}</small><br>"
+    if not doc.ok:
+        why = html.escape(status_text(doc.error, doc.error_reason))
+        message = html.escape(doc.error or "")
+        return f'{head}<span style="color: {ERROR_COLOR.name()};">{why}.</span> {message}'
+    amount = f"{tokens:,} tokens" if tokens is not None else f"{doc.chars:,} characters"
+    return f"{head}Read: {amount}, {format_size(doc.size)}. Double-click it to read its text."
+
+
+class ElideRightDelegate(QStyledItemDelegate):
+    """Cuts a column's text at its end whatever the view's elide mode (for sentences)."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: Index) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class DocumentTableModel(QAbstractTableModel):
@@ -40,6 +74,9 @@ class DocumentTableModel(QAbstractTableModel):
     def document(self, row: int) -> Document:
         return self._documents[row]
 
+    def tokens_of(self, doc: Document) -> int | None:
+        return self._tokens.get(doc.sha256 or "")
+
     def documents(self) -> list[Document]:
         return list(self._documents)
 
@@ -63,7 +100,7 @@ class DocumentTableModel(QAbstractTableModel):
             return self._text(doc, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == STATUS and doc.error:
-                return doc.error
+                return f"<p>{html.escape(status_text(doc.error, doc.error_reason))}.</p><p>{html.escape(doc.error)}</p>"
             return doc.path if column == TITLE else None
         if role == Qt.ItemDataRole.ForegroundRole and column == STATUS and doc.error:
             return ERROR_COLOR
@@ -73,7 +110,7 @@ class DocumentTableModel(QAbstractTableModel):
 
     def _text(self, doc: Document, column: int) -> str:
         if column == TITLE:
-            return doc.title or Path(doc.path).name
+            return document_name(doc)
         if column == KIND:
             return doc.kind or "?"
         if column == SIZE:
@@ -81,6 +118,6 @@ class DocumentTableModel(QAbstractTableModel):
         if column == TOKENS:
             if not doc.ok:
                 return "—"
-            tokens = self._tokens.get(doc.sha256 or "")
+            tokens = self.tokens_of(doc)
             return f"{tokens:,}" if tokens is not None else f"{doc.chars:,} chars"
-        return f"Not read: {doc.error_reason or 'error'}" if doc.error else "Read"
+        return status_text(doc.error, doc.error_reason)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ingest import IngestProgress, IngestReport
+from app.ingest_reasons import report_summary
 from app.services import Services
 from app.types import format_size
 from ui.library_documents import ERROR_COLOR
@@ -85,7 +86,8 @@ class IngestJob(QObject):
 
 class IngestPanel(QWidget):
     """Progress of the running ingest (current file, files and bytes, the files read so
-    far, Cancel), then its summary and every file that could not be read, with why."""
+    far, Cancel), then its summary and every file that could not be read or was skipped,
+    with why."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -99,8 +101,8 @@ class IngestPanel(QWidget):
         self.files.setMaximumHeight(110)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
-        self.failures = QListWidget()
-        self.failures.setMaximumHeight(90)
+        self.failures = QListWidget()  # the files not read, then the ones skipped
+        self.failures.setMaximumHeight(110)
         self.failures.setWordWrap(True)
         self.hide_button = QPushButton("Hide")
         self.hide_button.clicked.connect(self.hide)
@@ -165,15 +167,20 @@ class IngestPanel(QWidget):
         self._job = None
         self._show_running(False)
         self.status.setText("Cancelled: the files read so far were kept." if report.cancelled else "Done.")
-        self.summary.setText(report.summary() + ".")
+        self.summary.setText(report_summary(report) + ".")
         self.summary.show()
         self.failures.clear()
-        for path, reason, message in report.failed:
-            item = QListWidgetItem(f"{Path(path).name} — {reason}: {message}")
+        for path, _reason, message in report.failed:
+            name = Path(path).name
+            item = QListWidgetItem(message if name in message else f"{name}: {message}")
             item.setForeground(ERROR_COLOR)
-            item.setToolTip(f"{path}\n{message}")
+            item.setToolTip(path)
             self.failures.addItem(item)
-        self.failures.setVisible(bool(report.failed))
+        for path, why in report.skipped[:MAX_LISTED_FILES]:
+            item = QListWidgetItem(f"{Path(path).name} — skipped: {why}")
+            item.setToolTip(path)
+            self.failures.addItem(item)
+        self.failures.setVisible(self.failures.count() > 0)
 
     def fail(self, message: str) -> None:
         self._job = None

@@ -14,6 +14,7 @@ import click
 from app.cli.chat import note_guessed_format, show_reply
 from app.cli.common import KV_TYPES, Cancellable, ProgressLine, cli, fail, user_errors
 from app.ingest import IngestProgress
+from app.ingest_reasons import status_text
 from app.services import Services
 from app.warming import NOT_SAVED, Warmth
 from inference.devices import format_size
@@ -127,7 +128,7 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
     click.echo(f"{lib.name}: {lib.documents} documents, {lib.chars:,} characters")
     for d in documents:
         tokens = f"{counts[d.sha256]:>9,} tokens" if d.sha256 in counts else f"{d.chars:>9,} chars "
-        state = f"  NOT READ ({d.error_reason}): {d.error}" if d.error else ""
+        state = f"  {status_text(d.error, d.error_reason)}. {d.error}" if d.error else ""
         click.echo(f"  [{d.id}] {d.kind or '?':<8} {tokens}  {d.title or Path(d.path).name}  {d.path}{state}")
     if sizing is not None:
         click.echo(sizing.describe())
