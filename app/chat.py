@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from app.conversations import Conversation, ConversationRepository, Message
+from app.conversations import Conversation, ConversationRepository, Message, Source
 from app.library_chat import LibraryChat, LibraryContext, LibraryCounting, ReadingStopped
 from app.profiles import ModelProfile, load_request
 from app.prompting import fit_history
@@ -292,7 +292,7 @@ class ChatService:
             raise EnclaveError(f"Your message is about {tokens:,} tokens, more than this model's context of "
                                f"{n_ctx:,}. Shorten it, or raise the context length in the settings.")
         note = ContextTrimmed(dropped, tokens, n_ctx) if dropped else None
-        return _Turn(rendered[-1].ids, rendered[-1].text, None, note, None)
+        return _Turn(rendered[-1].ids, rendered[-1].text, None, note, None, ())
 
     def _library_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> Iterator[ChatEvent]:
         if self.library_chat is None:
@@ -306,7 +306,7 @@ class ChatService:
         except StopIteration as finished:
             turn = finished.value
         trimmed = ContextTrimmed(turn.dropped_turns, len(turn.tokens), n_ctx) if turn.dropped_turns else None
-        return _Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note)
+        return _Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note, turn.sources)
 
     def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
         self._stop_requested = False
@@ -325,7 +325,7 @@ class ChatService:
         if turn.library_note:
             yield LibraryNote(turn.library_note)
         reply = self.conversations.add_message(conversation.id, "assistant", "", status="partial", model=model,
-                                               context_note=turn.library_note)
+                                               context_note=turn.library_note, sources=turn.sources)
         template = self.runtime.last_load.gguf.chat_template if self.runtime.last_load else None
         opens = prompt_opens_reasoning(turn.text)
         splitter = ReasoningSplitter(detect_style(template, opens), starts_in_reasoning=opens)
@@ -362,6 +362,7 @@ class _Turn:
     prefix_key: str | None
     trimmed: ContextTrimmed | None
     library_note: str | None
+    sources: tuple[Source, ...]  # of a library answer: given, then left out
 
 
 class _ReplyWriter:

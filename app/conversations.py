@@ -7,7 +7,7 @@ Rows come back as frozen dataclasses. Lists are paged (``limit``/``offset`` or
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -37,6 +37,35 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A document, or a passage of a long one, that a library answer was given — or that
+    did not fit and was left out."""
+
+    document_id: int
+    title: str
+    path: str
+    section: int | None = None  # a passage (from 0) of a long document; None: all of it
+    start: int | None = None  # the passage's characters in the document's text
+    end: int | None = None
+    page: int | None = None  # the page the passage starts on
+    left_out: bool = False
+
+    @property
+    def name(self) -> str:
+        """As a user knows it: the file's name, and the title the text gave it when it differs."""
+        file = self.path.replace("\\", "/").rsplit("/", 1)[-1]
+        return f"{self.title} ({file})" if self.title and self.title != file else file
+
+
+def sources_json(sources: tuple[Source, ...]) -> str:
+    return json.dumps([{k: v for k, v in asdict(s).items() if v not in (None, False)} for s in sources])
+
+
+def sources_from_json(text: str | None) -> tuple[Source, ...]:
+    return tuple(Source(**item) for item in json.loads(text or "[]"))
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     conversation_id: int
@@ -56,6 +85,7 @@ class Message:
     created_at: str = ""
     updated_at: str = ""
     context_note: str | None = None  # what a library prompt included and left out
+    sources: tuple[Source, ...] = ()  # what a library answer was given, and what was left out
 
 
 @dataclass(frozen=True)
@@ -83,7 +113,7 @@ def _conversation(row: dict[str, Any]) -> Conversation:
 
 
 def _message(row: dict[str, Any]) -> Message:
-    return Message(**{k: row[k] for k in MESSAGE_FIELDS})
+    return Message(**{k: sources_from_json(row.get(k)) if k == "sources" else row[k] for k in MESSAGE_FIELDS})
 
 
 class ConversationRepository:
@@ -160,6 +190,8 @@ class ConversationRepository:
         stamp = now()
         values = {"conversation_id": conversation_id, "role": role, "content": content, "created_at": stamp,
                   "updated_at": stamp, **fields}
+        if "sources" in values:
+            values["sources"] = sources_json(values["sources"])
         with self.store.write() as db:
             new_id = _insert_message(db, values)
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id])

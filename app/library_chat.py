@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from app.conversations import Source
 from app.kv_cache import PromptCache
 from app.libraries import Library, LibraryRepository
 from app.library_blocks import SLOT, BlockComposer, ReadingStopped
@@ -65,6 +66,7 @@ class LibraryTurn:
     prefix_key: str | None  # the saved prefix it starts with (None: the library did not fit whole)
     note: str  # what was included and left out
     dropped_turns: int
+    sources: tuple[Source, ...] = ()  # what the model is given, then what was left out
 
 
 class LibraryContext(NamedTuple):
@@ -166,7 +168,7 @@ class LibraryChat:
             key, said = yield from self._hold(library_id, system_prompt, built, segments)
             note = f"{note} {said}".strip()
         messages = [_system(system_prompt, built.system_text), *turns]
-        return LibraryTurn(messages, full, text, key, note, dropped)
+        return LibraryTurn(messages, full, text, key, note, dropped, built.sources())
 
     def warm(self, library_id: int, system_prompt: str, n_ctx: int, reserve: int) -> Iterator[Progress]:
         """Make the worker hold (and save) the library prefix that the next question on the

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from app.conversations import Source
 from app.libraries import Content, Document, Library, LibraryRepository
 from inference.protocol import ChatMessage
 
@@ -37,6 +38,8 @@ class Unit:
     section: int | None  # None: the whole document
     text: str  # the delimited block
     tokens: int
+    span: tuple[int, int] | None = None  # a section's characters in the document's text
+    page: int | None = None  # the page a section starts on
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ class LibraryPrompt:
     @property
     def system_text(self) -> str:
         return self.header + "".join(u.text for u in self.units)
+
+    def sources(self) -> tuple[Source, ...]:
+        """What the model was given, in prompt order, then what was left out."""
+        given = tuple(Source(u.document.id, u.document.title, u.document.path, u.section,
+                             u.span[0] if u.span else None, u.span[1] if u.span else None, u.page)
+                      for u in self.units)
+        return given + tuple(Source(d.id, d.title, d.path, left_out=True) for d in self.left_out)
 
     @property
     def complete(self) -> bool:
@@ -98,6 +108,13 @@ def document_block(document: Document, content: Content, section: int | None = N
     else:
         body = content.text[start:end]
     return head + body + tail, head + "".join(markers) + tail
+
+
+def page_at(content: Content, offset: int) -> int | None:
+    """The page (from 1) that the character at ``offset`` is on; None without pages."""
+    if not content.pages:
+        return None
+    return max((n for n, start in enumerate(content.pages, start=1) if start <= offset), default=1)
 
 
 def sections(content: Content) -> list[tuple[int, int]]:
@@ -170,11 +187,15 @@ class LibraryPromptBuilder:
                 candidates.append(unit)
                 continue
             content = contents[unit.document.sha256 or ""]
-            spans = sections(content)
-            for index, span in enumerate(spans):
-                block, _ = document_block(unit.document, content, index, span)
+            blocks = [(span, *document_block(unit.document, content, index, span))
+                      for index, span in enumerate(sections(content))]
+            # a section's text is its share of the document's count; its delimiters are counted
+            frames = self._tokens([frame for _, _, frame in blocks])
+            text_tokens = unit.tokens - self._tokens([document_block(unit.document, content)[1]])[0]
+            for index, ((span, block, _), frame_tokens) in enumerate(zip(blocks, frames, strict=True)):
                 share = (span[1] - span[0]) / max(1, len(content.text))
-                candidates.append(Unit(unit.document, index, block, max(1, round(unit.tokens * share))))
+                candidates.append(Unit(unit.document, index, block, frame_tokens + max(1, round(text_tokens * share)),
+                                       span, page_at(content, span[0])))
         order = rank(question, [c.text for c in candidates])
         chosen: list[int] = []
         used = 0

@@ -197,3 +197,10 @@ def kv_blocks(db: Database) -> None:
             PRIMARY KEY (scope, document)
         )""")
     db.execute("CREATE INDEX kv_block_uses_by_key ON kv_block_uses (key)")
+
+
+@MIGRATIONS(name="0010_message_sources")
+def message_sources(db: Database) -> None:
+    # What a library answer was given (documents, passages of long ones) and what was left out,
+    # as JSON (``conversations.sources_json``): listed under the answer, each opening the passage.
+    db.execute("ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT '[]'")

@@ -107,3 +107,28 @@ def test_answers_stream_and_are_stored(enclave_home: Path, moe_model: Path, libr
         assert streamed == reply.content + reply.reasoning and reply.completion_tokens == 8
         conversation = services.conversations.get(reply.conversation_id)
         assert conversation.library_id == lib.id
+
+
+def test_a_library_answer_keeps_what_it_was_given_and_what_was_left_out(
+        enclave_home: Path, moe_model: Path, library_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.prompting.SECTION_CHARS", 600)  # sections small enough for the tiny context
+    with open_services(enclave_home) as services:
+        lib = services.libraries.create("docs")
+        ingest(services.libraries, lib, [library_folder])
+        _, whole = ask(services, lib.id, moe_model, "What is document 1 about?")
+        documents = services.libraries.documents(lib.id)
+        assert [s.document_id for s in whole.sources] == [d.id for d in documents]
+        assert not any(s.left_out or s.section is not None for s in whole.sources)
+
+        # more than the tiny model's trained context: the passages most relevant to the question
+        (library_folder / "3.txt").write_text("".join(f"Line {i} of the long report on orchards and apples.\n"
+                                                      for i in range(400)))
+        ingest(services.libraries, lib, [library_folder])
+        _, partial = ask(services, lib.id, moe_model, "What does the long report say about orchards?")
+        long_report = services.libraries.documents(lib.id)[-1]
+        passages = [s for s in partial.sources if s.document_id == long_report.id and not s.left_out]
+        text = services.libraries.content(long_report.sha256 or "").text
+        assert passages
+        assert all(s.section is not None and s.start is not None and s.end is not None
+                   and text[s.start:s.end].startswith("Line ") for s in passages)
+        assert "does not fit" in (partial.context_note or "")

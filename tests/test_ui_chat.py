@@ -13,9 +13,9 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QGuiApplication
 
 from app.chat import PromptProgress
-from app.conversations import Message
+from app.conversations import Message, Source
 from app.services import Services
-from ui.chat_delegate import REASONING_HREF, reply_footer
+from ui.chat_delegate import REASONING_HREF, SOURCES_HREF, reply_footer
 from ui.chat_model import CACHE_SIZE
 from ui.chat_view import ChatPage
 from ui.chat_widgets import PromptProgress as PromptProgressRow
@@ -292,6 +292,43 @@ def test_citations_are_links_that_open_the_document_at_its_page(qtbot, make_page
     assert QGuiApplication.clipboard().text() == "code [doc 9]"
     assert page.delegate.anchor_point(page.view.visualRect(page.model.index(1)), page.model.index(1),
                                       "cite:9") is None
+
+
+def test_a_library_answer_lists_its_sources_and_each_opens_its_passage(qtbot, make_page, services: Services,
+                                                                       tmp_path: Path) -> None:
+    library = services.libraries.create("papers")
+    text = "Intro.\n" + "The second part holds the passage we want.\n"
+    saved = [services.libraries.save_document(library.id, str(tmp_path / f"{name}.txt"), size=10, mtime=0.0,
+                                              sha256=f"{i:02}" * 32, title=title, kind="txt", text=text)
+             for i, (name, title) in enumerate([("a", "Alpha report"), ("b", "b.txt"), ("c", "c.txt"),
+                                                ("d", "Delta")])]
+    a, b, c, d = saved
+    start = text.index("The second")
+    sources = (Source(a.id, a.title, a.path), Source(b.id, b.title, b.path, section=1, start=start, end=len(text)),
+               Source(c.id, c.title, c.path), Source(d.id, d.title, d.path, left_out=True))
+    conversation = services.chat.start(library_id=library.id)
+    services.conversations.add_message(conversation.id, "user", "What is in part two?")
+    services.conversations.add_message(conversation.id, "assistant", f"Part two says so [doc {b.id}].",
+                                       sources=sources)
+    assert services.conversations.messages(conversation.id)[-1].sources == sources  # stored as given
+    page = make_page()
+    page.open_conversation(conversation.id)
+    shown = shown_document_text(page, 1)
+    assert "Sources" in shown and f"Cited: [doc {b.id}] b.txt, part 2" in shown
+    assert "▸ Also read: 2 documents" in shown and "Alpha report (a.txt)" not in shown  # folded
+    assert f"Left out (did not fit): [doc {d.id}] Delta (d.txt)" in shown
+
+    click_link(qtbot, page, 1, f"cite:{b.id}::{start}-{len(text)}")  # the cited passage
+    viewer = page.viewer
+    assert viewer is not None and viewer.span == (start, len(text))
+    assert viewer.text.textCursor().position() == start
+    viewer.close()
+
+    click_link(qtbot, page, 1, SOURCES_HREF)
+    shown = shown_document_text(page, 1)
+    assert "▾ Also read: 2 documents" in shown and f"[doc {a.id}] Alpha report (a.txt) · [doc {c.id}] c.txt" in shown
+    click_link(qtbot, page, 1, f"cite:{a.id}")
+    assert page.viewer is not None and page.viewer.document is not None and page.viewer.document.id == a.id
 
 
 def test_prompt_progress_shows_done_total_speed_and_time_left(qtbot, make_page, services: Services) -> None:

@@ -31,15 +31,16 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from app.conversations import Message
+from app.conversations import Message, Source
 from ui.chat_model import MessageListModel
-from ui.markdown import FEATURES, prepare
+from ui.markdown import CITATION, FEATURES, prepare, source_href
 
 MARGIN = 10  # around each message
 PADDING = 8  # inside a message's bubble
 ESTIMATE = 64  # height of a row not measured yet
 DOCS_KEPT = 150
 REASONING_HREF = "enclave:reasoning"
+SOURCES_HREF = "enclave:sources"
 ERROR_COLOR = "#c0392b"
 Index = QModelIndex | QPersistentModelIndex
 
@@ -104,8 +105,42 @@ def _shade_code(doc: QTextDocument, color: QColor) -> None:
         block = block.next()
 
 
+def sources_html(message: Message, *, open_all: bool, muted: str) -> str:
+    """The sources under a library answer: the documents (and passages) it cites first, then
+    — folded unless ``open_all`` — everything else it was given, then what was left out. Each
+    opens the document viewer at that passage or page."""
+    cited = {int(m.group(1)) for m in CITATION.finditer(message.content)}
+    given = [s for s in message.sources if not s.left_out]
+    left_out = [s for s in message.sources if s.left_out]
+    first = [s for s in given if s.document_id in cited]
+    rest = [s for s in given if s.document_id not in cited]
+
+    def links(sources: list[Source]) -> str:
+        return " · ".join(f'<a href="{source_href(s)}">{html.escape(source_label(s))}</a>' for s in sources)
+
+    lines = [f'<span style="color:{muted}; font-weight:600">Sources</span>']
+    if first:
+        lines.append(f"Cited: {links(first)}")
+    if rest:
+        noun = "passage" if all(s.section is not None for s in rest) else "document"
+        label = (f"{'▾' if open_all else '▸'} {'Also read' if first else 'Read'}: {len(rest)} {noun}"
+                 f"{'s' if len(rest) != 1 else ''}")
+        lines.append(f'<a href="{SOURCES_HREF}" style="color:{muted}">{html.escape(label)}</a>')
+        if open_all:
+            lines.append(links(rest))
+    if left_out:
+        lines.append(f'<span style="color:{muted}">Left out (did not fit): </span>{links(left_out)}')
+    return '<span style="font-size:small">' + "<br>".join(lines) + "</span>"
+
+
+def source_label(source: Source) -> str:
+    where = f", p. {source.page}" if source.page is not None else ""
+    part = f", part {source.section + 1}" if source.section is not None else ""
+    return f"[doc {source.document_id}] {source.name}{part}{where}"
+
+
 def build_document(message: Message, *, live: bool, expanded: bool, width: int, font: QFont,
-                   palette: QPalette) -> MessageDoc:
+                   palette: QPalette, sources_open: bool = False) -> MessageDoc:
     doc = QTextDocument()
     doc.setDocumentMargin(0)
     doc.setDefaultFont(font)
@@ -127,6 +162,10 @@ def build_document(message: Message, *, live: bool, expanded: bool, width: int, 
         _shade_code(doc, palette.color(QPalette.ColorRole.AlternateBase))
     else:
         cursor.insertHtml(_plain_html(message.content))
+    if message.role == "assistant" and message.sources and not live:
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        _new_block(cursor)
+        cursor.insertHtml(sources_html(message, open_all=sources_open, muted=muted))
     if message.role == "assistant":
         footer = reply_footer(message, live)
         if footer:
@@ -166,7 +205,7 @@ class MessageDelegate(QStyledItemDelegate):
         assert isinstance(model, MessageListModel)
         return model
 
-    def _key(self, index: Index, width: int) -> tuple[int, int, bool, bool, int]:
+    def _key(self, index: Index, width: int) -> tuple[int, int, bool, bool, bool, int]:
         return (*self._model(index).row_state(index.row()), width)
 
     def document(self, index: Index, option: QStyleOptionViewItem | None, width: int) -> MessageDoc:
@@ -178,12 +217,13 @@ class MessageDelegate(QStyledItemDelegate):
             return found
         model = self._model(index)
         message = model.message_at(index.row())
-        _id, _revision, expanded, live = key[:4]
+        _id, _revision, expanded, live, sources_open = key[:5]
         widget = self.parent()
         font = option.font if option is not None else (widget.font() if isinstance(widget, QWidget) else QFont())
         palette = option.palette if option is not None else (
             widget.palette() if isinstance(widget, QWidget) else QPalette())
-        built = build_document(message, live=live, expanded=expanded, width=text_width, font=font, palette=palette)
+        built = build_document(message, live=live, expanded=expanded, width=text_width, font=font, palette=palette,
+                               sources_open=sources_open)
         self._docs[key] = built
         while len(self._docs) > DOCS_KEPT:
             self._docs.popitem(last=False)

@@ -40,7 +40,8 @@ class MessageListModel(QAbstractListModel):
         self._cache: OrderedDict[int, Message] = OrderedDict()
         self._live: dict[int, Message] = {}
         self._revision: dict[int, int] = {}
-        self._expanded: set[int] = set()
+        self._expanded: set[int] = set()  # reasoning unfolded
+        self._sources_open: set[int] = set()  # every source listed, not only the cited ones
         self.queries = 0  # database round trips for messages (tests check the laziness)
 
     # Qt's interface ----------------------------------------------------------------------
@@ -66,6 +67,7 @@ class MessageListModel(QAbstractListModel):
         self._cache.clear()
         self._live.clear()
         self._expanded.clear()
+        self._sources_open.clear()
         if self._ids:
             self._fetch_around(len(self._ids) - 1)  # the newest page: what is shown first
         self.endResetModel()
@@ -173,11 +175,13 @@ class MessageListModel(QAbstractListModel):
     def is_live(self, message_id: int) -> bool:
         return message_id in self._live
 
-    def row_state(self, row: int) -> tuple[int, int, bool, bool]:
-        """(message id, revision, reasoning unfolded, being generated): what a drawing depends on.
-        The delegate asks here rather than through ``data()`` roles: no QVariant round trips."""
+    def row_state(self, row: int) -> tuple[int, int, bool, bool, bool]:
+        """(message id, revision, reasoning unfolded, being generated, every source listed): what a
+        drawing depends on. The delegate asks here rather than through ``data()`` roles: no QVariant
+        round trips."""
         message_id = self._ids[row]
-        return message_id, self._revision.get(message_id, 0), message_id in self._expanded, message_id in self._live
+        return (message_id, self._revision.get(message_id, 0), message_id in self._expanded,
+                message_id in self._live, message_id in self._sources_open)
 
     def remove_from(self, row: int) -> None:
         """Drop ``row`` and every row after it (what a regenerate or an edit replaces)."""
@@ -189,11 +193,16 @@ class MessageListModel(QAbstractListModel):
             self._cache.pop(message_id, None)
             self._live.pop(message_id, None)
             self._expanded.discard(message_id)  # ids can come back: SQLite reuses the largest after a delete
+            self._sources_open.discard(message_id)
         del self._ids[row:]
         self.endRemoveRows()
 
     def toggle_expanded(self, message_id: int) -> None:
         self._expanded.symmetric_difference_update({message_id})
+        self._changed(message_id)
+
+    def toggle_sources(self, message_id: int) -> None:
+        self._sources_open.symmetric_difference_update({message_id})
         self._changed(message_id)
 
     def _changed(self, message_id: int) -> None:

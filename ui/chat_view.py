@@ -40,7 +40,7 @@ from app.conversations import Conversation
 from app.library_chat import LibraryCounting
 from app.services import Services
 from app.types import EnclaveError
-from ui.chat_delegate import REASONING_HREF, MessageDelegate
+from ui.chat_delegate import REASONING_HREF, SOURCES_HREF, MessageDelegate
 from ui.chat_model import MessageListModel
 from ui.chat_widgets import Composer, MessageBar
 from ui.chat_widgets import PromptProgress as PromptProgressRow
@@ -521,13 +521,17 @@ class ChatPage(QWidget):
         if href == REASONING_HREF:
             self.model.toggle_expanded(message.id)
             self._schedule_relayout()
+        elif href == SOURCES_HREF:
+            self.model.toggle_sources(message.id)
+            self._schedule_relayout()
         elif href.startswith(COPY_PREFIX):
             code = self.delegate.code_block(index, self.view.viewport().width(), int(href[len(COPY_PREFIX):]))
             if code is not None:
                 QGuiApplication.clipboard().setText(code)
                 self.notice_bar.show_text("Code copied.")
         elif (citation := parse_citation(href)) is not None:
-            self.viewer = DocumentViewer(self.services.libraries, citation.document_id, citation.page, self)
+            self.viewer = DocumentViewer(self.services.libraries, citation.document_id, citation.page, self,
+                                         span=citation.span)
             self.viewer.show()
 
     def _scrolled(self, value: int) -> None:

@@ -6,6 +6,7 @@ can be checked against it. A PDF can also be opened in the system's viewer.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import QUrl
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit,
 
 from app.libraries import Content, Document, LibraryRepository
 from app.types import EnclaveError
+from ui.library_documents import document_name
 
 HIGHLIGHT = QColor("#fff3b0")
 
@@ -29,7 +31,8 @@ def page_span(content: Content, page: int | None) -> tuple[int, int] | None:
 
 class DocumentViewer(QDialog):
     def __init__(self, libraries: LibraryRepository, document_id: int, page: int | None = None,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, span: tuple[int, int] | None = None) -> None:
+        """Opened at ``span`` (a passage's characters) when given, else at ``page``."""
         super().__init__(parent)
         self.setWindowTitle(f"Document {document_id}")
         self.resize(760, 640)
@@ -48,9 +51,10 @@ class DocumentViewer(QDialog):
         self.open_external.clicked.connect(self._open_external)
         self.open_external.hide()
         layout.addWidget(buttons)
-        self._load(libraries, document_id, page)
+        self._load(libraries, document_id, page, span)
 
-    def _load(self, libraries: LibraryRepository, document_id: int, page: int | None) -> None:
+    def _load(self, libraries: LibraryRepository, document_id: int, page: int | None,
+              span: tuple[int, int] | None = None) -> None:
         try:
             self.document = libraries.document(document_id)
             if self.document.sha256 is None:
@@ -59,14 +63,19 @@ class DocumentViewer(QDialog):
         except EnclaveError as exc:
             self.heading.setText(str(exc))
             return
-        self.setWindowTitle(f"[doc {document_id}] {self.document.title or Path(self.document.path).name}")
+        name = document_name(self.document)
+        self.setWindowTitle(f"[doc {document_id}] {name}")
         where = f", page {page}" if page is not None else ""
-        self.heading.setText(f"<b>{self.document.title or Path(self.document.path).name}</b>{where}<br>"
-                             f"<small>{self.document.path}</small>")
+        pages = len(content.pages)
+        extent = f"{pages:,} page{'s' if pages != 1 else ''}, " if pages else ""
+        self.heading.setText(f"<b>{html.escape(name)}</b>{where}<br>"
+                             f"<small>{html.escape(self.document.path)} — {extent}{len(content.text):,} characters"
+                             "</small>")
         self.text.setPlainText(content.text)
         is_pdf = (self.document.kind or content.kind) == "pdf" or self.document.path.lower().endswith(".pdf")
         self.open_external.setVisible(is_pdf and Path(self.document.path).exists())
-        self.span = page_span(content, page)
+        self.span = span if span is not None and 0 <= span[0] < span[1] <= len(content.text) else (
+            page_span(content, page))
         if self.span is not None:
             self._highlight(*self.span)
 

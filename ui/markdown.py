@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from PySide6.QtGui import QTextDocument
 
+from app.conversations import Source
+
 FEATURES = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
 CITATION = re.compile(r"\[doc\s+(\d+)(?:\s*,\s*pp?\.\s*(\d+)(?:\s*[-–]\s*\d+)?)?\]", re.IGNORECASE)
 FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]{0,3}\1[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -34,17 +36,35 @@ class Prepared:
 class Citation:
     document_id: int
     page: int | None
+    span: tuple[int, int] | None = None  # a passage's characters in the document's text
 
 
 def citation_href(document_id: int, page: int | None) -> str:
     return f"{CITE_SCHEME}:{document_id}" + (f":{page}" if page is not None else "")
 
 
+def source_href(source: Source) -> str:
+    """A source under an answer: its passage (``cite:N:p:start-end``), page or document."""
+    href = citation_href(source.document_id, source.page)
+    if source.start is not None and source.end is not None:
+        href += ("" if source.page is not None else ":") + f":{source.start}-{source.end}"
+    return href
+
+
 def parse_citation(href: str) -> Citation | None:
     parts = href.split(":")
-    if len(parts) not in (2, 3) or parts[0] != CITE_SCHEME or not all(p.isdigit() for p in parts[1:]):
+    if parts[0] != CITE_SCHEME or not 2 <= len(parts) <= 4:
         return None
-    return Citation(int(parts[1]), int(parts[2]) if len(parts) == 3 else None)
+    span = None
+    if len(parts) == 4:
+        start, _, end = parts.pop().partition("-")
+        if not (start.isdigit() and end.isdigit()):
+            return None
+        span = (int(start), int(end))
+    if not parts[1].isdigit() or (len(parts) == 3 and parts[2] and not parts[2].isdigit()):
+        return None
+    page = int(parts[2]) if len(parts) == 3 and parts[2] else None
+    return Citation(int(parts[1]), page, span)
 
 
 def _link_citations(text: str) -> str:
