@@ -25,6 +25,7 @@ from app.services import Services
 from app.store import StoreError
 from app.types import EnclaveError
 from ui.main_window import MainWindow
+from ui.qt_requirements import check_qt_requirements
 from ui.tasks import TaskRunner
 from ui.theme import apply_theme
 
@@ -72,6 +73,10 @@ def keep_settings_in(folder: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    missing = check_qt_requirements()  # before Qt's own "could not load the Qt platform plugin" abort
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_USER_ERROR
     app = application(argv)
     try:
         paths = app_paths()  # reads the organisation's policy: one that is not valid stops Enclave here

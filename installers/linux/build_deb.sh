@@ -63,13 +63,15 @@ find "$PKG/opt" -type f -perm -u+x -exec chmod 755 {} +
 INSTALLED_SIZE=$(du -sk --apparent-size "$PKG" | cut -f1)
 # Qt's platform plugins load these from the system (PyInstaller does not bundle the
 # graphics stack); fontconfig and xkbcommon are bundled but bring the font and keymap data.
+# The xcb (X11) plugin's are all of ui/qt_requirements.py's XCB_LIBRARIES (a test checks):
+# PyInstaller bundles only those installed on the build machine.
 cat > "$PKG/DEBIAN/control" <<EOF
 Package: $PACKAGE
 Version: $VERSION
 Architecture: $ARCH
 Maintainer: Enclave maintainers <enclave@localhost>
 Installed-Size: $INSTALLED_SIZE
-Depends: libc6 (>= $GLIBC), libgl1, libegl1, libdrm2, libxcb1, libxcb-icccm4, libxcb-keysyms1, libxkbcommon0, libxkbcommon-x11-0, libfontconfig1, libdbus-1-3, libwayland-client0, libwayland-cursor0, libwayland-egl1
+Depends: libc6 (>= $GLIBC), libgl1, libegl1, libdrm2, libx11-6, libx11-xcb1, libxcb1, libxcb-cursor0, libxcb-icccm4, libxcb-image0, libxcb-keysyms1, libxcb-randr0, libxcb-render0, libxcb-render-util0, libxcb-shape0, libxcb-shm0, libxcb-sync1, libxcb-util1, libxcb-xfixes0, libxcb-xkb1, libxkbcommon0, libxkbcommon-x11-0, libfontconfig1, libfreetype6, libdbus-1-3, libwayland-client0, libwayland-cursor0, libwayland-egl1
 ${VARIANT_FIELDS}Recommends: gnome-keyring | kwalletmanager | keepassxc
 Section: utils
 Priority: optional
