@@ -1,5 +1,6 @@
-"""The catalog: a few good quantized MoE models, shipped in assets/catalog.json, so that
-Enclave can say which fit this machine and at what context without a network.
+"""The catalog: a few good quantized models (MoE models for a GPU, small dense ones that
+suit a CPU-only machine), shipped in assets/catalog.json, so that Enclave can say which
+fit this machine and at what context without a network.
 
 Entries carry their published architecture; ``shape_from_config`` turns it into the
 planner's ``ModelShape`` with tensor sizes for the quantization (scaled to the real file
@@ -100,11 +101,14 @@ def shape_from_config(m: dict[str, Any], bits: Bits | None = None) -> ModelShape
                               bits.other, TensorRole.SHARED_EXPERTS, i) for p in ("gate", "up", "down")]
         swa = bool(m["sliding_window"]) and i % 2 == 0  # gpt-oss: sliding window on every other layer
         layers.append(LayerShape(i, tuple(t), n_head_kv=1 if mla else n_kv, sliding_window=swa))
+    tied = bool(m.get("tied_embeddings"))  # the output reuses the token embeddings, quantized as an output
     globals_ = (
-        _tensor("token_embd.weight", (n_embd, m["n_vocab"]), bits.embedding, TensorRole.EMBEDDING, None),
+        _tensor("token_embd.weight", (n_embd, m["n_vocab"]), bits.output if tied else bits.embedding,
+                TensorRole.EMBEDDING, None),
         _tensor("output_norm.weight", (n_embd,), 32, TensorRole.OUTPUT, None, "F32"),
-        _tensor("output.weight", (n_embd, m["n_vocab"]), bits.output, TensorRole.OUTPUT, None, "Q6_K"),
     )
+    if not tied:
+        globals_ += (_tensor("output.weight", (n_embd, m["n_vocab"]), bits.output, TensorRole.OUTPUT, None, "Q6_K"),)
     return ModelShape(
         architecture=m["llama_cpp_arch"], name=m.get("model", ""), n_layer=m["n_layer"], n_embd=n_embd, n_head=n_head,
         n_head_kv=1 if mla else n_kv, key_length=mla["key_length"] if mla else k_len,

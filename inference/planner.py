@@ -93,6 +93,7 @@ class Plan:
     verdict: str
     suggestions: tuple[str, ...] = ()
     unified_memory: bool = False
+    placement: str = ""  # in words: "runs on the CPU", "24 of 48 layers on the GPU, experts of 20 layers in RAM"
 
     @property
     def ram(self) -> DeviceUse:
@@ -255,14 +256,14 @@ def _plan_at(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int) 
     compute = compute_buffer_bytes(shape, n_ctx, req)
     gpu = machine.gpu
     if gpu is None:
-        ram = DeviceUse(RAM_DEVICE, machine.ram_free_bytes - req.margin_bytes,
+        ram = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
                         weights_bytes=shape.total_bytes - shape.expert_bytes, experts_bytes=shape.expert_bytes,
                         kv_bytes=sum(kv), compute_bytes=compute)
         return _finish(shape, machine, req, n_ctx, 0, None, (), (), (), (ram,), sum(kv))
     if machine.unified_memory:
         return _plan_unified(shape, machine, req, n_ctx, kv, compute)
 
-    budget = gpu.free_bytes - req.margin_bytes
+    budget = _usable(gpu.free_bytes, req)
     n_gpu_layers = _gpu_layers_that_fit(shape, kv, compute, budget)
     on_gpu = {i for i in range(shape.n_layer) if i >= shape.n_layer - n_gpu_layers}
     output_on_gpu = n_gpu_layers > shape.n_layer
@@ -274,12 +275,18 @@ def _plan_at(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int) 
     to_gpu, to_ram = _place_experts(shape.layers, on_gpu, free_for_experts, req.cpu_moe_layers)
     gpu_experts = sum(t.n_bytes for t in to_gpu)
     gpu_use = DeviceUse(gpu.name, budget, gpu_weights, gpu_experts, gpu_kv, gpu_compute)
-    ram_use = DeviceUse(RAM_DEVICE, machine.ram_free_bytes - req.margin_bytes,
+    ram_use = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
                         weights_bytes=shape.total_bytes - shape.expert_bytes - gpu_weights,
                         experts_bytes=shape.expert_bytes - gpu_experts, kv_bytes=sum(kv) - gpu_kv,
                         compute_bytes=host_compute_bytes(shape, req) if on_gpu else compute)
     overrides = _summarise(shape.layers, on_gpu, to_gpu, to_ram)
     return _finish(shape, machine, req, n_ctx, n_gpu_layers, gpu.name, *overrides, (gpu_use, ram_use), sum(kv))
+
+
+def _usable(free_bytes: int, req: PlanRequest) -> int:
+    """Free memory less the safety margin, never below zero: a device with less free
+    memory than the margin has nothing usable, not a negative amount."""
+    return max(0, free_bytes - req.margin_bytes)
 
 
 def _gpu_layers_that_fit(shape: ModelShape, kv: list[int], compute: int, budget: int) -> int:
@@ -339,7 +346,7 @@ def _plan_unified(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: 
                   compute: int) -> Plan:
     gpu = machine.gpu
     assert gpu is not None
-    pool = min(gpu.free_bytes, machine.ram_free_bytes) - req.margin_bytes
+    pool = _usable(min(gpu.free_bytes, machine.ram_free_bytes), req)
     use = DeviceUse(gpu.name, pool, shape.total_bytes - shape.expert_bytes, shape.expert_bytes, sum(kv), compute)
     return _finish(shape, machine, req, n_ctx, shape.n_layer + 1, gpu.name, (), (), (), (use,), sum(kv))
 
@@ -353,6 +360,7 @@ def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n
                   devices=devices,
                   kv_bytes=kv_bytes, type_k=req.type_k, type_v=req.type_v, flash_attn=req.flash_attn,
                   fits=fits, verdict="", unified_memory=machine.unified_memory)
+    result = replace(result, placement=_placement(result, shape))
     if fits:
         return replace(result, verdict=_fits_verdict(result, shape))
     short = next(d for d in reversed(devices) if not d.fits)
@@ -365,16 +373,68 @@ def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n
 
 
 def _fits_verdict(p: Plan, shape: ModelShape) -> str:
-    if p.gpu is None:
-        where = "in unified memory" if p.unified_memory else "on the CPU"
-        return f"Fits {where}: {format_size(p.devices[0].total_bytes)} at a context of {p.n_ctx:,} tokens."
-    layers_on_gpu = min(p.n_gpu_layers, shape.n_layer)
-    text = f"Fits: {layers_on_gpu} of {shape.n_layer} layers on {p.gpu_device}"
-    if shape.is_moe:
-        text += (f", experts {format_size(p.gpu.experts_bytes)} in VRAM and {format_size(p.ram.experts_bytes)} in RAM"
-                 f" (layers {_ranges(p.cpu_expert_layers)} wholly in RAM)" if p.cpu_expert_layers else
-                 f", experts {format_size(p.gpu.experts_bytes)} in VRAM and {format_size(p.ram.experts_bytes)} in RAM")
-    return text + f", context {p.n_ctx:,} tokens."
+    context = f"at a context of {p.n_ctx:,} tokens"
+    if p.unified_memory:
+        return f"Fits in unified memory: {format_size(p.devices[0].total_bytes)} {context}."
+    if _on_cpu_only(p):
+        text = f"Fits: runs on the CPU, using {format_size(p.ram.total_bytes)} of RAM {context}."
+        return text if p.gpu is None else text + " The GPU has too little free memory for this model."
+    return f"Fits: {p.placement}, {context}."
+
+
+def _on_cpu_only(p: Plan) -> bool:
+    return not p.unified_memory and (p.gpu is None or (p.n_gpu_layers == 0 and not p.gpu_expert_tensors))
+
+
+def _placement(p: Plan, shape: ModelShape) -> str:
+    if p.unified_memory:
+        return "runs on the GPU, in unified memory"
+    if _on_cpu_only(p):
+        return "runs on the CPU" if p.gpu is None else "runs on the CPU (the GPU has too little free memory)"
+    return placement_sentence(p, shape)
+
+
+def placement_sentence(p: Plan, shape: ModelShape) -> str:
+    """Where the layers (and a MoE model's experts) go, in words: "24 of 48 layers on the
+    GPU, experts of 20 layers in RAM"."""
+    on_gpu = min(p.n_gpu_layers, shape.n_layer)
+    layers = (f"all {shape.n_layer} layers on the GPU" if on_gpu == shape.n_layer
+              else f"{on_gpu} of {shape.n_layer} layers on the GPU, the rest on the CPU")
+    if not shape.is_moe:
+        return layers
+    whole, part = _expert_layers_in_ram(p, shape)
+    if not whole and not part:
+        return layers + (", experts included" if on_gpu == shape.n_layer else ", all experts on the GPU")
+    if whole == sum(1 for layer in shape.layers if layer.expert_tensors):
+        return layers + ", all experts in RAM"
+    text = f"experts of {whole} layer{'' if whole == 1 else 's'}" if whole else "part of the experts of"
+    if whole and part:
+        text += f" (and part of {part} more)"
+    elif part:
+        text += f" {part} layer{'' if part == 1 else 's'}"
+    return f"{layers}, {text} in RAM"
+
+
+def _expert_layers_in_ram(p: Plan, shape: ModelShape) -> tuple[int, int]:
+    """(layers whose experts are all in RAM, layers whose experts are split between RAM and VRAM)."""
+    on_gpu = set(range(shape.n_layer - min(p.n_gpu_layers, shape.n_layer), shape.n_layer))
+    in_ram = set(p.cpu_expert_tensors)
+    lifted = set(p.gpu_expert_tensors)
+    whole = part = 0
+    for layer in shape.layers:
+        if not layer.expert_tensors:
+            continue
+        if layer.index in p.cpu_expert_layers:
+            whole += 1
+            continue
+        names = [t.name for t in layer.expert_tensors]
+        ram = (sum(1 for n in names if n in in_ram) if layer.index in on_gpu
+               else sum(1 for n in names if n not in lifted))
+        if ram == len(names):
+            whole += 1
+        elif ram:
+            part += 1
+    return whole, part
 
 
 def _ranges(indices: tuple[int, ...]) -> str:
@@ -401,7 +461,10 @@ def _suggestions(shape: ModelShape, machine: Machine, req: PlanRequest, failed: 
         q8 = replace(req, n_ctx=n_ctx, type_k="q8_0", type_v="q8_0" if req.flash_attn else req.type_v)
         if _plan_at(shape, machine, q8, n_ctx).fits:
             tips.append("a q8_0 KV cache fits at this context")
-    tips.append(f"a smaller quant of this model (about {format_size(missing)} smaller) would fit")
+    if missing < shape.total_bytes // 2:  # a quant at least that much smaller can exist
+        tips.append(f"a smaller quant of this model (about {format_size(missing)} smaller) would fit")
+    else:
+        tips.append("a smaller model, or a machine with more free memory")
     return tips
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.catalog import shape_from_config
 from inference.devices import GiB, format_size, simulated_machine
 from inference.model_shape import ModelShape
 from inference.planner import KV_CELL_PAD, PlanError, PlanRequest, apply_plan, context_table, plan
@@ -24,6 +25,7 @@ MACHINES = {
     "Apple unified 128 GiB": simulated_machine(None, 128 * GiB, unified=True),
     "CPU only 64 GiB": simulated_machine(None, 64 * GiB),
 }
+MiB = 1 << 20
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 shape_names = st.sampled_from(UNDER_TEST)
@@ -95,7 +97,7 @@ def test_more_vram_never_puts_fewer_experts_on_the_gpu(name: str, small: int, ex
 def test_refusals_name_the_missing_amount(name: str, vram: int, ram: int, n_ctx: int) -> None:
     p = plan(SHAPES[name], simulated_machine(vram, ram), request(n_ctx, "f16"))
     if p.fits:
-        assert p.verdict.startswith("Fits")
+        assert p.verdict.startswith("Fits") and " 0 of " not in p.verdict
         return
     short = next(d for d in reversed(p.devices) if not d.fits)
     assert f"({format_size(short.total_bytes - short.budget_bytes)} missing)" in p.verdict
@@ -197,3 +199,48 @@ def test_apply_plan_carries_every_decision_into_the_load_settings() -> None:
     s = apply_plan(ModelSettings(path="m.gguf"), p)
     assert (s.n_ctx, s.n_gpu_layers, s.type_k, s.flash_attn) == (16384, 37, "q8_0", True)
     assert s.tensor_overrides == p.tensor_overrides and s.tensor_overrides[0].device == "CPU"
+
+
+def tiny_dense_shape() -> ModelShape:
+    """A ~94 MiB dense model of 18 layers (the size of a small test GGUF)."""
+    config = {"llama_cpp_arch": "llama", "n_layer": 18, "n_embd": 512, "n_head": 8, "n_head_kv": 8, "key_length": 64,
+              "value_length": 64, "n_vocab": 32000, "context_length": 4096, "expert_count": 0,
+              "expert_used_count": 0, "n_ff_expert": 0, "expert_shared_count": 0, "n_ff_shared": 0, "n_ff": 2048,
+              "dense_layers": "all", "sliding_window": 0}
+    return shape_from_config(config)
+
+
+def test_a_gpu_with_less_free_memory_than_the_margin_runs_the_model_on_the_cpu() -> None:
+    shape = tiny_dense_shape()
+    assert 60 * MiB < shape.total_bytes < 130 * MiB
+    p = plan(shape, simulated_machine(0.15 * GiB, 8 * GiB, gpu_name="CUDA0"), PlanRequest(n_ctx=4096))
+    assert p.gpu is not None and p.gpu.budget_bytes == 0  # nothing usable, never a negative amount
+    assert p.fits and p.n_gpu_layers == 0 and p.gpu.total_bytes == 0
+    assert p.verdict.startswith("Fits: runs on the CPU") and "too little free memory" in p.verdict
+    assert "-" not in p.verdict and "0 B" not in p.verdict and "smaller quant" not in p.verdict
+
+
+def test_a_smaller_quant_is_only_suggested_when_one_could_fit() -> None:
+    shape = tiny_dense_shape()
+    p = plan(shape, simulated_machine(None, 1 * GiB), PlanRequest(n_ctx=4096))  # no RAM usable after the margin
+    assert not p.fits and p.ram.budget_bytes == 0 and "0 B is usable" in p.verdict
+    assert not any("smaller quant" in s for s in p.suggestions)
+    assert p.suggestions[-1].startswith("a smaller model")
+
+
+def test_placement_sentences_speak_of_layers_and_experts() -> None:
+    cpu = plan(SHAPES["Llama-3.1-8B"], MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=8192))
+    assert cpu.verdict.startswith("Fits: runs on the CPU, using ") and "layers" not in cpu.verdict
+    assert cpu.placement == "runs on the CPU"
+    half = plan(SHAPES["Llama-3.1-8B"], simulated_machine(4 * GiB, 64 * GiB), PlanRequest(n_ctx=8192))
+    assert re.match(r"Fits: \d+ of 32 layers on the GPU, the rest on the CPU, at a context of 8,192 tokens\.$",
+                    half.verdict), half.verdict
+    assert half.verdict == f"Fits: {half.placement}, at a context of 8,192 tokens."
+    moe = plan(SHAPES["gpt-oss-120b"], MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=8192))
+    assert re.match(r"Fits: all 36 layers on the GPU, experts of \d+ layers( \(and part of 1 more\))? in RAM, ",
+                    moe.verdict), moe.verdict
+    manual = plan(SHAPES["gpt-oss-120b"], simulated_machine(80 * GiB, 128 * GiB), PlanRequest(n_ctx=8192,
+                                                                                             cpu_moe_layers=5))
+    assert "all 36 layers on the GPU, experts of 5 layers in RAM" in manual.verdict
+    whole = plan(SHAPES["Qwen3-30B-A3B"], MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=8192))
+    assert whole.verdict.startswith("Fits: all 48 layers on the GPU, experts included")

@@ -1,6 +1,7 @@
-"""The catalog tab: a few good quantized MoE models (shipped with Enclave), which of them
-fit this machine or a simulated one, and a Download button (only when Enclave may go
-online) that fetches, verifies and registers one — the sequence of ``enclave models pull``."""
+"""The catalog tab: a few good quantized models (shipped with Enclave: MoE models for a GPU,
+small ones for a CPU-only machine), which of them fit this machine or a simulated one, and
+a Download button (only when Enclave may go online and the model fits) that fetches,
+verifies and registers one — the sequence of ``enclave models pull``."""
 
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ COLUMNS = ("Model", "Quant", "Size", "Verdict", "")
 
 
 def verdict_text(fit: Fit) -> str:
+    """'fits (up to 40,960 tokens)', or why not: 'does not fit: needs 11.4 GiB more RAM'."""
     if fit.default.fits:
         return f"fits (up to {fit.largest.n_ctx:,} tokens)"
-    return "does not fit"
+    short = next(d for d in reversed(fit.default.devices) if not d.fits)
+    memory = "memory" if fit.default.unified_memory else "RAM" if short.device == "RAM" else "VRAM"
+    return f"does not fit: needs {format_size(short.total_bytes - short.budget_bytes)} more {memory}"
 
 
 def size_text(entry: CatalogEntry) -> str:
@@ -105,7 +109,7 @@ class CatalogTab(QWidget):
             cells = (entry.name, entry.quant, size_text(entry), verdict_text(fit))
             for col, text in enumerate(cells):
                 cell = QTableWidgetItem(text)
-                cell.setToolTip(f"{entry.about}\n{entry.repo} — {entry.license}\n{fit.default.verdict}")
+                cell.setToolTip(f"{entry.name}: {entry.about}\n{entry.repo} — {entry.license}\n{fit.default.verdict}")
                 if col == 2:
                     cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, cell)
@@ -121,13 +125,18 @@ class CatalogTab(QWidget):
         return widget
 
     def update_offline(self) -> None:
-        """Download buttons only when Enclave may go online and nothing is downloading."""
+        """Download buttons only when Enclave may go online, nothing is downloading and the
+        model fits the machine judged."""
         offline = self.services.offline
         for row in range(self.table.rowCount()):
-            button = self.download_button(row)
-            button.setEnabled(not offline and not self.jobs.busy)
-            button.setToolTip(self.offline_reason() if offline
-                              else f"Download {self.fits[row].entry.repo} from the Hugging Face hub.")
+            button, fit = self.download_button(row), self.fits[row]
+            button.setEnabled(not offline and not self.jobs.busy and fit.default.fits)
+            if offline:
+                button.setToolTip(self.offline_reason())
+            elif not fit.default.fits:
+                button.setToolTip(f"Not offered: {fit.default.verdict}")
+            else:
+                button.setToolTip(f"Download {fit.entry.repo} from the Hugging Face hub.")
         note = (f"{self.offline_reason()} Copy a GGUF file onto this machine and import it"
                 + (", or turn the offline setting off." if self.services.policy.downloads else "."))
         self.offline_note.setText(note if offline else "")
@@ -138,7 +147,7 @@ class CatalogTab(QWidget):
         return "Enclave works offline (the offline setting or ENCLAVE_OFFLINE=1): downloads are off."
 
     def download(self, row: int) -> None:
-        if self.jobs.busy or self.services.offline:
+        if self.jobs.busy or self.services.offline or not self.fits[row].default.fits:
             return
         entry = self.fits[row].entry
         progress, cancelled = self.jobs.start(f"Downloading {entry.name} ({size_text(entry)})…", cancellable=True)

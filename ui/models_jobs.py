@@ -47,6 +47,7 @@ class JobBar(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
+        self.progress.setFormat("%p %")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         row = QHBoxLayout(self)
@@ -56,6 +57,8 @@ class JobBar(QWidget):
         row.addWidget(self.cancel_button)
         self._cancel = threading.Event()
         self._label = ""
+        self._started = 0.0  # when the current job's first byte was reported
+        self._first_done = 0
         self._relay = ProgressRelay(self._show_progress, self)
         self.busy = False
         self._idle()
@@ -68,6 +71,7 @@ class JobBar(QWidget):
         self._cancel = threading.Event()
         self.status.setStyleSheet("")
         self.status.setText(label)
+        self._started = 0.0
         self.progress.setRange(0, 0)  # busy until the first report
         self.progress.show()
         self.cancel_button.setVisible(cancellable)
@@ -92,6 +96,18 @@ class JobBar(QWidget):
     def _show_progress(self, done: int, total: int) -> None:
         if not self.busy or total <= 0:
             return
+        now = time.monotonic()
+        if not self._started or done < self._first_done:  # the first report, or a new file's count
+            self._started, self._first_done = now, done
+        speed = (done - self._first_done) / (now - self._started) if now - self._started >= 0.2 else None
         self.progress.setRange(0, 1000)
         self.progress.setValue(min(1000, done * 1000 // total))
-        self.status.setText(f"{self._label} {format_size(done)} of {format_size(total)}")
+        self.status.setText(f"{self._label} {progress_text(done, total, speed)}")
+
+
+def progress_text(done: int, total: int, bytes_per_second: float | None = None) -> str:
+    """'43 % · 1.2 GiB of 2.8 GiB · 310 MiB/s' (the speed once there is one to show)."""
+    parts = [f"{min(100, done * 100 // total)} %", f"{format_size(done)} of {format_size(total)}"]
+    if bytes_per_second:
+        parts.append(f"{format_size(int(bytes_per_second))}/s")
+    return " · ".join(parts)

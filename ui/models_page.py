@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelection, Qt, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -125,6 +126,11 @@ class ModelsPage(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.plan_view)
+        plan_pane = QWidget()
+        plan_layout = QVBoxLayout(plan_pane)
+        plan_layout.setContentsMargins(0, 0, 0, 0)
+        plan_layout.addWidget(scroll, 1)
+        plan_layout.addWidget(self.plan_view.footer)  # under the scrolled plan: the load button stays in sight
         registry = QWidget()
         registry_layout = QVBoxLayout(registry)
         registry_layout.setContentsMargins(0, 0, 0, 0)
@@ -133,8 +139,11 @@ class ModelsPage(QWidget):
         registry_layout.addLayout(actions)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(registry)
-        split.addWidget(scroll)
-        split.setStretchFactor(1, 1)
+        split.addWidget(plan_pane)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 3)
+        self.split = split
+        self._split_sized = False
 
         self.discover_tab = DiscoverTab(self.services, self.tasks)
         self.catalog_tab = CatalogTab(self.services, self.tasks)
@@ -149,6 +158,13 @@ class ModelsPage(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.jobs)
         layout.addWidget(self.tabs, 1)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._split_sized:  # once, when the window's height is known: most of it for the plan
+            self._split_sized = True
+            height = max(self.split.height(), 400)
+            self.split.setSizes([height // 4, height - height // 4])
 
     # Reading ---------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def _detail_parts(use: DeviceUse) -> list[str]:
 def describe_use(use: DeviceUse) -> tuple[str, str]:
     """(title, detail) lines of a device's bar."""
     name = "RAM" if use.device == "RAM" else f"{use.device} (VRAM)"
+    if use.budget_bytes <= 0 and use.total_bytes == 0:
+        return f"{name}: not used — too little free memory", " · ".join(_detail_parts(use))
     title = f"{name}: {format_size(use.total_bytes)} of {format_size(max(use.budget_bytes, 0))} usable"
     if not use.fits:
         title += f" — {format_size(use.total_bytes - use.budget_bytes)} over"

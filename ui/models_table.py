@@ -74,7 +74,7 @@ class ModelsTableModel(QAbstractTableModel):
             return f"{text}  (default)" if index.column() == 0 and is_default else text
         if role == Qt.ItemDataRole.ToolTipRole:
             files = "\n".join(f.path for f in model.files)
-            return f"{model.id}\n{files}"
+            return f"{model.name}\n{model.id}\n{files}"  # the full name, should the column elide it
         if role == Qt.ItemDataRole.FontRole and is_default:
             font = QFont()
             font.setBold(True)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSlider,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -93,18 +94,39 @@ class PlanView(QWidget):
         self.load_status = QLabel()
         self.load_status.setWordWrap(True)
         self.load_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details_button = QToolButton()
+        self.details_button.setText("Details")
+        self.details_button.setCheckable(True)
+        self.details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.details_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.details_button.setAutoRaise(True)
+        self.details_button.setToolTip("How close the memory plan came to what llama.cpp actually used.")
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details_button.toggled.connect(self._show_details)
+        self._show_details(False)
+        self.details_button.hide()
 
-        form = QFormLayout()
-        form.addRow("Context", _pair(self.ctx_slider, self.ctx_label))
-        form.addRow("KV cache", _pair(self.kv_combo, self.flash))
-        form.addRow("Expert layers in RAM", _pair(self.experts_slider, self.experts_label))
+        self.form = QFormLayout()
+        self.form.addRow("Context", _pair(self.ctx_slider, self.ctx_label))
+        self.form.addRow("KV cache", _pair(self.kv_combo, self.flash))
+        self.experts_row = _pair(self.experts_slider, self.experts_label)
+        self.form.addRow("Expert layers in RAM", self.experts_row)
+        self.form.setRowVisible(self.experts_row, False)  # only a mixture-of-experts model has experts
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
-        layout.addLayout(form)
+        layout.addLayout(self.form)
         layout.addWidget(self.machine_picker)
         layout.addWidget(self.bars)
-        layout.addWidget(self.verdict)
-        layout.addWidget(_pair(self.load_button, self.load_status, stretch_second=True))
+        self.footer = QWidget()  # the verdict and the load button: the models page keeps them in sight
+        footer = QVBoxLayout(self.footer)
+        footer.setContentsMargins(0, 0, 0, 0)
+        footer.addWidget(self.verdict)
+        footer.addWidget(_pair(self.load_button, self.load_status, stretch_second=True))
+        footer.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignLeft)
+        footer.addWidget(self.details)
+        layout.addWidget(self.footer)
         self.profile_form = ProfileForm(self.services)
         layout.addWidget(self.profile_form)
         layout.addStretch(1)
@@ -130,6 +152,8 @@ class PlanView(QWidget):
             return
         self.model_id, self.info = model_id, None
         self.load_status.clear()
+        self._set_details([])
+        self.form.setRowVisible(self.experts_row, False)
         self.profile_form.set_model(model_id)
         if model_id is None:
             self.title.setText("Select a model to see where it goes in memory.")
@@ -178,7 +202,7 @@ class PlanView(QWidget):
         for w in controls:
             w.blockSignals(False)
         self._set_enabled(True)
-        self.experts_slider.setEnabled(shape.is_moe)
+        self.form.setRowVisible(self.experts_row, shape.is_moe)
         if profile.n_gpu_layers is not None:  # set by hand ('enclave models config --gpu-layers')
             self.load_status.setText(f"Its profile places layers by hand ({profile.n_gpu_layers} on the GPU, no "
                                      "plan). Loading with this plan replaces that.")
@@ -287,18 +311,29 @@ class PlanView(QWidget):
     def _loaded(self, outcome: LoadOutcome) -> None:
         info = outcome.info
         lines = [f"Loaded {outcome.gguf.name}: context {info.n_ctx:,} tokens, in {info.load_seconds:.1f} s."]
-        if outcome.plan is not None:
-            lines.append(f"{min(outcome.plan.n_gpu_layers, outcome.plan.n_layer)} of {outcome.plan.n_layer} "
-                         f"layers on {outcome.plan.gpu_device or 'the CPU'}.")
-        lines += ["Estimate vs llama.cpp — " + c.describe() for c in outcome.checks]
+        if outcome.plan is not None and outcome.plan.placement:
+            placement = outcome.plan.placement
+            lines.append(placement[0].upper() + placement[1:] + ".")
         self.load_status.setStyleSheet("")
         self.load_status.setText("\n".join(lines))
+        self._set_details([f"Memory plan against llama.cpp — {c.describe()}" for c in outcome.checks])
         self._replan()
         self.loaded.emit(outcome)
+
+    def _set_details(self, lines: list[str]) -> None:
+        """The plan-against-llama.cpp figures, behind a collapsed "Details" button."""
+        self.details.setText("\n".join(lines))
+        self.details_button.setChecked(False)
+        self.details_button.setVisible(bool(lines))
+
+    def _show_details(self, shown: bool) -> None:
+        self.details.setVisible(shown)
+        self.details_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _load_failed(self, message: str) -> None:
         self.load_status.setStyleSheet(f"color: {error_color()};")
         self.load_status.setText(f"Not loaded: {message}")
+        self._set_details([])
         self._replan()
 
 
