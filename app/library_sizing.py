@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from app.libraries import LibraryRepository
-from app.prompting import SAFETY
+from app.prompting import SAFETY, LibraryPromptBuilder
 from inference.devices import Machine, format_size
 from inference.gguf_info import GGUFInfo
 from inference.planner import Plan, PlanError, PlanRequest, plan
@@ -23,6 +23,7 @@ CONTEXT_ROUNDING = 1024
 INSTRUCTION_TOKENS = 160  # an upper bound for the citation instruction in any tokenizer
 CHARS_PER_TOKEN = 3.2  # a cautious estimate for prose and code alike
 DEFAULT_RESERVE = 2048
+FRAME_TOKENS = 40  # a document's delimiters and page markers, when not counted
 
 
 def needed_context(library_tokens: int, history_tokens: int, reserve: int) -> int:
@@ -65,14 +66,19 @@ class LibraryTokenCount(NamedTuple):
 
 def library_tokens(repo: LibraryRepository, library_id: int, tokenizer: str,
                    count: Callable[[Sequence[str]], list[int]] | None = None) -> LibraryTokenCount:
-    """The library's tokens — counting what is not cached yet when ``count`` is given;
-    the rest estimated from the characters each document's text holds."""
+    """The library's tokens. With ``count`` (the model's tokenizer), exactly as the prompt
+    builder counts them — what is not cached yet counted now — so the pages, the CLI and the
+    answer's note show one figure; without it, from the cache, the rest (and the
+    delimiters) estimated from characters."""
+    if count is not None:
+        tokens, per_document = LibraryPromptBuilder(repo, count, tokenizer).whole_library(library_id)
+        return LibraryTokenCount(tokens, True, per_document)
     chars = {d.sha256: d.chars for d in repo.documents(library_id, readable_only=True) if d.sha256}
     shas = list(chars)
-    counts = repo.count_tokens(shas, tokenizer, count) if count else repo.token_counts(shas, tokenizer)
+    counts = repo.token_counts(shas, tokenizer)
     missing = [sha for sha in shas if sha not in counts]
     estimated = sum(int(chars[sha] / CHARS_PER_TOKEN) for sha in missing)
-    frames = 40 * len(shas)  # delimiters and page markers
+    frames = FRAME_TOKENS * len(shas)
     return LibraryTokenCount(sum(counts.values()) + estimated + frames, not missing, counts)
 
 

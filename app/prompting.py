@@ -155,6 +155,14 @@ class LibraryPromptBuilder:
             library_tokens=library_tokens, included_tokens=sum(u.tokens for u in chosen), documents=len(units),
         )
 
+    def whole_library(self, library_id: int) -> tuple[int, dict[str, int]]:
+        """The library's tokens as a prompt holds them (each document once, with its
+        delimiters), and each text's own count by sha256: the one figure every page,
+        command and note shows once the library is counted with this tokenizer."""
+        units, _ = self._whole_units(self.repo.documents(library_id, readable_only=True))
+        texts = self.repo.token_counts([u.document.sha256 or "" for u in units], self.tokenizer)
+        return sum(u.tokens for u in units), texts
+
     # Counting ------------------------------------------------------------------------
 
     def _tokens(self, texts: Sequence[str]) -> list[int]:

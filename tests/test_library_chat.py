@@ -124,7 +124,7 @@ def test_a_library_answer_keeps_what_it_was_given_and_what_was_left_out(
         (library_folder / "3.txt").write_text("".join(f"Line {i} of the long report on orchards and apples.\n"
                                                       for i in range(400)))
         ingest(services.libraries, lib, [library_folder])
-        _, partial = ask(services, lib.id, moe_model, "What does the long report say about orchards?")
+        _, partial = ask(services, lib.id, moe_model, "What does the long report say?")
         long_report = services.libraries.documents(lib.id)[-1]
         passages = [s for s in partial.sources if s.document_id == long_report.id and not s.left_out]
         text = services.libraries.content(long_report.sha256 or "").text
@@ -132,3 +132,16 @@ def test_a_library_answer_keeps_what_it_was_given_and_what_was_left_out(
         assert all(s.section is not None and s.start is not None and s.end is not None
                    and text[s.start:s.end].startswith("Line ") for s in passages)
         assert "does not fit" in (partial.context_note or "")
+
+
+def test_a_library_has_one_token_count_everywhere(enclave_home: Path, moe_model: Path,
+                                                  library_folder: Path) -> None:
+    """The library page, `enclave library show` and the answer's note show the same figure."""
+    with open_services(enclave_home) as services:
+        lib = services.libraries.create("docs")
+        ingest(services.libraries, lib, [library_folder])
+        _, reply = ask(services, lib.id, moe_model, "What is document 1 about?")
+        shown = services.library_tokens(lib.id, str(moe_model))
+        assert shown.exact and shown.tokens > sum(shown.per_document.values())  # the delimiters too
+        assert f"3 documents, {shown.tokens:,} tokens" in (reply.context_note or "")
+        assert f"{shown.tokens:,} tokens" in shown.describe()
