@@ -77,6 +77,19 @@ class LibraryNote:
 
 
 @dataclass(frozen=True)
+class ModelLoading:
+    """The model is being loaded into the worker (it was not, or not as this turn needs it)."""
+
+    model: str  # as the conversation names it
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    model: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class PromptProgress:
     done: int
     total: int
@@ -94,8 +107,8 @@ class ReplyFinished:
     message: Message
 
 
-ChatEvent = (UserMessageSaved | LibraryCounting | ContextTrimmed | ContextRaised | LibraryNote | PromptProgress
-             | ReplyDelta | ReplyFinished)
+ChatEvent = (UserMessageSaved | LibraryCounting | ModelLoading | ModelLoaded | ContextTrimmed | ContextRaised
+             | LibraryNote | PromptProgress | ReplyDelta | ReplyFinished)
 
 
 def reply_reserve(sampling: Sampling, n_ctx: int) -> int:
@@ -184,15 +197,25 @@ class ChatService:
         yield from self._reply(conversation, model)
 
     def regenerate(self, conversation_id: int) -> Iterator[ChatEvent]:
-        """Replace the last reply with a new one."""
+        """Answer the last message again. The last reply is kept as an alternative (set
+        aside: neither listed nor in the prompt); the new one joins its group. A reply with
+        nothing in it is replaced instead."""
         conversation = self.conversations.get(conversation_id)
         model = self._model_of(conversation)
         history = self.conversations.messages(conversation_id, limit=1)
         if not history:
             raise EnclaveError("This conversation has no messages to answer yet.")
-        if history[-1].role == "assistant":
-            self.conversations.delete_messages_from(conversation_id, history[-1].id)
-        yield from self._reply(conversation, model)
+        last, group = history[-1], None
+        if last.role == "assistant" and (last.content or last.reasoning):
+            group = self.conversations.set_aside(last.id)
+        elif last.role == "assistant":
+            group = last.alternative_of
+            self.conversations.delete_message(last.id)
+        try:
+            yield from self._reply(conversation, model, alternative_of=group)
+        finally:
+            if group is not None:  # a regenerate that failed before its reply began hides nothing
+                self.conversations.ensure_shown(group)
 
     def edit_and_resend(self, conversation_id: int, text: str) -> Iterator[ChatEvent]:
         """Replace the last user message (and the reply to it) with ``text``, and answer it."""
@@ -255,20 +278,37 @@ class ChatService:
         planned = load_request(self._profiles(model), self._settings()).planned
         return self.library_chat.context_for(conversation.library_id, model, minimum, reserve, planned)
 
-    def _load(self, model: str, conversation: Conversation) -> tuple[int, ContextRaised | None]:
-        """Load ``model`` as its profile says (nothing happens when it is loaded so already).
-        A library conversation gets the longer context its library needs when the machine
+    def _context_wanted(self, model: str, conversation: Conversation) -> tuple[int | None, ContextRaised | None]:
+        """The context to load ``model`` with for ``conversation`` (None: its profile's). A
+        library conversation gets the longer context its library needs when the machine
         holds it, unless its user chose to keep the profile's."""
-        settings = self._settings()
-        profile = self._profiles(model)
-        wanted = profile.context(settings)
-        n_ctx, raised = None, None
+        wanted = self._profiles(model).context(self._settings())
         if (conversation.library_id is not None and self.library_chat is not None and wanted
                 and conversation.id not in self.keep_profile_context):
             needed, whole = self._library_context(conversation, model, wanted)
             if needed > wanted:
-                n_ctx, raised = needed, ContextRaised(needed, wanted, model, whole)
+                return needed, ContextRaised(needed, wanted, model, whole)
+        return None, None
+
+    def _load(self, model: str, conversation: Conversation) -> tuple[int, ContextRaised | None]:
+        """Load ``model`` as its profile says (nothing happens when it is loaded so already)."""
+        n_ctx, raised = self._context_wanted(model, conversation)
+        outcome = self.runtime.load_profile(model, self._profiles(model), self._settings(), n_ctx=n_ctx)
+        return outcome.info.n_ctx, raised
+
+    def _load_with_status(self, model: str, conversation: Conversation) -> Iterator[ChatEvent]:
+        """``_load``, said: ``ModelLoading`` before a load that really happens (not when the
+        model is in the worker as this turn needs it), ``ModelLoaded`` after. Returns
+        (context, ``ContextRaised`` or None)."""
+        n_ctx, raised = self._context_wanted(model, conversation)
+        profile, settings = self._profiles(model), self._settings()
+        loads = self.runtime.loads_anew(model, profile, settings, n_ctx=n_ctx)
+        if loads:
+            yield ModelLoading(model)
+        started = time.monotonic()
         outcome = self.runtime.load_profile(model, profile, settings, n_ctx=n_ctx)
+        if loads:
+            yield ModelLoaded(model, time.monotonic() - started)
         return outcome.info.n_ctx, raised
 
     def _history(self, conversation: Conversation) -> list[ChatMessage]:
@@ -308,11 +348,13 @@ class ChatService:
         trimmed = ContextTrimmed(turn.dropped_turns, len(turn.tokens), n_ctx) if turn.dropped_turns else None
         return _Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note, turn.sources)
 
-    def _reply(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
+    def _reply(self, conversation: Conversation, model: str, alternative_of: int | None = None
+               ) -> Iterator[ChatEvent]:
+        """``alternative_of``: the group of alternatives the reply joins (a regenerate)."""
         self._stop_requested = False
         sampling = self._sampling(conversation)
         yield from self._count_library(conversation, model)  # count, then size, then load the context once
-        n_ctx, raised = self._load(model, conversation)
+        n_ctx, raised = yield from self._load_with_status(model, conversation)
         if raised is not None:
             yield raised
         reserve = reply_reserve(sampling, n_ctx)
@@ -325,7 +367,8 @@ class ChatService:
         if turn.library_note:
             yield LibraryNote(turn.library_note)
         reply = self.conversations.add_message(conversation.id, "assistant", "", status="partial", model=model,
-                                               context_note=turn.library_note, sources=turn.sources)
+                                               context_note=turn.library_note, sources=turn.sources,
+                                               alternative_of=alternative_of)
         template = self.runtime.last_load.gguf.chat_template if self.runtime.last_load else None
         opens = prompt_opens_reasoning(turn.text)
         splitter = ReasoningSplitter(detect_style(template, opens), starts_in_reasoning=opens)

@@ -58,7 +58,7 @@ class Source:
 
 
 def sources_json(sources: tuple[Source, ...]) -> str:
-    return json.dumps([{k: v for k, v in asdict(s).items() if v not in (None, False)} for s in sources])
+    return json.dumps([{k: v for k, v in asdict(s).items() if v is not None and v is not False} for s in sources])
 
 
 def sources_from_json(text: str | None) -> tuple[Source, ...]:
@@ -86,6 +86,15 @@ class Message:
     updated_at: str = ""
     context_note: str | None = None  # what a library prompt included and left out
     sources: tuple[Source, ...] = ()  # what a library answer was given, and what was left out
+    alternative_of: int | None = None  # the first reply of its group of alternatives (None: it is the first)
+    shown: bool = True  # the alternative listed and given to the model
+    alternative: int = 1  # its place among the alternatives to the same message, from 1 (read, never stored)
+    alternatives: int = 1  # how many there are
+
+    @property
+    def group(self) -> int:
+        """The id naming this reply's group of alternatives: its first reply's."""
+        return self.alternative_of or self.id
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,19 @@ class NotFound(EnclaveError):
 
 
 MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)
+_COMPUTED = frozenset({"alternative", "alternatives"})  # counted when read, not columns
 _CONVERSATION_SELECT = """
-    SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
+    SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.shown = 1) AS message_count
     FROM conversations c"""
+# A message with its place among its alternatives (counted for replies only: a user message has none).
+_SIBLINGS = ("FROM messages a WHERE (a.id = coalesce(m.alternative_of, m.id) "
+             "OR a.alternative_of = coalesce(m.alternative_of, m.id))")
+_MESSAGE_SELECT = f"""
+    SELECT m.*,
+        CASE WHEN m.role = 'assistant' THEN (SELECT count(*) {_SIBLINGS} AND a.id <= m.id) ELSE 1 END
+            AS alternative,
+        CASE WHEN m.role = 'assistant' THEN (SELECT count(*) {_SIBLINGS}) ELSE 1 END AS alternatives
+    FROM messages m"""
 
 
 def _conversation(row: dict[str, Any]) -> Conversation:
@@ -113,7 +132,10 @@ def _conversation(row: dict[str, Any]) -> Conversation:
 
 
 def _message(row: dict[str, Any]) -> Message:
-    return Message(**{k: sources_from_json(row.get(k)) if k == "sources" else row[k] for k in MESSAGE_FIELDS})
+    values = {k: row[k] for k in MESSAGE_FIELDS}
+    values["sources"] = sources_from_json(row.get("sources"))
+    values["shown"] = bool(row["shown"])
+    return Message(**values)
 
 
 class ConversationRepository:
@@ -136,15 +158,20 @@ class ConversationRepository:
 
     def insert_whole(self, *, title: str, model: str | None, system_prompt: str, sampling: dict[str, Any],
                      messages: list[dict[str, Any]]) -> Conversation:
-        """A conversation with all its messages, in one transaction (an import)."""
+        """A conversation with all its messages, in one transaction (an import). A message's
+        ``alternative_of`` is the position in ``messages`` of its group's first reply."""
         stamp = now()
         with self.store.write() as db:
             new_id = db.execute(
                 "INSERT INTO conversations (title, model, system_prompt, sampling, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)", [title, model, system_prompt, json.dumps(sampling), stamp, stamp],
             ).lastrowid
+            ids: list[int] = []
             for m in messages:
-                _insert_message(db, {"created_at": stamp, "updated_at": stamp, **m, "conversation_id": new_id})
+                values = {"created_at": stamp, "updated_at": stamp, **m, "conversation_id": new_id}
+                if values.get("alternative_of") is not None:  # a position in ``messages``: its id now
+                    values["alternative_of"] = ids[values["alternative_of"]]
+                ids.append(_insert_message(db, values))
         return self.get(new_id)
 
     def get(self, conversation_id: int) -> Conversation:
@@ -198,7 +225,7 @@ class ConversationRepository:
         return self.message(new_id)
 
     def update_message(self, message_id: int, **fields: Any) -> None:
-        unknown = set(fields) - set(MESSAGE_FIELDS)
+        unknown = set(fields) - set(MESSAGE_FIELDS) | (_COMPUTED & set(fields))
         if unknown or {"id", "conversation_id"} & set(fields):
             raise ValueError(f"cannot update {set(fields) & ({'id', 'conversation_id'} | unknown)}")
         stamp = now()
@@ -214,32 +241,75 @@ class ConversationRepository:
         with self.store.write() as db:
             db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", [conversation_id, message_id])
 
+    def delete_message(self, message_id: int) -> None:
+        """Delete one message (a reply with nothing in it, which a regenerate replaces)."""
+        with self.store.write() as db:
+            db.execute("DELETE FROM messages WHERE id = ?", [message_id])
+
     def message(self, message_id: int) -> Message:
-        rows = list(self.store.read().query("SELECT * FROM messages WHERE id = ?", [message_id]))
+        rows = list(self.store.read().query(f"{_MESSAGE_SELECT} WHERE m.id = ?", [message_id]))
         if not rows:
             raise NotFound(f"There is no message {message_id}.")
         return _message(rows[0])
 
-    def messages(self, conversation_id: int, *, limit: int | None = None, before_id: int | None = None
-                 ) -> list[Message]:
-        """The conversation's messages in order; with ``limit``, the last ``limit``
-        before ``before_id`` (a page of a long history, scrolling up)."""
-        where, params = "conversation_id = ?", [conversation_id]
+    def messages(self, conversation_id: int, *, limit: int | None = None, before_id: int | None = None,
+                 alternatives: bool = False) -> list[Message]:
+        """The conversation's messages in order, as shown (one reply of each group of
+        alternatives; ``alternatives``: every reply, for an export); with ``limit``, the
+        last ``limit`` before ``before_id`` (a page of a long history, scrolling up)."""
+        where, params = "m.conversation_id = ?", [conversation_id]
+        if not alternatives:
+            where += " AND m.shown = 1"
         if before_id is not None:
-            where += " AND id < ?"
+            where += " AND m.id < ?"
             params.append(before_id)
         if limit is None:
-            rows = self.store.read().query(f"SELECT * FROM messages WHERE {where} ORDER BY id", params)
+            rows = self.store.read().query(f"{_MESSAGE_SELECT} WHERE {where} ORDER BY m.id", params)
             return [_message(r) for r in rows]
         rows = self.store.read().query(
-            f"SELECT * FROM (SELECT * FROM messages WHERE {where} ORDER BY id DESC LIMIT ?) ORDER BY id",
+            f"SELECT * FROM ({_MESSAGE_SELECT} WHERE {where} ORDER BY m.id DESC LIMIT ?) ORDER BY id",
             [*params, limit])
         return [_message(r) for r in rows]
 
     def message_ids(self, conversation_id: int) -> list[int]:
-        """Only the ids, for a lazy list view of a long conversation."""
+        """Only the ids of the messages shown, for a lazy list view of a long conversation."""
         return [r[0] for r in self.store.read().execute(
-            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]).fetchall()]
+            "SELECT id FROM messages WHERE conversation_id = ? AND shown = 1 ORDER BY id", [conversation_id]
+        ).fetchall()]
+
+    # Alternatives ----------------------------------------------------------------------
+
+    def alternatives(self, message_id: int) -> list[Message]:
+        """Every reply of ``message_id``'s group of alternatives, oldest first."""
+        group = self.message(message_id).group
+        rows = self.store.read().query(
+            f"{_MESSAGE_SELECT} WHERE m.id = ? OR m.alternative_of = ? ORDER BY m.id", [group, group])
+        return [_message(r) for r in rows]
+
+    def set_aside(self, message_id: int) -> int:
+        """Hide a reply that a new alternative is about to replace; the id of its group,
+        which the new reply joins (``add_message(..., alternative_of=group)``)."""
+        group = self.message(message_id).group
+        with self.store.write() as db:
+            db.execute("UPDATE messages SET shown = 0 WHERE id = ?", [message_id])
+        return group
+
+    def show_alternative(self, message_id: int) -> Message:
+        """Make ``message_id`` the shown reply of its group (the others hidden); kept."""
+        group = self.message(message_id).group
+        with self.store.write() as db:
+            db.execute("UPDATE messages SET shown = (id = ?) WHERE id = ? OR alternative_of = ?",
+                       [message_id, group, group])
+        return self.message(message_id)
+
+    def ensure_shown(self, group: int) -> None:
+        """After a regenerate that added nothing (it failed before the reply began): the
+        newest alternative of ``group`` is shown again, so a group is never all hidden."""
+        with self.store.write() as db:
+            db.execute("""UPDATE messages SET shown = 1 WHERE id = (
+                              SELECT max(id) FROM messages WHERE id = ? OR alternative_of = ?)
+                          AND NOT EXISTS (SELECT 1 FROM messages WHERE (id = ? OR alternative_of = ?) AND shown = 1)""",
+                       [group, group, group, group])
 
     # Search ----------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class Runtime:
         self._composed = False  # the resident prefix was composed from KV blocks
         self.evaluated_tokens = 0  # prompt and document tokens the worker evaluated, since this Runtime began
         self._inspected: dict[tuple[Path, int, int], GGUFInfo] = {}
+        self.loading: Path | None = None  # the model file being loaded now (read by the GUI's status)
 
     @property
     def model(self) -> ModelInfo | None:
@@ -126,8 +127,9 @@ class Runtime:
         context), the planner decides GPU layers, expert placement, KV types and flash
         attention; a plan that does not fit is refused before anything is loaded. Asking
         again for what is loaded returns at once."""
-        request = (self.resolve(model), settings and replace(settings, path=""), planned, extra_overrides)
-        if self.last_load is not None and request == self._last_request and self.worker.info is not None:
+        request = self._request_key(model, settings, planned, extra_overrides)
+        if self._holds(request):
+            assert self.last_load is not None
             return self.last_load
         gguf = self.inspect(model)  # validates; llama.cpp never sees a broken file
         path = gguf.path  # the first shard of a split model, which llama.cpp wants
@@ -143,7 +145,11 @@ class Runtime:
         elif extra_overrides:
             wanted = replace(wanted, tensor_overrides=extra_overrides + wanted.tensor_overrides)
         self._resident = None  # a new load starts with an empty KV cache
-        info = self.worker.load(wanted)
+        self.loading = None if wanted.vocab_only else path  # a tokenizer alone is not a model to chat with
+        try:
+            info = self.worker.load(wanted)
+        finally:
+            self.loading = None
         self._confirm_unchanged(gguf, hashes)
         self.enforcer.record("model.load", name=gguf.name, path=str(path), sha256=hashes,
                              vocab_only=wanted.vocab_only)
@@ -154,6 +160,32 @@ class Runtime:
         self.last_load = LoadOutcome(info, gguf, chosen, report, checks)
         self._last_request = request
         return self.last_load
+
+    def _request_key(self, model: str, settings: ModelSettings | None, planned: PlanRequest | None,
+                     extra_overrides: tuple[TensorOverride, ...]) -> tuple[object, ...]:
+        return (self.resolve(model), settings and replace(settings, path=""), planned, extra_overrides)
+
+    def _holds(self, request: tuple[object, ...]) -> bool:
+        """The worker holds the load ``request`` asks for, alive (a worker that died while
+        idle is loaded again now, not inside the next request with no word said)."""
+        return (self.last_load is not None and request == self._last_request and self.worker.info is not None
+                and self.worker.pid is not None)
+
+    def loads_anew(self, model: str, profile: ModelProfile, defaults: Settings, *, n_ctx: int | None = None) -> bool:
+        """Whether ``load_profile`` with these arguments would load (the model is not in the
+        worker as asked, or the worker stopped): what a front end says "Loading…" for."""
+        wanted = load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx)
+        request = self._request_key(model, wanted.settings, wanted.planned, wanted.extra_overrides)
+        return not self._holds(request)
+
+    def stopped_unexpectedly(self) -> bool:
+        """The worker died — during a request (a crash it reported) or while idle (its
+        process is gone though a model was loaded in it). Safe to ask from the GUI thread:
+        while a request runs the worker's own thread finds out, and this says False."""
+        state = self.worker.state
+        if state == WorkerState.CRASHED:
+            return True
+        return state == WorkerState.LOADED and self.worker.info is not None and self.worker.pid is None
 
     def machine(self, *, refresh: bool = False) -> Machine:
         """This machine as the next load finds it: probed (``refresh``: again), with the

@@ -204,3 +204,15 @@ def message_sources(db: Database) -> None:
     # What a library answer was given (documents, passages of long ones) and what was left out,
     # as JSON (``conversations.sources_json``): listed under the answer, each opening the passage.
     db.execute("ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT '[]'")
+
+
+@MIGRATIONS(name="0011_message_alternatives")
+def message_alternatives(db: Database) -> None:
+    # Regenerate keeps earlier replies: the replies to one user message are alternatives, a group
+    # named by its first reply (``alternative_of``: that reply's id; NULL on the first itself and
+    # on every other message). One of a group is ``shown``: the conversation as listed and as
+    # the model reads it holds only shown messages; the choice is the user's and is kept.
+    db.execute("ALTER TABLE messages ADD COLUMN alternative_of INTEGER")
+    db.execute("ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1")
+    db.execute("CREATE INDEX messages_by_alternative_of ON messages (alternative_of) "
+               "WHERE alternative_of IS NOT NULL")

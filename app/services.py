@@ -189,7 +189,7 @@ class Services:
         """A conversation as Markdown (``md``) or JSON, if the policy allows exports."""
         self.enforcer.check_export("conversation", conversation=conversation_id, destination=destination)
         conversation = self.conversations.get(conversation_id)
-        messages = self.conversations.messages(conversation_id)
+        messages = self.conversations.messages(conversation_id, alternatives=True)
         text = export_json(conversation, messages) if fmt == "json" else export_markdown(conversation, messages)
         self.enforcer.record("conversation.export", conversation=conversation_id, format=fmt,
                              destination=destination, messages=len(messages))

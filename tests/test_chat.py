@@ -14,6 +14,7 @@ from app.prompting import fit_history
 from app.runtime import Runtime
 from app.settings import Settings
 from app.store import open_store
+from inference.errors import EnclaveError
 from inference.protocol import ChatMessage, Done, Event, Failed, Progress, Sampling, Stats, Token, Tokens
 
 
@@ -47,7 +48,13 @@ class FakeRuntime:
     def inspect(self, model: str) -> object:
         return type("Info", (), {"context_length": 0})()  # unknown: the settings decide
 
+    loaded: str | None = None
+
+    def loads_anew(self, model: str, profile: object, defaults: object, **_: object) -> bool:
+        return self.loaded != model
+
     def load_profile(self, model: str, profile: object, defaults: object, **_: object) -> object:
+        self.loaded = model
         return self.load(model)
 
     def load(self, model: str, settings: object = None, **_: object) -> object:
@@ -166,7 +173,7 @@ def test_walking_away_from_a_stream_keeps_it_partial(repo: ConversationRepositor
     assert reply.role == "assistant" and reply.status == "partial" and reply.content == "a"
 
 
-def test_regenerate_replaces_the_last_reply(repo: ConversationRepository) -> None:
+def test_regenerate_shows_a_new_reply_and_keeps_the_last_as_an_alternative(repo: ConversationRepository) -> None:
     runtime = FakeRuntime(["first"])
     chat = service(repo, runtime)
     c = chat.start()
@@ -174,6 +181,66 @@ def test_regenerate_replaces_the_last_reply(repo: ConversationRepository) -> Non
     runtime.script = ["second"]
     list(chat.regenerate(c.id))
     assert [(m.role, m.content) for m in repo.messages(c.id)] == [("user", "hi"), ("assistant", "second")]
+    shown = repo.messages(c.id)[-1]
+    assert (shown.alternative, shown.alternatives) == (2, 2)
+    assert [m.content for m in repo.alternatives(shown.id)] == ["first", "second"]
+
+
+def test_regenerating_twice_stores_three_alternatives_and_the_shown_one_goes_into_the_prompt(
+        repo: ConversationRepository) -> None:
+    runtime = FakeRuntime(["one"])
+    chat = service(repo, runtime)
+    c = chat.start()
+    list(chat.send(c.id, "hi"))
+    for text in ("two", "three"):
+        runtime.script = [text]
+        list(chat.regenerate(c.id))
+    rows = repo.store.read().execute(
+        "SELECT content, shown, alternative_of FROM messages WHERE role = 'assistant' ORDER BY id").fetchall()
+    first_id = repo.alternatives(repo.messages(c.id)[-1].id)[0].id
+    assert [tuple(r) for r in rows] == [("one", 0, None), ("two", 0, first_id), ("three", 1, first_id)]
+    assert repo.get(c.id).message_count == 2  # what is shown
+
+    repo.show_alternative(first_id)  # the user picks the first reply: it is remembered
+    assert [m.content for m in repo.messages(c.id)] == ["hi", "one"]
+    runtime.script = ["next"]
+    list(chat.send(c.id, "and then?"))
+    assert [(m.role, m.content) for m in runtime.prompts[-1]] == [
+        ("user", "hi"), ("assistant", "one"), ("user", "and then?")]
+
+    repo.show_alternative(repo.alternatives(first_id)[1].id)
+    runtime.script = ["again"]
+    list(chat.regenerate(c.id))  # the last reply ("next") gets an alternative; the prompt has "two"
+    assert [(m.role, m.content) for m in runtime.prompts[-1]] == [
+        ("user", "hi"), ("assistant", "two"), ("user", "and then?")]
+    assert [m.content for m in repo.messages(c.id)] == ["hi", "two", "and then?", "again"]
+    assert len(repo.messages(c.id, alternatives=True)) == 7  # hi, one, two, three, and then?, next, again
+
+
+def test_a_regenerate_that_fails_before_replying_hides_nothing(repo: ConversationRepository) -> None:
+    runtime = FakeRuntime(["kept"])
+    chat = service(repo, runtime)
+    c = chat.start()
+    list(chat.send(c.id, "hi"))
+
+    def refuse(*_: object, **__: object) -> object:
+        raise EnclaveError("The model file is gone.")
+
+    runtime.load_profile = refuse  # type: ignore[method-assign]
+    with pytest.raises(EnclaveError):
+        list(chat.regenerate(c.id))
+    assert [m.content for m in repo.messages(c.id)] == ["hi", "kept"]
+
+
+def test_the_model_load_is_said_before_and_after_only_when_it_happens(repo: ConversationRepository) -> None:
+    runtime = FakeRuntime(["ok"])
+    chat = service(repo, runtime)
+    c = chat.start()
+    first = list(chat.send(c.id, "hi"))
+    kinds = [type(e).__name__ for e in first]
+    assert kinds.index("ModelLoading") < kinds.index("ModelLoaded") < kinds.index("ReplyFinished")
+    second = [type(e).__name__ for e in chat.send(c.id, "again")]
+    assert "ModelLoading" not in second and "ModelLoaded" not in second
 
 
 def test_edit_and_resend_replaces_the_last_question_and_its_answer(repo: ConversationRepository) -> None:

@@ -93,3 +93,41 @@ def test_killing_enclave_mid_reply_loses_nothing(enclave_home: Path, moe_model: 
         assert user.role == "user" and user.content == "write a very long story about the secure library"
         assert reply.role == "assistant" and reply.status == "partial"
         assert len(reply.content) >= len(partial)  # at least what was there when it died
+
+
+def conversation_with_alternatives(home: Path) -> int:
+    """A conversation whose one reply was regenerated: "first" set aside, "second" shown."""
+    from app.services import Services
+
+    with Services.open() as services:
+        repo = services.conversations
+        conversation = repo.create(title="two answers")
+        repo.add_message(conversation.id, "user", "hi")
+        first = repo.add_message(conversation.id, "assistant", "first answer")
+        group = repo.set_aside(first.id)
+        repo.add_message(conversation.id, "assistant", "second answer", alternative_of=group)
+        return conversation.id
+
+
+def test_history_show_prints_the_shown_alternative_and_how_many_there_are(enclave_home: Path) -> None:
+    cid = conversation_with_alternatives(enclave_home)
+    shown = enclave("history", "show", str(cid), home=enclave_home)
+    assert shown.returncode == 0, shown.stderr
+    assert "## Assistant (2 alternatives, this is 2)" in shown.stdout
+    assert "second answer" in shown.stdout and "first answer" not in shown.stdout
+
+
+def test_export_keeps_every_alternative_and_import_brings_them_back(enclave_home: Path) -> None:
+    from app.export import export_json, export_markdown, import_json
+
+    cid = conversation_with_alternatives(enclave_home)
+    with open_store(database(enclave_home)) as store:
+        repo = ConversationRepository(store)
+        every = repo.messages(cid, alternatives=True)
+        markdown = export_markdown(repo.get(cid), every)
+        assert "second answer" in markdown and "Alternative 1 of 2" in markdown and "first answer" in markdown
+        copy = import_json(repo, export_json(repo.get(cid), every))
+        assert [m.content for m in repo.messages(copy.id)] == ["hi", "second answer"]
+        reply = repo.messages(copy.id)[-1]
+        assert [m.content for m in repo.alternatives(reply.id)] == ["first answer", "second answer"]
+        assert (reply.alternative, reply.alternatives) == (2, 2)

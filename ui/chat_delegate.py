@@ -1,4 +1,5 @@
-"""Drawing one message: a ``QTextDocument`` built from its Markdown, painted by a delegate.
+"""Drawing one message: a card (``chat_card``: author, time, actions) around a
+``QTextDocument`` built from its Markdown, painted by a delegate.
 
 Everything clickable in a message is a link inside its document — the "Thought for N s"
 fold, "Copy code" under a code block, citations — so a click is just ``anchorAt`` on the
@@ -14,34 +15,52 @@ from __future__ import annotations
 
 import html
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QPoint, QPointF, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QAbstractTextDocumentLayout,
     QColor,
     QFont,
+    QHelpEvent,
+    QIcon,
     QPainter,
     QPalette,
+    QPen,
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
     QTextDocument,
     QTextFormat,
 )
-from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QToolTip, QWidget
 
 from app.conversations import Message, Source
+from ui.chat_card import (
+    ICON,
+    ICONS,
+    RADIUS,
+    CardAction,
+    author,
+    card_actions,
+    card_rect,
+    chrome_height,
+    header_font,
+    header_height,
+    scheme,
+    text_origin,
+    text_width,
+    time_label,
+)
 from ui.chat_model import MessageListModel
 from ui.markdown import CITATION, FEATURES, prepare, source_href
+from ui.theme import SPACE, font, icon
 
-MARGIN = 10  # around each message
-PADDING = 8  # inside a message's bubble
-ESTIMATE = 64  # height of a row not measured yet
+ESTIMATE = 96  # height of a row not measured yet
 DOCS_KEPT = 150
 REASONING_HREF = "enclave:reasoning"
 SOURCES_HREF = "enclave:sources"
-ERROR_COLOR = "#c0392b"
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -144,22 +163,24 @@ def build_document(message: Message, *, live: bool, expanded: bool, width: int, 
     doc = QTextDocument()
     doc.setDocumentMargin(0)
     doc.setDefaultFont(font)
-    muted = palette.color(QPalette.ColorRole.PlaceholderText).name()
+    colours = scheme(palette)
+    muted = colours.muted
     cursor = QTextCursor(doc)
-    who = "You" if message.role == "user" else ("Assistant" if message.role == "assistant" else message.role)
-    cursor.insertHtml(f'<span style="color:{muted}; font-weight:600">{html.escape(who)}</span>')
+    started = False  # the first block is the document's own: nothing to start before it
     if message.reasoning:
-        _new_block(cursor)
+        started = True
         label = reasoning_label(message, live, expanded)
         cursor.insertHtml(f'<a href="{REASONING_HREF}" style="color:{muted}">{html.escape(label)}</a>')
         if expanded:
             _new_block(cursor)
             cursor.insertHtml(f'<span style="color:{muted}; font-style:italic">{_plain_html(message.reasoning)}</span>')
     prepared = prepare(message.content) if message.role == "assistant" else None
-    _new_block(cursor)
+    if started:
+        _new_block(cursor)
     if prepared is not None:
         cursor.insertMarkdown(prepared.markdown, FEATURES)
-        _shade_code(doc, palette.color(QPalette.ColorRole.AlternateBase))
+        card = QColor(colours.card)
+        _shade_code(doc, card.lighter(135) if card.lightness() < 128 else card.darker(105))
     else:
         cursor.insertHtml(_plain_html(message.content))
     if message.role == "assistant" and message.sources and not live:
@@ -171,7 +192,7 @@ def build_document(message: Message, *, live: bool, expanded: bool, width: int, 
         if footer:
             cursor.movePosition(QTextCursor.MoveOperation.End)
             _new_block(cursor)
-            color = ERROR_COLOR if message.status == "error" and not live else muted
+            color = colours.error if message.status == "error" and not live else muted
             cursor.insertHtml(f'<span style="color:{color}; font-size:small">'
                               f'{"<br>".join(html.escape(line) for line in footer)}</span>')
     doc.setTextWidth(max(50, width))
@@ -186,6 +207,9 @@ class MessageDelegate(QStyledItemDelegate):
         self._docs: OrderedDict[tuple, MessageDoc] = OrderedDict()
         self._heights: dict[tuple, int] = {}
         self._last_height: dict[int, int] = {}
+        self._icons: dict[tuple[str, str], QIcon] = {}
+        self.model_name: Callable[[str | None], str | None] = lambda ref: None  # a reply's author, by its model
+        self.hovered: tuple[int, str] | None = None  # (row, action) under the mouse
 
     def forget(self) -> None:
         """A new conversation: nothing measured applies any more."""
@@ -196,10 +220,6 @@ class MessageDelegate(QStyledItemDelegate):
     # Geometry ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _text_width(rect_width: int) -> int:
-        return max(50, rect_width - 2 * (MARGIN + PADDING))
-
-    @staticmethod
     def _model(index: Index) -> MessageListModel:
         model = index.model()
         assert isinstance(model, MessageListModel)
@@ -208,9 +228,14 @@ class MessageDelegate(QStyledItemDelegate):
     def _key(self, index: Index, width: int) -> tuple[int, int, bool, bool, bool, int]:
         return (*self._model(index).row_state(index.row()), width)
 
+    def _font(self, option: QStyleOptionViewItem | None) -> QFont:
+        widget = self.parent()
+        return option.font if option is not None else (widget.font() if isinstance(widget, QWidget) else QFont())
+
     def document(self, index: Index, option: QStyleOptionViewItem | None, width: int) -> MessageDoc:
-        text_width = self._text_width(width)
-        key = self._key(index, text_width)
+        """The message's text laid out for a row ``width`` wide (its card's text width)."""
+        inner = text_width(width)
+        key = self._key(index, inner)
         found = self._docs.get(key)
         if found is not None:
             self._docs.move_to_end(key)
@@ -219,22 +244,22 @@ class MessageDelegate(QStyledItemDelegate):
         message = model.message_at(index.row())
         _id, _revision, expanded, live, sources_open = key[:5]
         widget = self.parent()
-        font = option.font if option is not None else (widget.font() if isinstance(widget, QWidget) else QFont())
+        base = self._font(option)
         palette = option.palette if option is not None else (
             widget.palette() if isinstance(widget, QWidget) else QPalette())
-        built = build_document(message, live=live, expanded=expanded, width=text_width, font=font, palette=palette,
+        built = build_document(message, live=live, expanded=expanded, width=inner, font=base, palette=palette,
                                sources_open=sources_open)
         self._docs[key] = built
         while len(self._docs) > DOCS_KEPT:
             self._docs.popitem(last=False)
-        height = round(built.doc.size().height()) + 2 * (MARGIN + PADDING) - MARGIN
+        height = round(built.doc.size().height()) + chrome_height(base)
         self._heights[key] = height
         self._last_height[message.id] = height
         return built
 
     def sizeHint(self, option: QStyleOptionViewItem, index: Index) -> QSize:
         width = option.rect.width() if option.rect.width() > 0 else 600
-        key = self._key(index, self._text_width(width))
+        key = self._key(index, text_width(width))
         height = self._heights.get(key)
         if height is None:
             if self._model(index).peek(index.row()) is not None:
@@ -244,35 +269,101 @@ class MessageDelegate(QStyledItemDelegate):
                 height = self._last_height.get(key[0], ESTIMATE)
         return QSize(width, height)
 
-    def _doc_origin(self, rect: QRect) -> QPoint:
-        return QPoint(rect.left() + MARGIN + PADDING, rect.top() + MARGIN // 2 + PADDING)
+    def _doc_origin(self, rect: QRect, base: QFont | None = None) -> QPoint:
+        x, y = text_origin(card_rect(rect), base if base is not None else self._font(None))
+        return QPoint(x, y)
+
+    def actions(self, rect: QRect, index: Index, base: QFont | None = None) -> list[CardAction]:
+        """The actions drawn under the message of the row at ``rect``."""
+        model = self._model(index)
+        row = index.row()
+        message = model.message_at(row)
+        live = model.row_state(row)[3]
+        return card_actions(card_rect(rect), message, last=model.is_last_of_role(row), live=live,
+                            base=base if base is not None else self._font(None))
+
+    def action_at(self, rect: QRect, index: Index, pos: QPoint) -> CardAction | None:
+        """The enabled action under ``pos`` (view coordinates) in the row drawn in ``rect``."""
+        return next((a for a in self.actions(rect, index) if a.rect.contains(pos) and a.enabled
+                     and a.name != "count"), None)
 
     # Drawing ------------------------------------------------------------------------------------
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
         built = self.document(index, option, option.rect.width())
-        needed = self._heights[self._key(index, self._text_width(option.rect.width()))]
+        needed = self._heights[self._key(index, text_width(option.rect.width()))]
+        message = self._model(index).message_at(index.row())
+        colours = scheme(option.palette)
+        card = card_rect(option.rect)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        message = self._model(index).message_at(index.row())
-        bubble = option.rect.adjusted(MARGIN, MARGIN // 2, -MARGIN, -MARGIN // 2)
-        if message.role == "user":
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(option.palette.color(QPalette.ColorRole.AlternateBase))
-            painter.drawRoundedRect(bubble, 8, 8)
-        if option.state & QStyle.StateFlag.State_Selected:
-            pen = QColor(option.palette.color(QPalette.ColorRole.Highlight))
-            painter.setPen(pen)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawRoundedRect(bubble, 8, 8)
-        origin = self._doc_origin(option.rect)
-        painter.translate(origin)
+        border = QColor(option.palette.color(QPalette.ColorRole.Highlight)) if (
+            option.state & QStyle.StateFlag.State_Selected) else QColor(colours.border)
+        painter.setPen(QPen(border, 1))
+        painter.setBrush(QColor(colours.card_user if message.role == "user" else colours.card))
+        painter.drawRoundedRect(card.adjusted(0, 0, -1, -1), RADIUS, RADIUS)
+        self._paint_header(painter, option, card, message)
+        self._paint_actions(painter, option, index, message)
+        painter.translate(self._doc_origin(option.rect, option.font))
         context = QAbstractTextDocumentLayout.PaintContext()
         context.palette = option.palette
         built.doc.documentLayout().draw(painter, context)
         painter.restore()
         if needed != option.rect.height():
             self.heightChanged.emit()
+
+    def _paint_header(self, painter: QPainter, option: QStyleOptionViewItem, card: QRect, message: Message) -> None:
+        """The author in bold, then the time, muted."""
+        name_font = header_font(option.font)
+        name_font.setWeight(QFont.Weight.DemiBold)
+        top = card.top() + SPACE.M
+        line = QRect(card.left() + SPACE.M, top, card.width() - 2 * SPACE.M, header_height(option.font))
+        who = author(message, self.model_name(message.model) if message.role == "assistant" else None)
+        painter.setFont(name_font)
+        painter.setPen(option.palette.color(QPalette.ColorRole.Text))
+        who = painter.fontMetrics().elidedText(who, Qt.TextElideMode.ElideRight, line.width() * 2 // 3)
+        painter.drawText(line, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, who)
+        shift = painter.fontMetrics().horizontalAdvance(who) + SPACE.S
+        painter.setFont(font("caption", option.font))
+        painter.setPen(QColor(scheme(option.palette).muted))
+        painter.drawText(line.adjusted(shift, 0, 0, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                         time_label(message.created_at))
+
+    def _paint_actions(self, painter: QPainter, option: QStyleOptionViewItem, index: Index, message: Message
+                       ) -> None:
+        colours = scheme(option.palette)
+        for action in self.actions(option.rect, index, option.font):
+            if action.name == "count":
+                painter.setFont(header_font(option.font))
+                painter.setPen(QColor(colours.muted))
+                painter.drawText(action.rect, Qt.AlignmentFlag.AlignCenter, action.label)
+                continue
+            if self.hovered == (index.row(), action.name) and action.enabled:
+                painter.setPen(Qt.PenStyle.NoPen)
+                painter.setBrush(QColor(colours.border))
+                painter.drawRoundedRect(action.rect, 4, 4)
+            tint = colours.muted if action.enabled else colours.border
+            inset = (action.rect.width() - ICON) // 2
+            self._icon(ICONS[action.name], tint).paint(painter, action.rect.adjusted(inset, inset, -inset, -inset))
+
+    def _icon(self, name: str, tint: str) -> QIcon:
+        key = (name, tint)
+        if key not in self._icons:
+            self._icons[key] = icon(name, tint, ICON)
+        return self._icons[key]
+
+    def helpEvent(self, event: QHelpEvent, view: QAbstractItemView, option: QStyleOptionViewItem,
+                  index: Index) -> bool:
+        """An action's tooltip; elsewhere none (the message's text is on screen already)."""
+        if event.type() == QEvent.Type.ToolTip and index.isValid():
+            found = next((a for a in self.actions(view.visualRect(index), index) if a.rect.contains(event.pos())),
+                         None)
+            if found is not None:
+                QToolTip.showText(event.globalPos(), found.tooltip, view)
+                return True
+            QToolTip.hideText()
+            return True
+        return super().helpEvent(event, view, option, index)
 
     # Links ----------------------------------------------------------------------------------------
 
@@ -281,7 +372,6 @@ class MessageDelegate(QStyledItemDelegate):
         built = self.document(index, None, rect.width())
         local = QPointF(pos - self._doc_origin(rect))
         return built.doc.documentLayout().anchorAt(local)
-
     def anchor_point(self, rect: QRect, index: Index, href: str) -> QPoint | None:
         """Where the link ``href`` is drawn in the row at ``rect`` (for tests and keyboard use)."""
         built = self.document(index, None, rect.width())

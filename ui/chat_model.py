@@ -183,6 +183,28 @@ class MessageListModel(QAbstractListModel):
         return (message_id, self._revision.get(message_id, 0), message_id in self._expanded,
                 message_id in self._live, message_id in self._sources_open)
 
+    def is_last_of_role(self, row: int) -> bool:
+        """The last reply of the conversation, or your last message (with at most its reply
+        after it): the rows that offer regenerate and edit."""
+        end = len(self._ids) - 1
+        if self.message_at(row).role == "assistant":
+            return row == end
+        return row == end or (row == end - 1 and self.message_at(end).role == "assistant")
+
+    def replace_row(self, row: int, message: Message) -> None:
+        """Show ``message`` in ``row`` in place of the one there (another alternative)."""
+        old = self._ids[row]
+        if old == message.id:
+            self.replace(message)
+            return
+        self._rows.pop(old, None)
+        self._cache.pop(old, None)
+        self._live.pop(old, None)
+        self._ids[row] = message.id
+        self._rows[message.id] = row
+        self._remember(message)
+        self._changed(message.id)
+
     def remove_from(self, row: int) -> None:
         """Drop ``row`` and every row after it (what a regenerate or an edit replaces)."""
         if not 0 <= row < len(self._ids):

@@ -8,6 +8,7 @@ the message is saved, so a failed send never loses it.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt, QTimer, Signal
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -31,6 +33,8 @@ from app.chat import (
     ContextRaised,
     ContextTrimmed,
     LibraryContextNeed,
+    ModelLoaded,
+    ModelLoading,
     PromptProgress,
     ReplyDelta,
     ReplyFinished,
@@ -40,6 +44,7 @@ from app.conversations import Conversation
 from app.library_chat import LibraryCounting
 from app.services import Services
 from app.types import EnclaveError
+from ui.chat_card import COLUMN_MAX, PADDING, SIDE
 from ui.chat_delegate import REASONING_HREF, SOURCES_HREF, MessageDelegate
 from ui.chat_model import MessageListModel
 from ui.chat_widgets import Composer, MessageBar
@@ -47,8 +52,10 @@ from ui.chat_widgets import PromptProgress as PromptProgressRow
 from ui.document_viewer import DocumentViewer
 from ui.markdown import COPY_PREFIX, parse_citation
 from ui.tasks import TaskRunner
+from ui.theme import SPACE, font, icon
 
 PROGRESS_MIN_TOKENS = 256  # shorter prompts are read too fast for a progress bar to help
+TICK_MS = 500  # how often "Loading … (n s)" counts
 RELAYOUT_MS = 60  # heights that change while a reply streams are laid out at most this often
 NEW = -1  # the drafts key of a conversation not created yet
 
@@ -69,6 +76,9 @@ class ChatPage(QWidget):
         self._editing = False  # the composer holds the last user message, to resend
         self._stick_to_bottom = True
         self._format_noted: set[int] = set()  # conversations told that their model's chat format is a guess
+        self._stopping = False  # Stop was pressed; the worker has not confirmed yet
+        self._loading: tuple[str, float] | None = None  # the model being loaded and since when
+        self._model_names: dict[str, str] = {}
         self.viewer: DocumentViewer | None = None
         self._build()
         self.new_conversation()
@@ -83,14 +93,16 @@ class ChatPage(QWidget):
 
         header = QHBoxLayout()
         self.title = QLabel()
-        self.title.setStyleSheet("font-weight:600; font-size:15px")
+        self.title.setFont(font("heading"))
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.library_icon = QLabel()
         self.library_label = QLabel()
         self.model_combo = QComboBox()
         self.model_combo.setMinimumWidth(200)
         self.model_combo.setToolTip("The model that answers in this chat")
         self.model_combo.activated.connect(self._model_chosen)
         header.addWidget(self.title, 1)
+        header.addWidget(self.library_icon)
         header.addWidget(self.library_label)
         header.addWidget(self.model_combo)
         layout.addLayout(header)
@@ -104,7 +116,9 @@ class ChatPage(QWidget):
         self.view = QListView()
         self.view.setModel(self.model)
         self.delegate = MessageDelegate(self.view)
+        self.delegate.model_name = self._model_name
         self.view.setItemDelegate(self.delegate)
+        self.view.setFrameShape(QListView.Shape.NoFrame)
         self.view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.verticalScrollBar().setSingleStep(24)
         self.view.setResizeMode(QListView.ResizeMode.Adjust)
@@ -121,13 +135,19 @@ class ChatPage(QWidget):
         self.view.customContextMenuRequested.connect(self._context_menu)
         layout.addWidget(self.view, 1)
 
+        self._tick = QTimer(self, interval=TICK_MS, timeout=self._show_loading)
+        column = QWidget()  # the status and the composer, as wide as the messages' column
+        column.setMaximumWidth(COLUMN_MAX + 2 * (PADDING + SIDE))
+        below = QVBoxLayout(column)
+        below.setContentsMargins(SIDE, 0, SIDE, 0)
+        below.setSpacing(SPACE.XS)
         self.progress = PromptProgressRow()
         self.progress.cancelRequested.connect(self.stop)
-        layout.addWidget(self.progress)
+        below.addWidget(self.progress)
 
         self.edit_note = QLabel("Editing your last message: Enter resends it, Escape cancels.")
         self.edit_note.hide()
-        layout.addWidget(self.edit_note)
+        below.addWidget(self.edit_note)
         row = QHBoxLayout()
         self.composer = Composer()
         self.composer.submitted.connect(self.submit)
@@ -136,18 +156,34 @@ class ChatPage(QWidget):
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self._send_or_stop)
-        self.regenerate_button = QPushButton("Regenerate")
-        self.regenerate_button.setToolTip("Answer the last message again")
-        self.regenerate_button.clicked.connect(self.regenerate)
-        self.edit_button = QPushButton("Edit last")
-        self.edit_button.setToolTip("Edit your last message and send it again")
-        self.edit_button.clicked.connect(self.edit_last)
-        for button in (self.send_button, self.regenerate_button, self.edit_button):
-            buttons.addWidget(button)
+        self.regenerate_button = self._tool_button("regenerate", "Answer the last message again (the reply "
+                                                   "shown now is kept as an alternative)", self.regenerate)
+        self.edit_button = self._tool_button("edit", "Edit your last message and send it again", self.edit_last)
+        buttons.addWidget(self.send_button)
+        tools = QHBoxLayout()
+        tools.addWidget(self.regenerate_button)
+        tools.addWidget(self.edit_button)
+        tools.addStretch(1)
+        buttons.addLayout(tools)
         buttons.addStretch(1)
         row.addWidget(self.composer, 1)
         row.addLayout(buttons)
-        layout.addLayout(row)
+        below.addLayout(row)
+        centred = QHBoxLayout()
+        centred.addWidget(column)
+        layout.addLayout(centred)
+        self._set_send_icon()
+
+    def _tool_button(self, name: str, tip: str, slot: object) -> QToolButton:
+        button = QToolButton()
+        button.setIcon(icon(name))
+        button.setToolTip(tip)
+        button.setAutoRaise(True)
+        button.clicked.connect(slot)  # type: ignore[arg-type]
+        return button
+
+    def _set_send_icon(self) -> None:
+        self.send_button.setIcon(icon("stop" if self.busy else "send", size=16))
 
     # The contract ------------------------------------------------------------------------------
 
@@ -169,12 +205,28 @@ class ChatPage(QWidget):
         self._show_conversation()
 
     def stop(self) -> None:
-        """Stop the reply being generated (or the prompt being read); its text so far is kept."""
-        if self.busy:
+        """Stop the reply being generated (or the prompt being read, the model loading); its
+        text so far is kept. "Stopping…" at once, until the worker confirms."""
+        if self.busy and not self._stopping:
+            self._stopping = True
             self.services.chat.cancel()
+            self._tick.stop()
+            self.progress.show_status("Stopping…", cancellable=False)
+            self._update_buttons()
 
     def focus_composer(self) -> None:
         self.composer.setFocus()
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Light ↔ dark: icons and the messages' documents are drawn again in the new colours."""
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "delegate"):
+            self.delegate.forget()
+            self.view.doItemsLayout()
+            self.regenerate_button.setIcon(icon("regenerate"))
+            self.edit_button.setIcon(icon("edit"))
+            self._set_send_icon()
+            self._refresh_header()
 
     def showEvent(self, event: QShowEvent) -> None:
         """Models may have been imported on another page meanwhile."""
@@ -220,8 +272,11 @@ class ChatPage(QWidget):
         self.title.setText((self.conversation.title if self.conversation else "") or "New chat")
         library_id = self.conversation.library_id if self.conversation else self._new_library
         library = self.services.libraries.find(library_id) if library_id is not None else None
-        self.library_label.setText(f"📚 {library.name}" if library else "")
+        self.library_label.setText(library.name if library else "")
+        self.library_label.setToolTip("Answers in this chat come from this library" if library else "")
+        self.library_icon.setPixmap(icon("libraries", size=16).pixmap(16, 16))
         self.library_label.setVisible(library is not None)
+        self.library_icon.setVisible(library is not None)
         self._fill_models()
 
     def _fill_models(self) -> None:
@@ -258,7 +313,9 @@ class ChatPage(QWidget):
         self.conversationChanged.emit(self._draft_key())
 
     def _update_buttons(self) -> None:
-        self.send_button.setText("Stop" if self.busy else "Send")
+        self.send_button.setText("Stopping…" if self._stopping else "Stop" if self.busy else "Send")
+        self.send_button.setEnabled(not self._stopping)
+        self._set_send_icon()
         has_messages = self.model.rowCount() > 0
         self.regenerate_button.setEnabled(not self.busy and has_messages)
         self.edit_button.setEnabled(not self.busy and has_messages)
@@ -342,7 +399,9 @@ class ChatPage(QWidget):
         self._stick_to_bottom = True
         cid = self.conversation_id
         self._busy = True
+        self._stopping = False
         self._update_buttons()
+        self.progress.show_status("Sending…")
         if cid is None or self.conversation is None or self.conversation.library_id is None:
             self._stream(cid, make)
             return
@@ -428,16 +487,30 @@ class ChatPage(QWidget):
                 self._drafts.pop(cid, None)
             self._sent_text = None
             self.conversationsChanged.emit()
+        elif self._stopping and isinstance(event, LibraryCounting | ModelLoading | ModelLoaded | PromptProgress):
+            pass  # "Stopping…" stays until the turn ends
         elif isinstance(event, LibraryCounting):
             if here and event.done < event.total:
                 self.progress.show_step(event.done, event.total, event.describe())
             else:
                 self.progress.reset()
+        elif isinstance(event, ModelLoading):
+            self._loading = (self._model_name(event.model) or Path(event.model).name, time.monotonic())
+            self._show_loading()
+            self._tick.start()
+            self.conversationChanged.emit(self._draft_key())  # the side panel says "Loading…"
+        elif isinstance(event, ModelLoaded):
+            self._loading = None
+            self._tick.stop()
+            self.progress.show_status("Reading the prompt…")
+            self.conversationChanged.emit(self._draft_key())  # the side panel shows it loaded
         elif isinstance(event, PromptProgress):
             if here and event.total >= PROGRESS_MIN_TOKENS and event.done < event.total:
                 self.progress.update_progress(event.done, event.total)
+            elif here and event.done < event.total:
+                self.progress.show_status(f"Reading the prompt {event.done:,} / {event.total:,}")
             elif event.done >= event.total:
-                self.progress.reset()
+                self.progress.reset()  # read: the reply's card says "Writing…" from its first word
         elif isinstance(event, ContextRaised):
             if here:
                 self.notice_bar.show_text(f"{event.describe()} The Models page keeps it for good.")
@@ -447,21 +520,43 @@ class ChatPage(QWidget):
                     f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''} left out of the prompt "
                     f"to fit the model's context of {event.n_ctx:,} tokens.")
         elif isinstance(event, ReplyDelta):
-            self.progress.reset()
+            if not self._stopping:
+                self.progress.reset()
             if here:
                 if not self.model.is_live(event.message_id):
                     self.model.start_live(self.services.conversations.message(event.message_id))
                 self.model.add_delta(event.message_id, event.answer, event.reasoning)
         elif isinstance(event, ReplyFinished):
-            self.progress.reset()
+            if not self._stopping:
+                self.progress.reset()
             if here:
                 self.model.append(event.message)
             message = event.message
             if message.status == "error" and "crashed" in (message.error or ""):
                 self.crash_banner.show_text(f"The model stopped working: {message.error}")
 
+    def _show_loading(self) -> None:
+        if self._loading is not None and not self._stopping:
+            name, since = self._loading
+            self.progress.show_status(f"Loading {name} ({int(time.monotonic() - since)} s)…")
+
+    def _model_name(self, ref: str | None) -> str | None:
+        """What the user calls the model ``ref`` (a registered model's name; else its file's)."""
+        if not ref:
+            return None
+        if ref not in self._model_names:
+            try:
+                found = self.services.registered_model(ref)
+            except EnclaveError:
+                found = None
+            self._model_names[ref] = found.name if found else Path(ref).name
+        return self._model_names[ref]
+
     def _finished(self, cid: int | None, error: str | None) -> None:
         self._busy = False
+        self._stopping = False
+        self._loading = None
+        self._tick.stop()
         self.progress.reset()
         if error is not None:
             self.show_error(error)
@@ -499,14 +594,63 @@ class ChatPage(QWidget):
                                                                  QEvent.Type.MouseMove):
             assert isinstance(event, QMouseEvent)
             pos = event.position().toPoint()
-            href = self._anchor_at(pos)
+            action = self._action_at(pos)
+            href = "" if action else self._anchor_at(pos)
             if event.type() == QEvent.Type.MouseMove:
-                shape = Qt.CursorShape.PointingHandCursor if href else Qt.CursorShape.ArrowCursor
+                shape = Qt.CursorShape.PointingHandCursor if href or action else Qt.CursorShape.ArrowCursor
                 self.view.viewport().setCursor(shape)
+                self._hover(pos, action)
+            elif action and event.button() == Qt.MouseButton.LeftButton:
+                self.activate_action(self.view.indexAt(pos).row(), action)
+                return True
             elif href and event.button() == Qt.MouseButton.LeftButton:
                 self.activate_link(self.view.indexAt(pos).row(), href)
                 return True
+        elif watched is self.view.viewport() and event.type() == QEvent.Type.Leave and self.delegate.hovered:
+            self.delegate.hovered = None
+            self.view.viewport().update()
         return super().eventFilter(watched, event)
+
+    def _action_at(self, pos: QPoint) -> str:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return ""
+        found = self.delegate.action_at(self.view.visualRect(index), index, pos)
+        return found.name if found else ""
+
+    def _hover(self, pos: QPoint, action: str) -> None:
+        hovered = (self.view.indexAt(pos).row(), action) if action else None
+        if hovered != self.delegate.hovered:
+            self.delegate.hovered = hovered
+            self.view.viewport().update()
+
+    def activate_action(self, row: int, name: str) -> None:
+        """An action under the message at ``row`` was clicked: copy, regenerate, edit,
+        previous or next (between a reply's alternatives)."""
+        message = self.model.message_at(row)
+        if name == "copy":
+            QGuiApplication.clipboard().setText(message.content)
+            self.notice_bar.show_text("Copied.")
+        elif name == "regenerate":
+            self.regenerate()
+        elif name == "edit":
+            self.edit_last()
+        elif name in ("previous", "next"):
+            self.switch_alternative(row, -1 if name == "previous" else 1)
+
+    def switch_alternative(self, row: int, step: int) -> None:
+        """Show the reply before (-1) or after (1) the one at ``row``; the choice is stored,
+        and the next prompt holds the reply shown."""
+        message = self.model.message_at(row)
+        if self.model.is_live(message.id) or (self.busy and self.model.is_last_of_role(row)):
+            return
+        group = self.services.conversations.alternatives(message.id)
+        place = next((i for i, m in enumerate(group) if m.id == message.id), None)
+        if place is None or not 0 <= place + step < len(group):
+            return
+        self.model.replace_row(row, self.services.conversations.show_alternative(group[place + step].id))
+        self._schedule_relayout()
+        self.conversationChanged.emit(self._draft_key())  # the context in use is that reply's
 
     def _anchor_at(self, pos: QPoint) -> str:
         index = self.view.indexAt(pos)

@@ -9,12 +9,17 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget
 
 from app.types import format_duration
+from ui.chat_card import scheme
+from ui.theme import SPACE, Colors
 
-BAR_STYLES = {
-    "error": "background:#fdecea; color:#611a15; border:1px solid #f5c6cb; border-radius:4px;",
-    "warning": "background:#fff4e5; color:#663c00; border:1px solid #ffd599; border-radius:4px;",
-    "info": "background:#e8f4fd; color:#0d3c61; border:1px solid #b6dcfb; border-radius:4px;",
-}
+PROGRESS_BAR_MAX = 240
+
+
+def bar_style(kind: str, colours: Colors) -> str:
+    """A message bar: a card with a stripe in the colour of its kind (error, warning, info)."""
+    stripe = {"error": colours.error, "warning": colours.warning}.get(kind, colours.accent)
+    return (f"#{kind}Bar {{ background: {colours.card}; border: 1px solid {colours.border}; "
+            f"border-left: 4px solid {stripe}; border-radius: 6px; }}")
 
 
 class Composer(QPlainTextEdit):
@@ -50,9 +55,9 @@ class MessageBar(QFrame):
     def __init__(self, kind: str, action: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(f"{kind}Bar")
-        self.setStyleSheet(f"#{kind}Bar {{{BAR_STYLES[kind]}}}")
+        self._kind = kind
         layout = QHBoxLayout(self)
-        layout.setContentsMargins(8, 4, 4, 4)
+        layout.setContentsMargins(SPACE.M, SPACE.XS, SPACE.XS, SPACE.XS)
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -71,6 +76,7 @@ class MessageBar(QFrame):
         self.hide()
 
     def show_text(self, text: str) -> None:
+        self.setStyleSheet(bar_style(self._kind, scheme(self.palette())))  # the scheme of now
         self.label.setText(text)
         self.show()
 
@@ -90,17 +96,26 @@ class PromptProgress(QWidget):
         self.bar = QProgressBar()
         self.bar.setTextVisible(False)
         self.label = QLabel()
-        cancel = QPushButton("Cancel")
-        cancel.clicked.connect(self.cancelRequested)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(self.cancelRequested)
+        self.bar.setMaximumWidth(PROGRESS_BAR_MAX)  # the sentence says where it is; the bar only moves
+        layout.addWidget(self.label, 1)
         layout.addWidget(self.bar, 1)
-        layout.addWidget(self.label)
-        layout.addWidget(cancel)
+        layout.addWidget(self.cancel)
         self._start: tuple[float, int] | None = None
         self.hide()
 
     def reset(self) -> None:
         self._start = None
         self.hide()
+
+    def show_status(self, text: str, *, cancellable: bool = True) -> None:
+        """A step with no count to show (the model loading, stopping): a moving bar and ``text``."""
+        self._start = None
+        self.bar.setRange(0, 0)
+        self.label.setText(text)
+        self.cancel.setEnabled(cancellable)
+        self.show()
 
     def update_progress(self, done: int, total: int, now: float | None = None, what: str = "Reading the prompt"
                         ) -> None:
@@ -110,6 +125,7 @@ class PromptProgress(QWidget):
         started, first = self._start
         self.bar.setRange(0, max(1, total))
         self.bar.setValue(min(done, total))
+        self.cancel.setEnabled(True)
         text = f"{what}: {done:,} / {total:,} tokens"
         elapsed = now - started
         if elapsed > 0.2 and done > first:
@@ -124,5 +140,6 @@ class PromptProgress(QWidget):
         self._start = None
         self.bar.setRange(0, max(1, total))
         self.bar.setValue(min(done, total))
+        self.cancel.setEnabled(True)
         self.label.setText(text)
         self.show()

@@ -6,6 +6,10 @@ the rest is cheap and happens on the GUI thread: the last reply's token counts (
 rows), whether that model is the one loaded now (``Runtime.model`` / ``last_load``) and,
 when it is not, the plan the planner proposes at the settings' context (well under 50 ms).
 A hidden panel does nothing until it is shown again.
+
+The status says what is true in the worker now: loading (``Runtime.loading``), loaded, another
+model loaded, or stopped — a worker that died while idle is noticed by a liveness check every
+``LIVENESS_MS`` (``Runtime.stopped_unexpectedly``), not only at the next request.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QShowEvent
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QFont, QHideEvent, QShowEvent
 from PySide6.QtWidgets import QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
 
 from app.conversations import Message
@@ -24,9 +28,11 @@ from app.services import Services
 from app.types import EnclaveError, GGUFInfo, Machine, ModelInfo, Plan, format_size
 from ui.models_plan_bars import PlanBars
 from ui.tasks import TaskRunner
-from ui.theme import error_color
+from ui.theme import SPACE, error_color, font
 
 RECENT_MESSAGES = 4  # the last reply is among these (a failed turn may end with the user's message)
+LIVENESS_MS = 1500  # how often a shown panel checks that the worker it says is loaded still lives
+STOPPED = "○ Not loaded — the model stopped unexpectedly. It loads again with the next message."
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,13 @@ def last_reply(messages: list[Message]) -> Message | None:
 
 
 def section(title: str) -> QLabel:
+    """A section's title (a font, not a style sheet: a style sheet would keep the palette of
+    the moment it was applied when the system switches between light and dark)."""
     label = QLabel(title)
-    label.setStyleSheet("font-weight:600; margin-top:10px")
+    bold = font("body")
+    bold.setWeight(QFont.Weight.DemiBold)
+    label.setFont(bold)
+    label.setContentsMargins(0, SPACE.S, 0, 0)
     return label
 
 
@@ -87,13 +98,17 @@ class SidePanel(QWidget):
         self.loaded = False
         self._recent: list[Message] = []  # the conversation's last few messages
         self._asked = 0  # which refresh a task's answer belongs to
+        self.stopped = False  # the status says the worker stopped unexpectedly
+        self._loading_shown = False  # …that a model is being loaded
+        self._worker_shown = False  # …that a model is in the worker
+        self._liveness = QTimer(self, interval=LIVENESS_MS, timeout=self._check_liveness)
         self._build()
 
     def _build(self) -> None:
         self.setMinimumWidth(260)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.model_name = QLabel()
-        self.model_name.setStyleSheet("font-weight:600; font-size:14px")
+        self.model_name.setFont(font("heading"))
         self.model_name.setWordWrap(True)
         self.model_details = wrapped(selectable=True)
         self.status = wrapped()
@@ -106,7 +121,7 @@ class SidePanel(QWidget):
         self.context_note = wrapped()
 
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 6, 6, 6)
+        layout.setContentsMargins(SPACE.M, SPACE.S, SPACE.S, SPACE.S)
         layout.addWidget(section("Model"))
         for widget in (self.model_name, self.model_details, self.status):
             layout.addWidget(widget)
@@ -146,7 +161,20 @@ class SidePanel(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        self._liveness.start()
         self.refresh()  # a model may have been loaded on the models page meanwhile
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        self._liveness.stop()
+
+    def _check_liveness(self) -> None:
+        """Show the status again when the worker's life changed (it died while idle, or a
+        request started a new one) or a load began or ended."""
+        runtime = self.services.runtime
+        if (runtime.stopped_unexpectedly() != self.stopped or (runtime.loading is not None) != self._loading_shown
+                or (self._in_worker() is not None) != self._worker_shown):
+            self._show()
 
     # Reading --------------------------------------------------------------------------------
 
@@ -174,13 +202,13 @@ class SidePanel(QWidget):
     # Showing -------------------------------------------------------------------------------
 
     def _in_worker(self) -> ModelInfo | None:
-        """The model loaded for chatting now; a tokenizer alone (``vocab_only``, loaded to
-        count a library's tokens) does not count."""
+        """The model loaded for chatting now, in a worker that lives; a tokenizer alone
+        (``vocab_only``, loaded to count a library's tokens) does not count."""
         runtime = self.services.runtime
         settings, info = runtime.worker.settings, runtime.model
         if info is None or info.n_ctx <= 0 or (settings is not None and settings.vocab_only):
             return None
-        return info
+        return None if runtime.stopped_unexpectedly() else info
 
     def _loaded_outcome(self) -> LoadOutcome | None:
         """The last load, if it is of the shown model and that model is in the worker now."""
@@ -191,6 +219,10 @@ class SidePanel(QWidget):
         return outcome if same else None
 
     def _show(self) -> None:
+        runtime = self.services.runtime
+        self.stopped = runtime.stopped_unexpectedly()
+        self._loading_shown = runtime.loading is not None
+        self._worker_shown = self._in_worker() is not None
         profile_ctx = self._profile_context()
         outcome = self._loaded_outcome()
         self.loaded = outcome is not None
@@ -224,13 +256,24 @@ class SidePanel(QWidget):
             return
         self.model_name.setText(facts.model.name if facts.model else facts.info.name)
         self.model_details.setText(describe_model(facts))
+        self.status.setText(self._status(facts, outcome))
+
+    def _status(self, facts: ModelFacts, outcome: LoadOutcome | None) -> str:
+        """One true sentence about the shown model in the worker now."""
+        runtime = self.services.runtime
+        if runtime.loading is not None:
+            if runtime.loading == facts.info.path:
+                return "◌ Loading… it answers as soon as it is in memory."
+            return f"○ Not loaded; {runtime.loading.name} is being loaded now."
         if outcome is not None:
-            self.status.setText(f"● Loaded, with a context of {outcome.info.n_ctx:,} tokens "
-                                f"({outcome.info.load_seconds:.1f} s to load).")
-            return
+            return (f"● Loaded, with a context of {outcome.info.n_ctx:,} tokens "
+                    f"({outcome.info.load_seconds:.1f} s to load).")
+        if self.stopped:
+            return STOPPED
         other = self._in_worker()
-        self.status.setText(f"○ Not loaded; {Path(other.path).name} is loaded now." if other
-                            else "○ Not loaded; it loads with the next message.")
+        if other is not None:
+            return f"○ Not loaded; {Path(other.path).name} is in memory now. This one loads with the next message."
+        return "○ Not loaded; it loads with the next message."
 
     def _show_plan(self, outcome: LoadOutcome | None, n_ctx: int) -> None:
         shown: Plan | None = None
@@ -263,12 +306,18 @@ class SidePanel(QWidget):
         self.checks.setVisible(bool(checks))
 
     def _show_context(self, reply: Message | None, n_ctx: int) -> None:
+        """The context the last turn used, never above the whole: a conversation longer than
+        the context had its oldest turns left out of the prompt."""
         used = (reply.prompt_tokens or 0) + (reply.completion_tokens or 0) if reply else 0
+        full = used >= n_ctx > 0
         self.context_bar.setRange(0, max(n_ctx, 1))
         self.context_bar.setValue(min(used, n_ctx))
-        self.context_bar.setFormat(f"{used:,} of {n_ctx:,} tokens")
+        self.context_bar.setFormat(f"{n_ctx:,} of {n_ctx:,} tokens (full)" if full else f"{used:,} of {n_ctx:,} tokens")
         if reply is None:
             self.context_note.setText("Nothing sent yet.")
+        elif full:
+            self.context_note.setText("The conversation is longer than the context: the oldest turns were dropped "
+                                      "from the prompt.")
         else:
             self.context_note.setText(f"The last prompt was {reply.prompt_tokens or 0:,} tokens, "
                                       f"its reply {reply.completion_tokens or 0:,}.")

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from app.chat import ContextRaised, ContextTrimmed, LibraryNote, PromptProgress, ReplyDelta, ReplyFinished
+from app.chat import (
+    ContextRaised,
+    ContextTrimmed,
+    LibraryNote,
+    ModelLoaded,
+    ModelLoading,
+    PromptProgress,
+    ReplyDelta,
+    ReplyFinished,
+)
 from app.cli.common import Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
 from app.conversations import Conversation, Message
 from app.library_chat import LibraryCounting
@@ -105,6 +115,8 @@ def show_reply(events: object, cancel: object, show_reasoning: bool) -> Message 
             click.echo(f"({event.text})", err=True)
         elif isinstance(event, LibraryCounting):
             show_counting(event)
+        elif isinstance(event, ModelLoading | ModelLoaded):
+            show_loading(event)
         elif isinstance(event, ContextRaised):
             click.echo(f"({event.describe()} To keep it: enclave models config {event.model} --ctx {event.n_ctx})",
                        err=True)
@@ -130,4 +142,17 @@ def show_reply(events: object, cancel: object, show_reasoning: bool) -> Message 
                 click.echo(f"enclave: error: {message.error}", err=True)
             elif message.stop_reason == "cancelled" or stream.interrupted:
                 click.echo("[stopped]", err=True)
+            if message.alternatives > 1:
+                click.echo(f"(Reply {message.alternative} of {message.alternatives}: the earlier ones are kept; "
+                           "the window switches between them.)", err=True)
     return finished
+
+
+def show_loading(event: ModelLoading | ModelLoaded) -> None:
+    """'Loading model.gguf…' on a terminal while the model loads, gone once it has."""
+    if not sys.stderr.isatty():
+        return
+    if isinstance(event, ModelLoading):
+        click.echo(f"\r\033[KLoading {Path(event.model).name}…", err=True, nl=False)
+    else:
+        click.echo("\r\033[K", err=True, nl=False)

@@ -43,7 +43,7 @@ def list_command(limit: int, as_json: bool) -> None:
 @click.argument("conversation_id", type=int)
 @user_errors
 def show(conversation_id: int) -> None:
-    """A conversation, as Markdown."""
+    """A conversation, as Markdown (the replies shown; a reply with alternatives says how many)."""
     with Services.open(readonly=True) as services:
         conversation = services.conversations.get(conversation_id)
         click.echo(export_markdown(conversation, services.conversations.messages(conversation_id)), nl=False)
