@@ -35,8 +35,8 @@ class Settings:
     max_tokens: int = 2048
     system_prompt: str = ""
     show_reasoning: bool = True
-    max_document_mb: int = 50  # larger files are recorded with a reason, not read
-    kv_cache_max_gb: float = 20.0  # saved library prompt caches; least recently used go first
+    max_document_mb: int = 50  # MiB (2**20 bytes); larger files are recorded with a reason, not read
+    kv_cache_max_gb: float = 20.0  # GiB (2**30 bytes) of saved library prompt caches; least recently used go first
     offline: bool = False  # refuse even the commands that go online (pull, search); ENCLAVE_OFFLINE=1 too
     # isolated: each library document's KV cache is encoded alone and kept as a block, so a
     # document added, removed or moved costs only itself; joint: the library in one pass
@@ -57,6 +57,55 @@ RANGES: dict[str, tuple[float, float]] = {
 
 CHOICES: dict[str, tuple[str, ...]] = {"library_attention": ("isolated", "joint")}
 
+# The unit a number is in, as the user reads it (the names keep their historical mb/gb: the
+# values are MiB and GiB, 2**20 and 2**30 bytes, as everywhere else in Enclave)
+UNITS: dict[str, str] = {"context_length": "tokens", "max_tokens": "tokens", "max_document_mb": "MiB",
+                         "kv_cache_max_gb": "GiB", "threads": "threads"}
+
+# What each setting does, in plain words: the desktop app's tooltips and `enclave settings`
+DESCRIPTIONS: dict[str, str] = {
+    "default_model": "The model a new conversation starts with. You can still pick another one in each chat.",
+    "context_length": "How much text the model can keep in mind at once: the conversation, documents and its "
+                      "reply together, in tokens (a token is about three quarters of a word). More context needs "
+                      "more memory; a model's own profile or a library can ask for more.",
+    "threads": "How many CPU cores generate text. All cores is usually fastest; use fewer to keep the computer "
+               "responsive for other work.",
+    "temperature": "How adventurous the wording is. Low (0.1–0.4): focused and repeatable, good for facts and "
+                   "code. Higher (0.8–1.2): more varied, good for brainstorming. 0 always picks the likeliest word.",
+    "top_k": "Only the k likeliest next tokens are considered. Lower is safer and more predictable, higher more "
+             "varied. 40 suits most models; Off considers every token.",
+    "top_p": "Only the likeliest tokens that together make up this share of the probability are considered "
+             "(nucleus sampling). 0.9–0.95 is usual; 1 turns it off.",
+    "min_p": "Tokens much less likely than the best one are dropped: 0.05 drops anything under 5% of the top "
+             "token's chance. It cuts nonsense while keeping variety; 0 turns it off.",
+    "repeat_penalty": "Makes words already used less likely, against loops. 1.0 is off; 1.05–1.15 helps a model "
+                      "that repeats itself. Too high and it avoids words it needs.",
+    "max_tokens": "The longest a reply may get, in tokens. A reply that reaches it stops mid-sentence; raise it "
+                  "for long answers.",
+    "system_prompt": "Instructions the model gets before every new conversation, for example the tone or language "
+                     "to answer in. A model's own profile can replace it.",
+    "show_reasoning": "Reasoning models think before they answer. On: their thinking is shown, folded, above the "
+                      "answer. Off: only the answer.",
+    "max_document_mb": "Files larger than this are listed in the library with the reason, but not read. Raise it "
+                       "for very large PDFs or data files.",
+    "kv_cache_max_gb": "Disk space for saved library prompts, which let a library answer at once instead of being "
+                       "read again. When full, the least recently used are deleted. 0 keeps none.",
+    "offline": "Never connect to the network, not even for downloads or catalog searches. Everything else works "
+               "as before.",
+    "library_attention": "Document by document: each document is read on its own and kept, so adding or changing "
+                         "one re-reads only that one. All in one pass: documents can refer to each other while "
+                         "being read, but any change re-reads the whole library.",
+}
+
+_EXAMPLES = {"int": "a whole number", "float": "a number"}
+
+
+def range_text(key: str) -> str:
+    """'between 0 and 1', 'between 1 and 100,000 MiB': the values a number setting accepts."""
+    low, high = (f"{n:,}" if float(n).is_integer() and abs(n) >= 1000 else f"{n:g}" for n in RANGES[key])
+    unit = f" {UNITS[key]}" if key in UNITS else ""
+    return f"between {low} and {high}{unit}"
+
 
 def parse_value(key: str, text: str) -> Any:
     """A setting's value from the command line, checked against its type."""
@@ -70,14 +119,17 @@ def parse_value(key: str, text: str) -> Any:
             value = int(text) if kind.startswith("int") else float(text)
             low, high = RANGES.get(key, (-math.inf, math.inf))
             if not low <= value <= high:
-                raise EnclaveError(f"{key} must be between {low:g} and {high:g}, not {text}.")
+                raise EnclaveError(f"{key} must be {range_text(key)}, not {text}.")
             return value
         if kind.startswith("bool"):
             if text.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise ValueError(text)
             return text.lower() in ("true", "yes", "on", "1")
     except ValueError:
-        raise EnclaveError(f"{key} takes a {kind.split(' ')[0]}, not {text!r}.") from None
+        if kind.startswith("bool"):
+            raise EnclaveError(f"{key} is on or off (true or false), not {text!r}.") from None
+        what = _EXAMPLES["int" if kind.startswith("int") else "float"]
+        raise EnclaveError(f"{key} must be {what} {range_text(key)}, not {text!r}.") from None
     if key in CHOICES and text not in CHOICES[key]:
         raise EnclaveError(f"{key} is one of {', '.join(CHOICES[key])}, not {text!r}.")
     return text

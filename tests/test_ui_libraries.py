@@ -213,8 +213,10 @@ def test_exact_tokens_and_sizing_with_the_default_model(page: LibrariesPage, ser
     [library] = services.libraries.all()
 
     tokenizer = model_fingerprint(moe_model)
-    tokens, exact, _ = library_tokens(services.libraries, library.id, tokenizer)
-    assert exact  # counted by the page with the model's tokenizer, and cached
+    assert library_tokens(services.libraries, library.id, tokenizer).exact  # counted by the page, and cached
+    counted_now = services.library_tokens(library.id)  # the one figure: what a prompt holds, delimiters too
+    tokens = counted_now.tokens
+    assert counted_now.exact
     line = page.token_line.text()
     # the settings ask for 8,192 tokens; the tiny model is loaded with at most its trained 4,096
     assert line.startswith(f"Whole library: {tokens:,} tokens — fits in the current context (4,096 tokens)")

@@ -36,7 +36,7 @@ def test_settings_managed_by_the_policy_are_greyed_out_and_never_saved(qtbot: Qt
     assert not page.managed_notes["offline"].isHidden() and page.managed_notes["offline"].text() == SET_BY
     assert page.managed_notes["temperature"].isHidden() and page.editors["temperature"].isEnabled()
     assert SET_BY in page.data_label.text() and str(managed.paths.data) in page.data_label.text()
-    page.editors["temperature"].setText("0.3")
+    page.editors["temperature"].setValue(0.3)  # type: ignore[union-attr]
     page.save()
     saved = managed.settings.load()
     assert saved.temperature == 0.3 and saved.offline is False  # the user's own value is left alone

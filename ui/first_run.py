@@ -32,9 +32,10 @@ from app.models import Model
 from app.policy import SET_BY
 from app.services import Services
 from app.types import format_size
+from ui.empty_state import EmptyState
 from ui.models_jobs import ProgressRelay
 from ui.tasks import TaskRunner
-from ui.theme import error_color
+from ui.theme import SPACE, colors, error_color, font, icon
 
 ImportMode = str  # "copy" | "in_place"
 
@@ -57,17 +58,20 @@ class FirstRunPage(QWidget):
         self._cancel_requested = False
         self._report = ProgressRelay(self._show_progress, self)  # called on pool threads
 
-        intro = QLabel(
-            "<h1>Welcome to Enclave</h1>"
-            "<p>Enclave runs AI models entirely on this computer. Nothing you type leaves it.</p>"
-            "<p>To start, Enclave needs a model: a <b>.gguf</b> file. Choose one of the ways below.</p>")
+        title = QLabel("Welcome to Enclave")
+        title.setFont(font("title"))
+        intro = QLabel("Enclave runs AI models entirely on this computer. Nothing you type leaves it.")
         intro.setWordWrap(True)
+        self.drop_hint = EmptyState(
+            "upload", "Start with a model",
+            "Drop a .gguf model file anywhere on this window, or choose one of the ways below: import a file, "
+            "use a model another app already downloaded, or pick one from the catalog.")
 
-        self.import_button = QPushButton("Import a model file…")
+        self.import_button = QPushButton(icon("upload"), "Import a model file…")
         self.import_button.clicked.connect(self.choose_file)
-        self.find_button = QPushButton("Find models already on this machine")
+        self.find_button = QPushButton(icon("search"), "Find models already on this machine")
         self.find_button.clicked.connect(self.find_models)
-        self.catalog_button = QPushButton("Pick from the catalog")
+        self.catalog_button = QPushButton(icon("download"), "Pick from the catalog")
         self.catalog_button.clicked.connect(self.show_catalog)
         actions = QHBoxLayout()
         for button in (self.import_button, self.find_button, self.catalog_button):
@@ -93,7 +97,11 @@ class FirstRunPage(QWidget):
         column = QWidget()
         column.setMaximumWidth(820)
         layout = QVBoxLayout(column)
+        layout.setContentsMargins(SPACE.XL, SPACE.XL, SPACE.XL, SPACE.XL)
+        layout.setSpacing(SPACE.M)
+        layout.addWidget(title)
         layout.addWidget(intro)
+        layout.addWidget(self.drop_hint)
         layout.addLayout(actions)
         layout.addLayout(progress_row)
         layout.addWidget(self.status)
@@ -250,8 +258,9 @@ class FirstRunPage(QWidget):
         for fit in sorted(results, key=lambda f: (not f.default.fits, f.entry.size_bytes)):
             entry = fit.entry
             size = format_size(entry.size_bytes) if entry.size_known else f"about {format_size(entry.size_bytes)}"
-            verdict = (f"✓ fits (up to {fit.largest.n_ctx:,} tokens of context)" if fit.default.fits
-                       else "✗ does not fit this machine")
+            verdict = (f"<span style='color: {colors().success}'>fits (up to {fit.largest.n_ctx:,} tokens of "
+                       "context)</span>" if fit.default.fits
+                       else f"<span style='color: {colors().error}'>does not fit this machine</span>")
             command = f"enclave models pull {entry.repo} --quant {entry.quant}"
             text = (f"<b>{entry.name}</b> · {entry.quant} · {size} · {verdict}<br><small>{entry.about}</small>"
                     f"<br><small><code>{command}</code></small>")

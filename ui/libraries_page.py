@@ -37,11 +37,13 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
+from app.extract import describe_supported
 from app.ingest import IngestReport
 from app.libraries import Library
 from app.library_service import LibraryTokens, SizingResult
@@ -49,6 +51,7 @@ from app.services import Services
 from app.types import EnclaveError
 from app.warming import WarmReport, Warmth
 from ui.document_viewer import DocumentViewer
+from ui.empty_state import EmptyState
 from ui.library_documents import (
     ERROR_COLOR,
     STATUS,
@@ -60,6 +63,7 @@ from ui.library_documents import (
 from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
 from ui.library_warm import WarmJob, warming_text, warmth_text
 from ui.tasks import TaskRunner
+from ui.theme import SPACE, font, icon
 from ui.widgets import dropped_paths
 
 LIBRARY_ID = Qt.ItemDataRole.UserRole
@@ -100,12 +104,13 @@ class LibrariesPage(QWidget):
         self.library_list.setWordWrap(True)  # "N documents, M not readable" wraps rather than scrolls
         self.library_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.library_list.currentItemChanged.connect(lambda *_: self._show_selected())
-        self.new_button = QPushButton("New library")
+        self.new_button = QPushButton(icon("libraries"), "New library")
         self.new_button.clicked.connect(self.new_library)
-        self.delete_button = QPushButton("Delete")
+        self.delete_button = QPushButton(icon("trash"), "Delete")
         self.delete_button.clicked.connect(self.delete_selected)
         left = QWidget()
         left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(SPACE.L, SPACE.L, 0, SPACE.L)
         left_layout.addWidget(self.library_list, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.new_button)
@@ -113,12 +118,12 @@ class LibrariesPage(QWidget):
         left_layout.addLayout(buttons)
 
         self.title = QLabel()
-        self.title.setStyleSheet("font-weight: bold; font-size: 14pt;")
+        self.title.setFont(font("title"))
         self.message = QLabel()
         self.message.setWordWrap(True)
-        self.add_files_button = QPushButton("Add files…")
+        self.add_files_button = QPushButton(icon("upload"), "Add files…")
         self.add_files_button.clicked.connect(self.choose_files)
-        self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button = QPushButton(icon("folder"), "Add folder…")
         self.add_folder_button.clicked.connect(self.choose_folder)
         self.include_edit = QLineEdit()
         self.include_edit.setPlaceholderText("include, e.g. *.pdf *.md")
@@ -149,9 +154,9 @@ class LibrariesPage(QWidget):
         self.details.setWordWrap(True)
         self.details.setTextFormat(Qt.TextFormat.RichText)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.remove_button = QPushButton("Remove document")
+        self.remove_button = QPushButton(icon("trash"), "Remove document")
         self.remove_button.clicked.connect(self.remove_selected_documents)
-        self.open_button = QPushButton("Open")
+        self.open_button = QPushButton(icon("document"), "Open")
         self.open_button.setToolTip("Read the selected document's text, as the model is given it.")
         self.open_button.clicked.connect(lambda: self.open_document(self._current_row()))
 
@@ -167,7 +172,7 @@ class LibrariesPage(QWidget):
         self.sizing_line.setWordWrap(True)
         self.warmth_line = QLabel()
         self.warmth_line.setWordWrap(True)
-        self.chat_button = QPushButton("Chat with this library")
+        self.chat_button = QPushButton(icon("chat"), "Chat with this library")
         self.chat_button.clicked.connect(self._chat)
         token_row = QHBoxLayout()
         token_row.addWidget(self.token_line, 1)
@@ -180,11 +185,17 @@ class LibrariesPage(QWidget):
         action_row.addWidget(self.chat_button)
 
         right = QWidget()
+        self.empty = EmptyState("upload", "", "")
+        self.table_or_empty = QStackedWidget()
+        self.table_or_empty.addWidget(self.table)
+        self.table_or_empty.addWidget(self.empty)
         right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(SPACE.L, SPACE.L, SPACE.XL, SPACE.L)
+        right_layout.setSpacing(SPACE.S)
         right_layout.addWidget(self.title)
         right_layout.addWidget(self.message)
         right_layout.addLayout(add_row)
-        right_layout.addWidget(self.table, 1)
+        right_layout.addWidget(self.table_or_empty, 1)
         right_layout.addWidget(self.details)
         right_layout.addWidget(self.ingest_panel)
         right_layout.addLayout(token_row)
@@ -197,7 +208,9 @@ class LibrariesPage(QWidget):
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([220, 640])
-        QVBoxLayout(self).addWidget(splitter)
+        page = QVBoxLayout(self)
+        page.setContentsMargins(0, 0, 0, 0)
+        page.addWidget(splitter)
 
     # Contract -------------------------------------------------------------------------
 
@@ -320,14 +333,16 @@ class LibrariesPage(QWidget):
         library_id = self.selected_library_id()
         library = self.services.libraries.find(library_id) if library_id is not None else None
         has = library is not None
-        for widget in (self.delete_button, self.add_files_button, self.add_folder_button, self.remove_button,
-                       self.size_button, self.chat_button, self.table):
+        for widget in (self.delete_button, self.remove_button, self.size_button, self.chat_button, self.table):
             widget.setEnabled(has)
         self.sizing_line.clear()
         self.count_button.hide()
         if library is None:
-            self.title.setText("No library yet")
-            self.message.setText("Drop files or folders here, or click New library.")
+            self.title.setText("Libraries")
+            self.message.clear()
+            self._show_empty("No library yet", "Drop files or folders here, or press Add files… or Add folder…: "
+                             "a library is made for them. A model answers questions from its documents, "
+                             "on this machine.", "libraries")
             self.documents.set_documents([])
             self._show_details()
             self.token_line.clear()
@@ -337,9 +352,19 @@ class LibrariesPage(QWidget):
         self.title.setText(library.name)
         self.message.clear()
         self.documents.set_documents(self.services.libraries.documents(library.id))
+        if self.documents.rowCount():
+            self.table_or_empty.setCurrentWidget(self.table)
+        else:
+            self._show_empty("This library has no documents yet",
+                             "Drop files or folders here, or press Add files… or Add folder…. Enclave reads "
+                             f"{describe_supported()}.", "upload")
         self._show_details()
         self._measure()
         self._show_warmth()
+
+    def _show_empty(self, heading: str, text: str, icon_name: str) -> None:
+        self.empty.show_text(heading, text, icon_name)
+        self.table_or_empty.setCurrentWidget(self.empty)
 
     def _current_row(self) -> int | None:
         rows = self.table.selectionModel().selectedRows()

@@ -36,12 +36,14 @@ from app.policy import SET_BY
 from app.services import ImportMode, ModelRemoval, Services
 from app.transfer import ImportReport
 from app.types import format_size
+from ui.empty_state import EmptyState
 from ui.models_catalog import CatalogTab
 from ui.models_discover import DiscoverTab
 from ui.models_jobs import JobBar
 from ui.models_table import ORIGINS, ModelsTableModel
 from ui.plan_view import PlanView
 from ui.tasks import TaskRunner, describe
+from ui.theme import SPACE, icon
 
 IMPORT_MODES: tuple[tuple[ImportMode, str, str], ...] = (
     ("copy", "Copy into Enclave's folder", "The file is copied (and hashed while copying); the original can go."),
@@ -86,8 +88,8 @@ class ModelsPage(QWidget):
         for mode, label, tip in IMPORT_MODES:
             self.mode_combo.addItem(label, mode)
             self.mode_combo.setItemData(self.mode_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-        self.import_file_button = QPushButton("Import file…")
-        self.import_folder_button = QPushButton("Import folder…")
+        self.import_file_button = QPushButton(icon("upload"), "Import file…")
+        self.import_folder_button = QPushButton(icon("folder"), "Import folder…")
         self.import_file_button.clicked.connect(self.choose_files)
         self.import_folder_button.clicked.connect(self.choose_folder)
         top = QHBoxLayout()
@@ -106,11 +108,12 @@ class ModelsPage(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
-        self.empty_note = QLabel("No models yet. Import a .gguf file (or drop one here), add one another app "
-                                 "downloaded, or download one from the catalog.")
-        self.empty_note.setWordWrap(True)
+        self.empty_note = EmptyState(
+            "models", "No models yet",
+            "Drop a .gguf model file here, or press Import file…. A model another app downloaded is under "
+            "“On this machine”; the Catalog tab downloads one that fits this computer.")
         self.verify_button = QPushButton("Verify")
-        self.remove_button = QPushButton("Remove…")
+        self.remove_button = QPushButton(icon("trash"), "Remove…")
         self.default_button = QPushButton("Set as default")
         self.export_button = QPushButton("Export for another machine…")
         self.verify_button.clicked.connect(self.verify_selected)
@@ -134,7 +137,7 @@ class ModelsPage(QWidget):
         registry = QWidget()
         registry_layout = QVBoxLayout(registry)
         registry_layout.setContentsMargins(0, 0, 0, 0)
-        registry_layout.addWidget(self.empty_note)
+        registry_layout.addWidget(self.empty_note, 1)
         registry_layout.addWidget(self.table, 1)
         registry_layout.addLayout(actions)
         split = QSplitter(Qt.Orientation.Vertical)
@@ -155,6 +158,7 @@ class ModelsPage(QWidget):
         self.tabs.addTab(self.catalog_tab, "Catalog")
 
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(SPACE.L, SPACE.L, SPACE.L, SPACE.L)
         layout.addLayout(top)
         layout.addWidget(self.jobs)
         layout.addWidget(self.tabs, 1)
@@ -173,6 +177,8 @@ class ModelsPage(QWidget):
         keep = self.selected_model()
         self.table_model.set_models(self.services.models.all(), self.services.current_settings().default_model)
         self.empty_note.setVisible(self.table_model.rowCount() == 0)
+        self.table.setVisible(self.table_model.rowCount() > 0)
+        self.split.widget(1).setVisible(self.table_model.rowCount() > 0)  # no plan without a model
         if keep is not None:
             self.select_model(keep.id)
         self._selection_changed()

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.profiles import ModelProfile
 from app.services import Services
+from app.settings import DESCRIPTIONS
 from app.types import EnclaveError
 from ui.theme import error_color
 
@@ -67,6 +68,10 @@ class ProfileForm(QGroupBox):
         self.status.setWordWrap(True)
         for box in (self.temperature, self.top_p, self.max_tokens, self.threads):
             box.setMinimumWidth(140)
+        for name, widget in (("temperature", self.temperature), ("top_p", self.top_p),
+                             ("max_tokens", self.max_tokens), ("threads", self.threads),
+                             ("system_prompt", self.system_prompt)):
+            widget.setToolTip(f"{DESCRIPTIONS[name]}\n“default”: the value in Settings.")
         self.system_prompt.setMinimumWidth(360)
         self.system_prompt.setMaximumWidth(720)
         form = QFormLayout(self)
