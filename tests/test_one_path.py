@@ -131,7 +131,7 @@ def test_library_ingest_limits_and_token_counts(libraries_page: LibrariesPage, s
     gui_home = enclave_home
     folder = tmp_path / "docs"
     (folder / "notes").mkdir(parents=True)
-    (folder / "notes" / "memo.txt").write_text("The planner keeps attention in VRAM.\n" * 30)
+    (folder / "notes" / "memo.txt").write_text("The planner keeps attention in VRAM.\n" * 12)
     (folder / "plan.md").write_text("# Plan\n\nExperts go to RAM first.\n")
     (folder / "broken.txt").write_bytes(BINARY)
     (folder / "huge.txt").write_text("too long to read " * 70_000)  # 1.1 MiB: over max_document_mb = 1

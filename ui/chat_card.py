@@ -16,7 +16,7 @@ from PySide6.QtCore import QRect
 from PySide6.QtGui import QFont, QFontMetrics, QPalette
 
 from app.conversations import Message
-from ui.theme import SPACE, Colors, colors, font
+from ui.theme import SPACE, Colors, colors, font, palette_is_dark
 
 COLUMN_MAX = 780  # the text of a message is at most this wide: lines a reader's eye can follow
 ROW_GAP = SPACE.S  # between two cards
@@ -39,7 +39,7 @@ class CardAction:
 def scheme(palette: QPalette) -> Colors:
     """The semantic colours that go with ``palette`` (light or dark by its window colour),
     so a card matches the palette it is drawn with."""
-    return colors(dark=palette.color(QPalette.ColorRole.Window).lightness() < 128)
+    return colors(dark=palette_is_dark(palette))
 
 
 def card_width(row_width: int) -> int:

@@ -53,6 +53,7 @@ from ui.document_viewer import DocumentViewer
 from ui.markdown import COPY_PREFIX, parse_citation
 from ui.tasks import TaskRunner
 from ui.theme import SPACE, font, icon
+from ui.widgets import ElidedLabel
 
 PROGRESS_MIN_TOKENS = 256  # shorter prompts are read too fast for a progress bar to help
 TICK_MS = 500  # how often "Loading … (n s)" counts
@@ -92,7 +93,7 @@ class ChatPage(QWidget):
         layout.addWidget(self.crash_banner)
 
         header = QHBoxLayout()
-        self.title = QLabel()
+        self.title = ElidedLabel()
         self.title.setFont(font("heading"))
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.library_icon = QLabel()
@@ -226,7 +227,7 @@ class ChatPage(QWidget):
             self.regenerate_button.setIcon(icon("regenerate"))
             self.edit_button.setIcon(icon("edit"))
             self._set_send_icon()
-            self._refresh_header()
+            self.library_icon.setPixmap(icon("libraries", size=16).pixmap(16, 16))  # no database read
 
     def showEvent(self, event: QShowEvent) -> None:
         """Models may have been imported on another page meanwhile."""

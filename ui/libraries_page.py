@@ -5,8 +5,8 @@ Left: the libraries (documents, unreadable ones), New / Delete. Right: the selec
 library's documents (under the table, the selected one in full: its path and why it was not
 read; double-click or Open to read its text), Add files… / Add folder… with include/exclude
 globs, the running
-ingest, the whole-library token line, "Size the context for this library" and "Chat with
-this library". Files and folders dropped on the page go to the selected library, dropped
+ingest, the whole-library token line, "Size context" and "Chat" (with this library).
+Files and folders dropped on the page go to the selected library, dropped
 on a library in the list to that one.
 
 Naming a new library: when ``default_name`` is set (tests, scripted use) the page names
@@ -154,7 +154,8 @@ class LibrariesPage(QWidget):
         self.details.setWordWrap(True)
         self.details.setTextFormat(Qt.TextFormat.RichText)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.remove_button = QPushButton(icon("trash"), "Remove document")
+        self.remove_button = QPushButton(icon("trash"), "Remove")
+        self.remove_button.setToolTip("Remove the selected documents from this library; the files stay on disk.")
         self.remove_button.clicked.connect(self.remove_selected_documents)
         self.open_button = QPushButton(icon("document"), "Open")
         self.open_button.setToolTip("Read the selected document's text, as the model is given it.")
@@ -166,13 +167,16 @@ class LibrariesPage(QWidget):
         self.token_line.setWordWrap(True)
         self.count_button = QPushButton("Count exactly")
         self.count_button.clicked.connect(lambda: self._measure(load=True))
-        self.size_button = QPushButton("Size the context for this library")
+        self.size_button = QPushButton("Size context")
+        self.size_button.setToolTip("Count the whole library with the default model and set the context its "
+                                    "profile loads with, if this machine holds it.")
         self.size_button.clicked.connect(self.size_context)
         self.sizing_line = QLabel()
         self.sizing_line.setWordWrap(True)
         self.warmth_line = QLabel()
         self.warmth_line.setWordWrap(True)
-        self.chat_button = QPushButton(icon("chat"), "Chat with this library")
+        self.chat_button = QPushButton(icon("chat"), "Chat")
+        self.chat_button.setToolTip("Start a chat whose answers come from this whole library.")
         self.chat_button.clicked.connect(self._chat)
         token_row = QHBoxLayout()
         token_row.addWidget(self.token_line, 1)

@@ -1,5 +1,5 @@
-"""The left column: "New chat", the conversations (lazy, searchable), and the way to the
-other pages.
+"""The left column: the way to the pages (Chat, Libraries, Models, Settings), "New chat",
+and the conversations (lazy, searchable, titles elided, an empty state that says what to do).
 
 The list model holds conversation ids and their titles a page at a time: Qt asks for the
 next page (``canFetchMore`` / ``fetchMore``) only when the view scrolls near the end, so
@@ -14,31 +14,54 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
+    QEvent,
     QModelIndex,
     QPersistentModelIndex,
     QPoint,
+    QSize,
     Qt,
     QTimer,
     Signal,
 )
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette
 from PySide6.QtWidgets import (
+    QFrame,
     QInputDialog,
+    QLabel,
     QLineEdit,
     QListView,
     QMenu,
     QMessageBox,
     QPushButton,
+    QStackedWidget,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
 
 from app.services import Services
+from ui import theme
+from ui.navigation import NavButton
 from ui.tasks import TaskRunner
+from ui.theme import SPACE
 
 PAGE_SIZE = 100
 SEARCH_DEBOUNCE_MS = 200
 UNTITLED = "New chat"
 ConversationIdRole = Qt.ItemDataRole.UserRole + 1
+MIN_WIDTH = 210  # the sidebar never gets narrower (titles are elided instead)
+PREFERRED_WIDTH = 250
+MAX_WIDTH = 480
+HOVER_ALPHA = 22  # of 255: the shade of the text colour under the pointer
+# (page, label, icon, tooltip): the places the sidebar leads to
+NAVIGATION = (
+    ("chat", "Chat", "chat", "The conversation you are in"),
+    ("libraries", "Libraries", "libraries", "Your documents, to ask questions about"),
+    ("models", "Models", "models", "Import, download and configure models"),
+    ("settings", "Settings", "settings", "Defaults for every chat, and where Enclave keeps its data"),
+)
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -145,6 +168,23 @@ class ConversationListModel(QAbstractListModel):
         return next((i for i, r in enumerate(self._rows) if r.id == conversation_id), None)
 
 
+class TitleDelegate(QStyledItemDelegate):
+    """Rows as wide as the list, whatever the title: the view elides a long one (its full
+    text is the tooltip), so no title widens the sidebar or adds a horizontal scroll bar."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: Index) -> QSize:
+        height = max(super().sizeHint(option, index).height(), option.fontMetrics.height())
+        return QSize(1, height + 2 * SPACE.S)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
+        """A faint shade under the pointer (Fusion draws none in item views)."""
+        if option.state & QStyle.StateFlag.State_MouseOver and not option.state & QStyle.StateFlag.State_Selected:
+            shade = QColor(option.palette.color(QPalette.ColorRole.Text))
+            shade.setAlpha(HOVER_ALPHA)
+            painter.fillRect(option.rect, shade)
+        super().paint(painter, option, index)
+
+
 class Sidebar(QWidget):
     """Emits what the user wants; the window decides what it means for the pages."""
 
@@ -152,7 +192,7 @@ class Sidebar(QWidget):
     conversationActivated = Signal(int)
     conversationDeleted = Signal(int)
     conversationsChanged = Signal()  # renamed here: the chat may show the title
-    pageRequested = Signal(str)  # "libraries", "models" or "settings"
+    pageRequested = Signal(str)  # "chat", "libraries", "models" or "settings"
     errorOccurred = Signal(str)
 
     def __init__(self, services: Services, tasks: TaskRunner, parent: QWidget | None = None) -> None:
@@ -166,8 +206,10 @@ class Sidebar(QWidget):
         self.new_chat_button.clicked.connect(self.newChatRequested)
 
         self.search_box = QLineEdit()
-        self.search_box.setPlaceholderText("Search conversations (Ctrl+F)")
+        self.search_box.setPlaceholderText("Search (Ctrl+F)")
+        self.search_box.setToolTip("Search the titles and messages of your conversations (Ctrl+F)")
         self.search_box.setClearButtonEnabled(True)
+        self.search_icon = self.search_box.addAction(QIcon(), QLineEdit.ActionPosition.LeadingPosition)
         self._debounce = QTimer(self, singleShot=True, interval=SEARCH_DEBOUNCE_MS)
         self._debounce.timeout.connect(self.run_search)
         self.search_box.textChanged.connect(lambda _text: self._debounce.start())
@@ -177,33 +219,69 @@ class Sidebar(QWidget):
         self.list = QListView()
         self.list.setModel(self.model)
         self.list.setUniformItemSizes(True)  # lets Qt skip measuring every row of a long list
-        self.list.setStyleSheet("QListView::item { padding: 5px 6px; }")
+        self.list.setItemDelegate(TitleDelegate(self.list))
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setFrameShape(QFrame.Shape.NoFrame)
+        self.list.viewport().setAttribute(Qt.WidgetAttribute.WA_Hover, True)  # for the hover shade
         self.list.setEditTriggers(QListView.EditTrigger.EditKeyPressed)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
         self.list.activated.connect(self._activated)
         self.list.clicked.connect(self._activated)
 
+        self.empty_label = QLabel()  # in the list's place when there is nothing to list
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.empty_label.setContentsMargins(SPACE.S, SPACE.L, SPACE.S, SPACE.S)
+        self.empty_label.setFont(theme.font("small"))
+        self.empty_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.conversations = QStackedWidget()
+        self.conversations.addWidget(self.list)
+        self.conversations.addWidget(self.empty_label)
+        for signal in (self.model.modelReset, self.model.rowsInserted, self.model.rowsRemoved):
+            signal.connect(self._show_empty_state)
+
+        self.nav_buttons: dict[str, NavButton] = {
+            key: NavButton(label, icon_name, tooltip) for key, label, icon_name, tooltip in NAVIGATION}
+        for key, button in self.nav_buttons.items():
+            button.clicked.connect(lambda _checked=False, k=key: self.pageRequested.emit(k))
+
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 4, 8)
+        layout.setContentsMargins(SPACE.S, SPACE.S, SPACE.XS, SPACE.S)
+        layout.setSpacing(SPACE.XS)
+        for button in self.nav_buttons.values():
+            layout.addWidget(button)
+        layout.addSpacing(SPACE.S)
         layout.addWidget(self.new_chat_button)
         layout.addWidget(self.search_box)
-        layout.addWidget(self.list, 1)
-        self.nav_buttons: dict[str, QPushButton] = {}
-        for key, label in (("libraries", "Libraries"), ("models", "Models"), ("settings", "Settings")):
-            button = QPushButton(label)
-            button.setFlat(True)
-            button.setCheckable(True)
-            button.setStyleSheet("text-align: left; padding: 6px 8px;")
-            button.clicked.connect(lambda _checked=False, k=key: self.pageRequested.emit(k))
-            layout.addWidget(button)
-            self.nav_buttons[key] = button
+        layout.addWidget(self.conversations, 1)
+        self.setMinimumWidth(MIN_WIDTH)
+        self.setMaximumWidth(MAX_WIDTH)
+        self._tint_icons()
         self.model.reload()
+
+    def _tint_icons(self) -> None:
+        self.new_chat_button.setIcon(theme.icon("new-chat", size=16))
+        self.search_icon.setIcon(theme.icon("search", size=16))
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Icons are drawn in the text colour: again when the scheme changes. The navigation
+        buttons are told from here: a widget with a style sheet hears of no palette change."""
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._tint_icons()
+            for button in self.nav_buttons.values():
+                button.restyle()
+
+    def sizeHint(self) -> QSize:
+        """The width the window starts with; never the titles' width (they are elided)."""
+        return QSize(PREFERRED_WIDTH, super().sizeHint().height())
 
     # Navigation state ----------------------------------------------------------------
 
     def mark_page(self, key: str | None) -> None:
-        """Check the button of the page on show (none for the chat)."""
+        """Check the button of the page on show (none for the start screen)."""
         for name, button in self.nav_buttons.items():
             button.setChecked(name == key)
 
@@ -219,6 +297,17 @@ class Sidebar(QWidget):
         self.search_box.selectAll()
 
     # The list ------------------------------------------------------------------------
+
+    def empty_text(self) -> str:
+        """What the list says when it has no rows: why, and what to do."""
+        if self.model.searching:
+            return f"No conversations match “{self.search_box.text().strip()}”."
+        return "No conversations yet — press New chat or Ctrl+N."
+
+    def _show_empty_state(self) -> None:
+        empty = self.model.rowCount() == 0
+        self.empty_label.setText(self.empty_text() if empty else "")
+        self.conversations.setCurrentWidget(self.empty_label if empty else self.list)
 
     def refresh(self) -> None:
         """After conversations changed: reload the list, or run the search again."""

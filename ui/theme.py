@@ -107,9 +107,16 @@ def is_dark() -> bool:
     return QGuiApplication.styleHints().colorScheme() == Qt.ColorScheme.Dark
 
 
+def palette_is_dark(palette: QPalette | None = None) -> bool:
+    """Whether ``palette`` (by default the application's) is dark, by its window colour:
+    what the colours beside it must match, even when it was set by hand rather than by
+    the system's scheme."""
+    return (palette or QGuiApplication.palette()).color(QPalette.ColorRole.Window).lightness() < 128
+
+
 def colors(dark: bool | None = None) -> Colors:
-    """The semantic colours of the current scheme (or of the one asked for)."""
-    return DARK_COLORS if (is_dark() if dark is None else dark) else LIGHT_COLORS
+    """The semantic colours that go with the palette in use (or with the scheme asked for)."""
+    return DARK_COLORS if (palette_is_dark() if dark is None else dark) else LIGHT_COLORS
 
 
 def palette_for(dark: bool) -> QPalette:
