@@ -115,7 +115,6 @@ class SidePanel(QWidget):
         self.plan_caption = wrapped()
         self.bars = PlanBars()
         self.verdict = wrapped(selectable=True)
-        self.checks = wrapped(selectable=True)
         self.context_bar = QProgressBar()
         self.context_bar.setTextVisible(True)
         self.context_note = wrapped()
@@ -126,7 +125,7 @@ class SidePanel(QWidget):
         for widget in (self.model_name, self.model_details, self.status):
             layout.addWidget(widget)
         layout.addWidget(section("Memory plan"))
-        for widget in (self.plan_caption, self.bars, self.verdict, self.checks):
+        for widget in (self.plan_caption, self.bars, self.verdict):
             layout.addWidget(widget)
         layout.addWidget(section("Context in use"))
         layout.addWidget(self.context_bar)
@@ -281,7 +280,8 @@ class SidePanel(QWidget):
         if outcome is not None:
             shown, self.plan_source = outcome.plan, "loaded"
             self.plan_caption.setText("The plan it was loaded by:" if shown else "Loaded without a memory plan.")
-            checks = "\n".join("Estimate vs llama.cpp — " + c.describe() for c in outcome.checks)
+            # how close the plan came to what llama.cpp allocated: for the curious, on hover only
+            checks = "\n".join("Memory plan against llama.cpp — " + c.describe() for c in outcome.checks)
         elif self.facts is not None and self.model_ref is not None:
             self.plan_source = "proposed"
             try:
@@ -302,8 +302,7 @@ class SidePanel(QWidget):
         self.bars.setVisible(shown is not None)
         self.verdict.setText(shown.verdict if shown else error)
         self.verdict.setStyleSheet(f"color: {error_color()};" if error or (shown and not shown.fits) else "")
-        self.checks.setText(checks)
-        self.checks.setVisible(bool(checks))
+        self.verdict.setToolTip(checks)
 
     def _show_context(self, reply: Message | None, n_ctx: int) -> None:
         """The context the last turn used, never above the whole: a conversation longer than
