@@ -1,12 +1,17 @@
 """Screenshots for the README, made by driving the real app offscreen.
 
-    python scripts/screenshots.py [--out docs/screenshots] [--size 1024x700]
+    python scripts/screenshots.py [--out docs/screenshots] [--size 1024x700 --size 1920x1080] [--scheme light]
 
 A temporary ENCLAVE_HOME gets the tiny model of ``tests/tiny_models.py`` (registered in
 place), a small library of Markdown notes and a PDF, and one short conversation; then the
 window is grabbed on the chat (with its side panel: the model, the memory plan proposed
 for it and the context the conversation used), the models page (with the selected model's memory plan),
-the library, the settings and the start screen. Nothing is sent anywhere.
+the library, the settings, the start screen and the About dialog — at every size, in light
+and in dark — as ``PAGE-WxH-SCHEME.png`` (``chat-1024x700-light.png``). Nothing is sent anywhere.
+
+The scheme is normally the system's; here it is forced: the palette (``theme.palette_for``)
+and ``theme.is_dark``, which the semantic colours follow. Pages built once keep the colours
+they were built with, so each scheme gets a window of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repository root holds tests/ (the tiny model)
@@ -24,7 +30,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from tests.event_loop import spin_until  # noqa: E402
 
-SIZE = (1280, 800)
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from app.services import Services
+
+SIZES = ("1024x700", "1920x1080")
+SCHEMES = ("light", "dark")
 QUESTION = "What do the notes say about keeping data on this machine?"
 ANSWER = (
     "The notes are clear on this: **nothing leaves the machine**.\n\n"
@@ -77,64 +89,96 @@ def prepare(root: Path) -> tuple[int, int]:
         return library.id, chat.id
 
 
+def force_scheme(app: QApplication, dark: bool) -> None:
+    """Light or dark whatever the system says (offscreen has no scheme of its own)."""
+    from ui import theme
+
+    theme.is_dark = lambda: dark  # colors() follows it
+    app.setPalette(theme.palette_for(dark))
+
+
+def shoot_window(services: Services, out: Path, size: str, scheme: str, ids: tuple[int, int]) -> list[Path]:
+    """Every page of one window at one size and scheme."""
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    from ui.about import AboutDialog
+    from ui.main_window import MainWindow
+    from ui.tasks import TaskRunner
+
+    library_id, chat_id = ids
+    width, height = (int(n) for n in size.lower().split("x"))
+    app = QApplication.instance()
+    force_scheme(app, scheme == "dark")
+    tasks = TaskRunner()
+    window = MainWindow(services, tasks)
+    window.resize(width, height)
+    window.show()
+    settle(0.5)
+    saved: list[Path] = []
+
+    def shoot(name: str, seconds: float = 1.0, widget: QWidget | None = None) -> None:
+        settle(seconds)
+        path = out / f"{name}-{size}-{scheme}.png"
+        if not (widget or window).grab().save(str(path)):
+            raise SystemExit(f"could not write {path}")
+        saved.append(path)
+
+    window.show_side_panel(True)
+    window.open_conversation(chat_id)
+    settle(3.0, lambda: window.side_panel.plan is not None)  # the model is read on a pool thread
+    shoot("chat")
+
+    window.show_page("models")
+    [model] = services.models.all()
+    if hasattr(window.models, "select_model"):
+        window.models.select_model(model.id)
+    shoot("models", 2.5)  # the memory plan is worked out on a pool thread
+
+    window.show_page("libraries")
+    window.libraries.open_library(library_id)
+    shoot("libraries", 2.5)  # token counts load the model in the worker
+
+    window.show_page("settings")
+    shoot("settings")
+
+    window.show_page("first_run")
+    shoot("first-run")
+
+    about = AboutDialog(services.paths, window)
+    about.resize(min(width, 900), min(height, 700))
+    about.show()
+    shoot("about", 0.5, about)
+    about.close()
+
+    window.close()
+    tasks.wait()
+    app.processEvents()
+    return saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}",
-                        help="The window's size, WIDTHxHEIGHT: check 1024x700 and 1920x1080 too.")
+    parser.add_argument("--size", action="append", help="The window's size, WIDTHxHEIGHT (repeatable); "
+                        f"default: {' and '.join(SIZES)}.")
+    parser.add_argument("--scheme", action="append", choices=SCHEMES, help="light or dark (repeatable); default: both.")
     args = parser.parse_args()
-    width, height = (int(n) for n in args.size.lower().split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="enclave-shots-") as tmp:
         root = Path(tmp)
         os.environ["ENCLAVE_HOME"] = str(root / "home")
-        library_id, chat_id = prepare(root)
+        ids = prepare(root)
 
         from app.services import Services
         from ui.app import application
-        from ui.main_window import MainWindow
-        from ui.tasks import TaskRunner
 
         app = application([])
         services = Services.open()
-        tasks = TaskRunner()
-        window = MainWindow(services, tasks)
-        window.resize(width, height)
-        window.show()
-        settle(0.5)
         saved: list[Path] = []
-
-        def shoot(name: str, seconds: float = 1.0) -> None:
-            settle(seconds)
-            path = args.out / f"{name}.png"
-            if not window.grab().save(str(path)):
-                raise SystemExit(f"could not write {path}")
-            saved.append(path)
-
-        window.show_side_panel(True)
-        window.open_conversation(chat_id)
-        settle(3.0, lambda: window.side_panel.plan is not None)  # the model is read on a pool thread
-        shoot("chat")
-
-        window.show_page("models")
-        [model] = services.models.all()
-        if hasattr(window.models, "select_model"):
-            window.models.select_model(model.id)
-        shoot("models", 2.5)  # the memory plan is worked out on a pool thread
-
-        window.show_page("libraries")
-        window.libraries.open_library(library_id)
-        shoot("library", 2.5)  # token counts load the model in the worker
-
-        window.show_page("settings")
-        shoot("settings")
-
-        window.show_page("first_run")
-        shoot("first-run")
-
-        window.close()
-        tasks.wait()
+        for scheme in args.scheme or SCHEMES:
+            for size in args.size or SIZES:
+                saved += shoot_window(services, args.out, size, scheme, ids)
         services.close()
         app.processEvents()
     for path in saved:
