@@ -142,13 +142,13 @@ class LibraryPromptBuilder:
     def build(self, library: Library, budget: int, question: str) -> LibraryPrompt:
         documents = self.repo.documents(library.id, readable_only=True)
         header = INSTRUCTION + "\n\n"
-        units, contents = self._whole_units(documents)
+        units, contents, texts = self._whole_units(documents)
         library_tokens = sum(u.tokens for u in units)
         available = int((budget - self._tokens([header])[0]) * (1 - SAFETY))
         if library_tokens <= available:
             chosen, left_out, partial = units, (), ()
         else:
-            chosen, left_out, partial = self._select(units, contents, available, question)
+            chosen, left_out, partial = self._select(units, contents, texts, available, question)
         return LibraryPrompt(
             header=header,
             units=tuple(chosen), left_out=tuple(left_out), partial=tuple(partial),
@@ -159,8 +159,7 @@ class LibraryPromptBuilder:
         """The library's tokens as a prompt holds them (each document once, with its
         delimiters), and each text's own count by sha256: the one figure every page,
         command and note shows once the library is counted with this tokenizer."""
-        units, _ = self._whole_units(self.repo.documents(library_id, readable_only=True))
-        texts = self.repo.token_counts([u.document.sha256 or "" for u in units], self.tokenizer)
+        units, _, texts = self._whole_units(self.repo.documents(library_id, readable_only=True))
         return sum(u.tokens for u in units), texts
 
     # Counting ------------------------------------------------------------------------
@@ -168,9 +167,11 @@ class LibraryPromptBuilder:
     def _tokens(self, texts: Sequence[str]) -> list[int]:
         return self.count(list(texts)) if texts else []
 
-    def _whole_units(self, documents: list[Document]) -> tuple[list[Unit], dict[str, Content]]:
+    def _whole_units(self, documents: list[Document]
+                     ) -> tuple[list[Unit], dict[str, Content], dict[str, int]]:
         """Every readable document once (identical files once, at the first path), with
-        token counts from the cache or counted now and cached; and their stored texts."""
+        token counts from the cache or counted now and cached; their stored texts; and each
+        text's own count (without its delimiters) by sha256."""
         seen: set[str] = set()
         unique = [d for d in documents if d.sha256 and not (d.sha256 in seen or seen.add(d.sha256))]
         contents = {d.sha256: self.repo.content(d.sha256) for d in unique if d.sha256}
@@ -181,12 +182,12 @@ class LibraryPromptBuilder:
         frames = self._tokens([frame for _, frame in blocks])
         units = [Unit(d, None, block, cached[d.sha256 or ""] + frame_tokens)
                  for d, (block, _), frame_tokens in zip(unique, blocks, frames, strict=True)]
-        return units, contents
+        return units, contents, cached
 
     # Choosing ------------------------------------------------------------------------
 
-    def _select(self, units: list[Unit], contents: dict[str, Content], available: int, question: str
-                ) -> tuple[list[Unit], list[Document], list[Document]]:
+    def _select(self, units: list[Unit], contents: dict[str, Content], texts: dict[str, int], available: int,
+                question: str) -> tuple[list[Unit], list[Document], list[Document]]:
         """The most relevant units that fit, back in library order. A document longer
         than a quarter of the budget competes section by section."""
         candidates: list[Unit] = []
@@ -199,7 +200,7 @@ class LibraryPromptBuilder:
                       for index, span in enumerate(sections(content))]
             # a section's text is its share of the document's count; its delimiters are counted
             frames = self._tokens([frame for _, _, frame in blocks])
-            text_tokens = unit.tokens - self._tokens([document_block(unit.document, content)[1]])[0]
+            text_tokens = texts[unit.document.sha256 or ""]
             for index, ((span, block, _), frame_tokens) in enumerate(zip(blocks, frames, strict=True)):
                 share = (span[1] - span[0]) / max(1, len(content.text))
                 candidates.append(Unit(unit.document, index, block, frame_tokens + max(1, round(text_tokens * share)),
