@@ -16,7 +16,7 @@ from pathlib import Path
 from app.enforcement import Enforcer
 from app.machine import MachineProbe
 from app.paths import AppPaths
-from app.profiles import ModelProfile, load_request
+from app.profiles import LoadRequest, ModelProfile, load_request
 from app.settings import Settings
 from inference.devices import Machine
 from inference.errors import EnclaveError
@@ -174,9 +174,8 @@ class Runtime:
     def loads_anew(self, model: str, profile: ModelProfile, defaults: Settings, *, n_ctx: int | None = None) -> bool:
         """Whether ``load_profile`` with these arguments would load (the model is not in the
         worker as asked, or the worker stopped): what a front end says "Loading…" for."""
-        wanted = load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx)
-        request = self._request_key(model, wanted.settings, wanted.planned, wanted.extra_overrides)
-        return not self._holds(request)
+        wanted = self._profile_request(model, profile, defaults, n_ctx, None)
+        return not self._holds(self._request_key(model, wanted.settings, wanted.planned, wanted.extra_overrides))
 
     def stopped_unexpectedly(self) -> bool:
         """The worker died — during a request (a crash it reported) or while idle (its
@@ -198,9 +197,13 @@ class Runtime:
         """Load ``model`` as its profile says (``n_ctx``: another context for this load).
         The one way a model is loaded for use: the same profile makes the same request, so
         a model already loaded by it is not loaded again."""
-        wanted = load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx,
-                              margin_bytes=margin_bytes)
+        wanted = self._profile_request(model, profile, defaults, n_ctx, margin_bytes)
         return self.load(model, wanted.settings, planned=wanted.planned, extra_overrides=wanted.extra_overrides)
+
+    def _profile_request(self, model: str, profile: ModelProfile, defaults: Settings, n_ctx: int | None,
+                         margin_bytes: int | None) -> LoadRequest:
+        return load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx,
+                            margin_bytes=margin_bytes)
 
     def reload(self) -> LoadOutcome:
         """Load the last model again (after a crash), admitted by the policy as any load is."""
