@@ -99,8 +99,7 @@ class SidePanel(QWidget):
         self._recent: list[Message] = []  # the conversation's last few messages
         self._asked = 0  # which refresh a task's answer belongs to
         self.stopped = False  # the status says the worker stopped unexpectedly
-        self._loading_shown = False  # …that a model is being loaded
-        self._worker_shown = False  # …that a model is in the worker
+        self._worker_shown = (False, False, False)  # the worker's state the status was made from
         self._liveness = QTimer(self, interval=LIVENESS_MS, timeout=self._check_liveness)
         self._build()
 
@@ -167,12 +166,15 @@ class SidePanel(QWidget):
         super().hideEvent(event)
         self._liveness.stop()
 
+    def _worker_state(self) -> tuple[bool, bool, bool]:
+        """What the status depends on in the worker: stopped unexpectedly, loading, holding a model."""
+        runtime = self.services.runtime
+        return runtime.stopped_unexpectedly(), runtime.loading is not None, self._in_worker() is not None
+
     def _check_liveness(self) -> None:
         """Show the status again when the worker's life changed (it died while idle, or a
         request started a new one) or a load began or ended."""
-        runtime = self.services.runtime
-        if (runtime.stopped_unexpectedly() != self.stopped or (runtime.loading is not None) != self._loading_shown
-                or (self._in_worker() is not None) != self._worker_shown):
+        if self._worker_state() != self._worker_shown:
             self._show()
 
     # Reading --------------------------------------------------------------------------------
@@ -218,10 +220,8 @@ class SidePanel(QWidget):
         return outcome if same else None
 
     def _show(self) -> None:
-        runtime = self.services.runtime
-        self.stopped = runtime.stopped_unexpectedly()
-        self._loading_shown = runtime.loading is not None
-        self._worker_shown = self._in_worker() is not None
+        self._worker_shown = self._worker_state()
+        self.stopped = self._worker_shown[0]
         profile_ctx = self._profile_context()
         outcome = self._loaded_outcome()
         self.loaded = outcome is not None
