@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
@@ -16,8 +16,9 @@ from app.library_sizing import DEFAULT_RESERVE, library_tokens, needed_context
 from app.services import Services
 from inference.fingerprint import model_fingerprint
 from ui.libraries_page import LibrariesPage
-from ui.library_documents import ERROR_COLOR, STATUS, TITLE, TOKENS
+from ui.library_documents import STATUS, TITLE, TOKENS
 from ui.tasks import TaskRunner
+from ui.theme import error_color
 
 BINARY = bytes(range(256)) * 8  # NUL bytes and control characters: not text, whatever the name says
 
@@ -121,7 +122,7 @@ def test_dropping_files_and_a_folder_ingests_them(qtbot: QtBot, page: LibrariesP
     broken_row = next(r for r in range(page.documents.rowCount())
                       if page.documents.document(r).path.endswith("broken.txt"))
     status = page.documents.index(broken_row, STATUS)
-    assert status.data(Qt.ItemDataRole.ForegroundRole) == ERROR_COLOR
+    assert status.data(Qt.ItemDataRole.ForegroundRole) == QColor(error_color())
     assert "broken.txt" in status.data(Qt.ItemDataRole.ToolTipRole)
     assert page.documents.index(broken_row, TOKENS).data() == "—"
     assert "3 added" in page.ingest_panel.summary.text()

@@ -53,7 +53,6 @@ from app.warming import WarmReport, Warmth
 from ui.document_viewer import DocumentViewer
 from ui.empty_state import EmptyState
 from ui.library_documents import (
-    ERROR_COLOR,
     STATUS,
     TITLE,
     DocumentTableModel,
@@ -63,7 +62,7 @@ from ui.library_documents import (
 from ui.library_ingest import IngestJob, IngestPanel, IngestRequest
 from ui.library_warm import WarmJob, warming_text, warmth_text
 from ui.tasks import TaskRunner
-from ui.theme import SPACE, font, icon
+from ui.theme import SPACE, error_color, font, icon
 from ui.widgets import dropped_paths
 
 LIBRARY_ID = Qt.ItemDataRole.UserRole
@@ -501,7 +500,7 @@ class LibrariesPage(QWidget):
     def _show_tokens(self, value: LibraryTokens) -> None:
         self.tokens = value
         self.token_line.setText(value.describe())
-        self.token_line.setStyleSheet("" if value.fits else f"color: {ERROR_COLOR.name()};")
+        self.token_line.setStyleSheet("" if value.fits else f"color: {error_color()};")
         self.documents.set_token_counts(value.per_document)
         self._show_details()
         self.count_button.setVisible(not value.exact and value.model_name is not None)

@@ -14,10 +14,10 @@ from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 from app.ingest_reasons import status_text
 from app.libraries import Document
 from app.types import format_size
+from ui.theme import error_color
 
 COLUMNS = ("Document", "Type", "Size", "Tokens", "Status")
 TITLE, KIND, SIZE, TOKENS, STATUS = range(len(COLUMNS))
-ERROR_COLOR = QColor("#c62828")
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -38,7 +38,7 @@ def document_details(doc: Document, *, tokens: int | None = None) -> str:
     if not doc.ok:
         why = html.escape(status_text(doc.error, doc.error_reason))
         message = html.escape(doc.error or "")
-        return f'{head}<span style="color: {ERROR_COLOR.name()};">{why}.</span> {message}'
+        return f'{head}<span style="color: {error_color()};">{why}.</span> {message}'
     amount = f"{tokens:,} tokens" if tokens is not None else f"{doc.chars:,} characters"
     return f"{head}Read: {amount}, {format_size(doc.size)}. Double-click it to read its text."
 
@@ -103,7 +103,7 @@ class DocumentTableModel(QAbstractTableModel):
                 return f"<p>{html.escape(status_text(doc.error, doc.error_reason))}.</p><p>{html.escape(doc.error)}</p>"
             return doc.path if column == TITLE else None
         if role == Qt.ItemDataRole.ForegroundRole and column == STATUS and doc.error:
-            return ERROR_COLOR
+            return QColor(error_color())
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (SIZE, TOKENS):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -32,7 +33,7 @@ from app.ingest import IngestProgress, IngestReport
 from app.ingest_reasons import report_summary
 from app.services import Services
 from app.types import format_size
-from ui.library_documents import ERROR_COLOR
+from ui.theme import error_color
 
 MAX_LISTED_FILES = 1000  # the progress list keeps the most recent ones
 
@@ -173,7 +174,7 @@ class IngestPanel(QWidget):
         for path, _reason, message in report.failed:
             name = Path(path).name
             item = QListWidgetItem(message if name in message else f"{name}: {message}")
-            item.setForeground(ERROR_COLOR)
+            item.setForeground(QColor(error_color()))
             item.setToolTip(path)
             self.failures.addItem(item)
         for path, why in report.skipped[:MAX_LISTED_FILES]:
