@@ -15,6 +15,7 @@ from PySide6.QtGui import QGuiApplication
 from app.chat import PromptProgress
 from app.conversations import Message, Source
 from app.services import Services
+from tests.shown import shown
 from ui.chat_delegate import REASONING_HREF, SOURCES_HREF, reply_footer
 from ui.chat_model import CACHE_SIZE
 from ui.chat_view import ChatPage
@@ -45,10 +46,7 @@ def make_page(qtbot, services: Services) -> Iterator[Callable[..., ChatPage]]:
         tasks = TaskRunner(synchronous=not threaded)
         runners.append(tasks)
         page = ChatPage(services, tasks)
-        qtbot.addWidget(page)
-        page.resize(800, 600)
-        page.show()
-        qtbot.waitExposed(page)
+        shown(qtbot, page, (800, 600))
         return page
 
     yield make
@@ -57,6 +55,13 @@ def make_page(qtbot, services: Services) -> Iterator[Callable[..., ChatPage]]:
         if with_chat is not None:
             with_chat.cancel()
         assert tasks.wait(60_000)
+
+
+def reply_streaming(qtbot, page: ChatPage, text: str) -> None:
+    """Send ``text`` on a threaded page and wait until the reply has begun to stream."""
+    page.composer.setPlainText(text)
+    page.submit()
+    qtbot.waitUntil(lambda: page.model.rowCount() == 2 and page.model.message_at(1).content != "", timeout=60_000)
 
 
 def shown_document_text(page: ChatPage, row: int) -> str:
@@ -118,9 +123,7 @@ def test_a_threaded_reply_arrives_on_the_gui_thread(qtbot, make_page, with_model
 def test_stop_keeps_the_partial_reply_and_says_so(qtbot, make_page, with_model: Services) -> None:
     with_model.settings.set("max_tokens", LONG_REPLY)
     page = make_page(threaded=True)
-    page.composer.setPlainText("Write a long story")
-    page.submit()
-    qtbot.waitUntil(lambda: page.model.rowCount() == 2 and page.model.message_at(1).content != "", timeout=60_000)
+    reply_streaming(qtbot, page, "Write a long story")
     page.stop()
     qtbot.waitUntil(lambda: not page.busy, timeout=60_000)
     reply = with_model.conversations.message(page.model.message_at(1).id)
@@ -133,9 +136,7 @@ def test_stop_keeps_the_partial_reply_and_says_so(qtbot, make_page, with_model: 
 def test_a_worker_crash_shows_a_banner_and_the_next_send_works(qtbot, make_page, with_model: Services) -> None:
     with_model.settings.set("max_tokens", LONG_REPLY)
     page = make_page(threaded=True)
-    page.composer.setPlainText("Go on and on")
-    page.submit()
-    qtbot.waitUntil(lambda: page.model.rowCount() == 2 and page.model.message_at(1).content != "", timeout=60_000)
+    reply_streaming(qtbot, page, "Go on and on")
     pid = with_model.runtime.worker.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

@@ -12,7 +12,8 @@ from app.chat import ChatEvent, ModelLoaded, ModelLoading, ReplyDelta
 from app.conversations import Message
 from app.services import Services
 from tests import test_ui_chat
-from tests.test_ui_chat import LONG_REPLY
+from tests.shown import shown
+from tests.test_ui_chat import LONG_REPLY, reply_streaming
 from ui.chat_view import ChatPage
 from ui.side_panel import STOPPED, SidePanel
 from ui.tasks import TaskRunner
@@ -35,12 +36,7 @@ def record_status(page: ChatPage) -> list[str]:
 
 
 def make_panel(qtbot, services: Services) -> SidePanel:
-    panel = SidePanel(services, TaskRunner(synchronous=True))
-    qtbot.addWidget(panel)
-    panel.resize(320, 600)
-    panel.show()
-    qtbot.waitExposed(panel)
-    return panel
+    return shown(qtbot, SidePanel(services, TaskRunner(synchronous=True)), (320, 600))
 
 
 def test_send_says_loading_then_reading_then_the_reply_streams(qtbot, make_page, with_model: Services) -> None:
@@ -78,9 +74,7 @@ def test_the_loading_seconds_count_while_the_model_loads(qtbot, make_page, with_
 def test_stop_says_stopping_at_once_until_the_worker_confirms(qtbot, make_page, with_model: Services) -> None:
     with_model.settings.set("max_tokens", LONG_REPLY)
     page = make_page(threaded=True)
-    page.composer.setPlainText("Write a long story")
-    page.submit()
-    qtbot.waitUntil(lambda: page.model.rowCount() == 2 and page.model.message_at(1).content != "", timeout=60_000)
+    reply_streaming(qtbot, page, "Write a long story")
     page.stop()
     assert page.send_button.text() == "Stopping…" and not page.send_button.isEnabled()
     assert page.progress.isVisible() and page.progress.label.text() == "Stopping…"
@@ -167,9 +161,7 @@ def test_a_worker_that_crashes_mid_reply_is_shown_stopped(qtbot, make_page, with
     with_model.settings.set("max_tokens", LONG_REPLY)
     page = make_page(threaded=True)
     panel = make_panel(qtbot, with_model)
-    page.composer.setPlainText("Go on and on")
-    page.submit()
-    qtbot.waitUntil(lambda: page.model.rowCount() == 2 and page.model.message_at(1).content != "", timeout=60_000)
+    reply_streaming(qtbot, page, "Go on and on")
     pid = with_model.runtime.worker.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

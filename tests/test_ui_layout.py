@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QPushButton, QSplitter, QWidget
 
 from app.services import Services
 from tests.layout_check import clipped_controls, why_so_wide
+from tests.shown import shown
 from ui.main_window import LAYOUT_FILE, MainWindow
 from ui.sidebar import MIN_WIDTH
 from ui.tasks import TaskRunner
@@ -45,10 +46,7 @@ def filled(services: Services, moe_model: Path, tmp_path: Path) -> Services:
 def open_window(qtbot, filled: Services) -> Iterator[Callable[[tuple[int, int]], MainWindow]]:
     def make(size: tuple[int, int]) -> MainWindow:
         window = MainWindow(filled, TaskRunner(synchronous=True))
-        qtbot.addWidget(window)
-        window.resize(*size)
-        window.show()
-        qtbot.waitExposed(window)
+        shown(qtbot, window, size)
         return window
 
     yield make

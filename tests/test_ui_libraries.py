@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 from app.library_sizing import DEFAULT_RESERVE, library_tokens, needed_context
 from app.services import Services
 from inference.fingerprint import model_fingerprint
+from tests.shown import shown
 from ui.libraries_page import LibrariesPage
 from ui.library_documents import STATUS, TITLE, TOKENS
 from ui.tasks import TaskRunner
@@ -29,10 +30,7 @@ def make_page(qtbot: QtBot, services: Services, tasks: TaskRunner | None = None)
     page = LibrariesPage(services, tasks or TaskRunner(synchronous=True))
     page.default_name = "Documents"
     page.progress_interval = 0  # every file's progress, so a test can act on it
-    qtbot.addWidget(page)
-    page.resize(1000, 700)
-    page.show()
-    qtbot.waitExposed(page)
+    shown(qtbot, page, (1000, 700))
     return page
 
 

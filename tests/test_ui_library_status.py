@@ -17,6 +17,7 @@ from app.ingest import IngestReport, ingest
 from app.ingest_reasons import REASON_PHRASES, report_summary, status_text
 from app.services import Services
 from tests.docs_samples import write_pdf
+from tests.shown import shown
 from ui.libraries_page import LibrariesPage
 from ui.library_documents import STATUS, TITLE
 from ui.tasks import TaskRunner
@@ -41,10 +42,7 @@ def page(qtbot: QtBot, services: Services, tmp_path: Path) -> LibrariesPage:
     page = LibrariesPage(services, TaskRunner(synchronous=True))
     page.default_name = "Documents"
     page.progress_interval = 0
-    qtbot.addWidget(page)
-    page.resize(1000, 700)
-    page.show()
-    qtbot.waitExposed(page)
+    shown(qtbot, page, (1000, 700))
     with qtbot.waitSignal(page.librariesChanged):
         page.add_paths([a_library(tmp_path / "docs")])
     return page

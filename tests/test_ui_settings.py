@@ -14,6 +14,7 @@ from pytestqt.qtbot import QtBot
 from app.services import Services
 from app.settings import parse_value
 from app.types import EnclaveError
+from tests.shown import shown
 from ui.settings_fields import ALL_CORES, GROUPS, SliderSpin
 from ui.settings_page import SettingsPage
 from ui.tasks import TaskRunner
@@ -27,12 +28,7 @@ def services() -> Iterator[Services]:
 
 @pytest.fixture
 def page(qtbot: QtBot, services: Services) -> SettingsPage:
-    shown = SettingsPage(services, TaskRunner(synchronous=True))
-    qtbot.addWidget(shown)
-    shown.resize(1024, 700)
-    shown.show()
-    qtbot.waitExposed(shown)
-    return shown
+    return shown(qtbot, SettingsPage(services, TaskRunner(synchronous=True)), (1024, 700))
 
 
 def test_each_value_has_the_control_it_needs(page: SettingsPage) -> None:
@@ -161,10 +157,7 @@ def test_the_default_model_list_names_models(qtbot: QtBot, services: Services, m
 @pytest.mark.parametrize("size", [(1024, 700), (1920, 1080)])
 def test_no_control_is_clipped(qtbot: QtBot, services: Services, size: tuple[int, int]) -> None:
     page = SettingsPage(services, TaskRunner(synchronous=True))
-    qtbot.addWidget(page)
-    page.resize(*size)
-    page.show()
-    qtbot.waitExposed(page)
+    shown(qtbot, page, size)
     for name, editor in page.editors.items():
         assert editor.width() >= editor.minimumSizeHint().width(), name
         assert editor.width() <= 900, name  # no 1,500 px spin boxes at 1920

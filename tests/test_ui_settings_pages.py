@@ -10,6 +10,7 @@ from pytestqt.qtbot import QtBot
 
 from app.licenses import third_party_licenses
 from app.services import Services
+from tests.shown import shown
 from ui.about import COLUMNS, AboutDialog, license_rows
 from ui.first_run import FirstRunPage
 from ui.libraries_page import LibrariesPage
@@ -47,10 +48,7 @@ def test_libraries_say_to_drop_files_with_no_library_and_with_no_documents(qtbot
 
 def test_the_models_page_says_how_to_get_a_model(qtbot: QtBot, services: Services) -> None:
     page = ModelsPage(services, TaskRunner(synchronous=True))
-    qtbot.addWidget(page)
-    page.resize(1024, 700)
-    page.show()
-    qtbot.waitExposed(page)
+    shown(qtbot, page, (1024, 700))
     assert page.empty_note.isVisible() and not page.table.isVisible()
     assert page.empty_note.heading.text() == "No models yet"
     assert page.empty_note.text.text().startswith("Drop a .gguf model file here, or press Import file…")
@@ -59,10 +57,7 @@ def test_the_models_page_says_how_to_get_a_model(qtbot: QtBot, services: Service
 
 def test_the_about_licences_are_a_table_with_fitting_columns(qtbot: QtBot, services: Services) -> None:
     dialog = AboutDialog(services.paths)
-    qtbot.addWidget(dialog)
-    dialog.resize(1024, 700)
-    dialog.show()
-    qtbot.waitExposed(dialog)
+    shown(qtbot, dialog, (1024, 700))
     table = dialog.table
     rows = license_rows(third_party_licenses())
     assert table.columnCount() == len(COLUMNS) == 3 and table.rowCount() == len(rows) > 20
