@@ -9,11 +9,11 @@
 #   installers/linux/portable_llama.sh && make package
 #
 # --no-cache-dir matters: pip's wheel cache does not know about CMAKE_ARGS and would hand
-# back the native build. To return to the native (faster on this machine) build, run the
-# same pip command without CMAKE_ARGS.
+# back the native build. llama.cpp's RPC backend is in every build (enclave host, hosts). To
+# return to the native (faster on this machine) build: rm .venv/.installed && make.
 set -eu
 cd "$(dirname "$0")/../.."
 LLAMA=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
-CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON ${CMAKE_ARGS:-}" \
+CMAKE_ARGS="-DGGML_RPC=on -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON ${CMAKE_ARGS:-}" \
     .venv/bin/python -m pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$LLAMA"
 .venv/bin/python -c "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
