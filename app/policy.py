@@ -20,10 +20,20 @@ stops Enclave with the file and the problem: it fails closed, never open.
     data_dir = "/srv/enclave/{user}"      # everything under here, whatever ENCLAVE_HOME says
     max_library_mb = 200                  # extracted text per library, in millions of characters
     audit_log = true                      # or a path, e.g. "/var/log/enclave/audit.jsonl"
+    hosting = false                       # no `enclave host`: this machine's devices are not served
+    hosting_bind = ["127.0.0.1", "10.1.2.0/24"]  # the only addresses `enclave host` may listen on
+
+``hosting`` and ``hosting_bind`` matter because llama.cpp's RPC protocol, which ``enclave host``
+serves, has no authentication and no encryption: whoever reaches the address can use the
+devices and see the model's weights and activations. By default hosting is allowed on any
+address (``enclave host`` itself listens on 127.0.0.1 unless told otherwise); ``hosting_bind``
+lists addresses and networks, and an address is allowed when it is one of them or inside one
+(listening on every interface, 0.0.0.0, only when "0.0.0.0" or "0.0.0.0/0" is listed).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -47,6 +57,7 @@ POLICY_ENV = "ENCLAVE_POLICY"
 POLICY_NAME = "policy.toml"
 SET_BY = "Set by your organisation"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PolicyError(EnclaveError):
@@ -66,6 +77,8 @@ class Policy:
     data_dir: Path | None = None
     max_library_mb: float | None = None
     audit_log: Path | bool = False  # True: audit.jsonl in the data folder's logs/
+    hosting: bool = True
+    hosting_bind: tuple[IPNetwork, ...] | None = None  # None: any address
 
     @property
     def in_force(self) -> bool:
@@ -92,7 +105,22 @@ class Policy:
              if self.max_library_mb is not None else "no limit"),
             ("audit_log", "on (the data folder's logs/audit.jsonl)" if self.audit_log is True
              else str(self.audit_log) if self.audit_log else "off"),
+            ("hosting", "allowed" if self.hosting else "turned off"),
+            ("hosting_bind", "any address" if self.hosting_bind is None
+             else "only " + ", ".join(shown_network(network) for network in self.hosting_bind)),
         ]
+
+    def hosting_allows(self, address: str) -> bool:
+        """Whether ``hosting_bind`` lets a host listen on ``address`` (an IP address)."""
+        if self.hosting_bind is None:
+            return True
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == network.version and ip in network for network in self.hosting_bind)
+
+
+def shown_network(network: IPNetwork) -> str:
+    """"10.1.2.0/24", and a single address as itself ("127.0.0.1", not "127.0.0.1/32")."""
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
 
 
 def system_policy_path() -> Path:
@@ -195,7 +223,23 @@ def _audit(value: Any) -> Path | bool:
     return value if isinstance(value, bool) else _folder(value)
 
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    """Addresses ("10.1.2.3") and networks ("10.1.2.0/24"), at least one."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a list of addresses or networks, e.g. [\"127.0.0.1\", \"10.1.2.0/24\"]; to forbid "
+                         "hosting, set hosting = false")
+    networks = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not an address or a network")
+        try:
+            networks.append(ipaddress.ip_network(item.strip()))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IP address or network ({exc})") from None
+    return tuple(networks)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "downloads": _bool, "export": _bool, "allowed_models": _hashes, "data_dir": _folder,
-    "max_library_mb": _megabytes, "audit_log": _audit,
+    "max_library_mb": _megabytes, "audit_log": _audit, "hosting": _bool, "hosting_bind": _networks,
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.enforcement import Enforcer
+from app.hosts import Host, with_hosts
 from app.machine import MachineProbe
 from app.paths import AppPaths
 from app.profiles import LoadRequest, ModelProfile, load_request
@@ -68,7 +69,7 @@ def freeing(machine: Machine, loaded: LoadReport | None) -> Machine:
     for buffers in (loaded.model_buffers, loaded.kv_buffers, loaded.compute_buffers):
         for device, size in buffers.items():
             held[device] = held.get(device, 0) + size
-    gpus = tuple(replace(g, free_bytes=min(g.total_bytes or 2**62, g.free_bytes + held.get(g.name, 0)))
+    gpus = tuple(replace(g, free_bytes=min(g.total_bytes or 2**62, g.free_bytes + held.get(g.ident, 0)))
                  for g in machine.gpus)
     ram = min(machine.ram_total_bytes, machine.ram_free_bytes + held.get("CPU", 0))
     return replace(machine, gpus=gpus, ram_free_bytes=ram)
@@ -83,10 +84,13 @@ def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine) -> Plan:
 
 class Runtime:
     def __init__(self, paths: AppPaths, resolve: Callable[[str], Path] = resolve_model,
-                 enforcer: Enforcer | None = None, probe: MachineProbe | None = None) -> None:
+                 enforcer: Enforcer | None = None, probe: MachineProbe | None = None,
+                 hosts: Callable[[], Sequence[Host]] = tuple) -> None:
         """``resolve`` turns what a user calls a model (a path; with the registry, an id
         or a name too) into its file. ``enforcer``: the policy's allow-list and audit log.
-        ``probe``: this machine's devices, asked again before every load that plans."""
+        ``probe``: this machine's devices, asked again before every load that plans.
+        ``hosts``: the RPC hosts whose devices plans may use."""
+        self.hosts = hosts
         self.paths = paths
         self.resolve = resolve
         self.enforcer = enforcer or Enforcer()
@@ -188,9 +192,13 @@ class Runtime:
 
     def machine(self, *, refresh: bool = False) -> Machine:
         """This machine as the next load finds it: probed (``refresh``: again), with the
-        memory of the model in the worker now counted as free, since a load replaces it."""
-        in_worker = self.last_load.report if self.last_load is not None and self.worker.info is not None else None
-        return freeing(self.probe.get(refresh), in_worker)
+        devices of the RPC hosts that answer, and the memory of the model in the worker now
+        counted as free, since a load replaces it."""
+        loaded = self.last_load if self.last_load is not None and self.worker.info is not None else None
+        holding = loaded.plan.rpc_hosts if loaded is not None and loaded.plan is not None else ()
+        here = freeing(self.probe.get(refresh), loaded.report if loaded is not None else None)
+        crashed = refresh and self.worker.state == WorkerState.CRASHED  # perhaps a host went away
+        return with_hosts(here, self.probe.hosts(self.hosts(), refresh, holding, force=crashed))
 
     def load_profile(self, model: str, profile: ModelProfile, defaults: Settings, *, n_ctx: int | None = None,
                      margin_bytes: int | None = None) -> LoadOutcome:

@@ -216,3 +216,15 @@ def message_alternatives(db: Database) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1")
     db.execute("CREATE INDEX messages_by_alternative_of ON messages (alternative_of) "
                "WHERE alternative_of IS NOT NULL")
+
+
+@MIGRATIONS(name="0012_hosts")
+def hosts(db: Database) -> None:
+    # RPC hosts (``enclave host`` on another machine) whose devices the planner may use, by
+    # "address:port"; ``memory_limit``: bytes of each of its devices Enclave may fill (NULL: all free).
+    db.execute("""
+        CREATE TABLE hosts (
+            endpoint TEXT PRIMARY KEY,
+            memory_limit INTEGER,
+            added_at TEXT NOT NULL
+        )""")

@@ -3,8 +3,9 @@ and the chat service. The CLI and the GUI build one ``Services`` and use only it
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -12,9 +13,11 @@ from typing import Literal
 from app import library_service, transfer, warming
 from app.chat import ChatService
 from app.conversations import ConversationRepository
+from app.device_speeds import SpeedCache
 from app.enforcement import Enforcer
 from app.export import export_json, export_markdown
 from app.extract import Limits
+from app.hosts import HostRegistry, HostStatus
 from app.hub.repos import Choice
 from app.ingest import IngestProgress, IngestReport, ingest
 from app.kv_cache import PromptCache
@@ -31,11 +34,12 @@ from app.store import Store, open_store
 from app.transfer import ImportReport
 from app.warming import WarmReport, Warmth
 from inference.chat_formats import built_in_formats
-from inference.devices import Machine, simulated_machine
+from inference.devices import Machine, SimulatedHost, simulated_machine
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo
 from inference.planner import Plan, PlanRequest
-from inference.protocol import KvCacheType
+from inference.protocol import KvCacheType, default_threads
+from inference.speed import PredictedSpeed, predict
 
 ImportMode = Literal["copy", "link", "in_place"]
 Cancelled = Callable[[], bool]
@@ -88,7 +92,7 @@ class Services:
         """The worker process starts only when something needs a model."""
         with self._runtime_lock:
             if self._runtime is None:
-                self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer)
+                self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer, hosts=self.hosts.list)
             return self._runtime
 
     def machine(self, *, refresh: bool = False) -> Machine:
@@ -267,9 +271,31 @@ class Services:
     # Planning -------------------------------------------------------------------------
 
     @staticmethod
-    def simulated_machine(vram_bytes: int | None, ram_bytes: int, *, unified: bool = False) -> Machine:
-        """A machine we do not have, to plan for: one GPU of ``vram_bytes`` (None: none)."""
-        return simulated_machine(vram_bytes, ram_bytes, unified=unified)
+    def simulated_machine(vram_bytes: int | Sequence[int] | None, ram_bytes: int, *, unified: bool = False,
+                          hosts: Sequence[SimulatedHost] = ()) -> Machine:
+        """A machine we do not have, to plan for: GPUs of ``vram_bytes`` each (None: none), and
+        RPC hosts."""
+        return simulated_machine(vram_bytes, ram_bytes, unified=unified, hosts=hosts)
+
+    @property
+    def hosts(self) -> HostRegistry:
+        """RPC hosts whose devices plans may use."""
+        return HostRegistry(self.store)
+
+    def host_statuses(self, *, refresh: bool = False) -> list[HostStatus]:
+        """Each added host's devices and link, or why it does not answer."""
+        return self.runtime.probe.hosts(self.hosts.list(), refresh)
+
+    def predicted_speed(self, model: str | GGUFInfo, plan: Plan, machine: Machine) -> PredictedSpeed | None:
+        """How fast ``plan`` will generate and read a prompt on ``machine``: from each device's
+        speed (measured once, a few seconds each, then kept) or its published figures."""
+        info = self.runtime.inspect(model) if isinstance(model, str) else model
+        threads = self.current_settings().threads or default_threads()
+        return predict(info.shape, plan, self.speeds.with_speeds(machine, threads))
+
+    @functools.cached_property
+    def speeds(self) -> SpeedCache:
+        return SpeedCache(self.paths.cache / "device-speeds.json", self.paths.llama_log)
 
     def plan(self, model: str | GGUFInfo, request: PlanRequest, machine: Machine | None = None) -> Plan:
         """Where ``model`` (a reference or what ``runtime.inspect`` read) would go on

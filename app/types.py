@@ -9,12 +9,13 @@ here, with the helpers that describe them (``format_size``, ``format_duration``,
 from __future__ import annotations
 
 from app.runtime import LoadOutcome
-from inference.devices import GiB, GpuDevice, Machine, format_duration, format_size
+from inference.devices import GiB, GpuDevice, Machine, SimulatedHost, format_duration, format_size
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo
 from inference.model_shape import ModelShape
 from inference.planner import DeviceUse, Plan, PlanRequest
 from inference.protocol import ModelInfo, ModelSettings
+from inference.speed import PredictedSpeed
 
 __all__ = [
     "DeviceUse",
@@ -29,6 +30,8 @@ __all__ = [
     "ModelShape",
     "Plan",
     "PlanRequest",
+    "PredictedSpeed",
+    "SimulatedHost",
     "format_duration",
     "format_size",
 ]

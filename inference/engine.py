@@ -28,7 +28,7 @@ from inference.errors import EnclaveError, ModelLoadError
 from inference.fingerprint import model_fingerprint
 from inference.gguf_header import check_is_gguf
 from inference.llama_log import LlamaLog
-from inference.overrides import OverrideArray
+from inference.overrides import DeviceArray, OverrideArray, split_array
 from inference.protocol import (
     ChatMessage,
     ModelInfo,
@@ -39,6 +39,7 @@ from inference.protocol import (
     Stats,
     Token,
 )
+from inference.rpc import add_host
 from inference.stopping import StopMatcher
 
 _KV_TYPES = {
@@ -64,6 +65,17 @@ _SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_
 # control). Every other control token ends the reply.
 _SHOWN_CONTROL_TOKENS = frozenset({"<think>", "</think>", "<|channel|>", "<|message|>", "<|start|>",
                                    "<|constrain|>", "<|end|>"})
+
+
+def set_fields(params: ctypes.Structure, **values: object) -> None:
+    """Set fields of a llama.cpp parameter struct. A name it does not have is an error: ctypes
+    would quietly add a Python attribute llama.cpp never sees (``use_mmap`` became one when
+    llama.cpp replaced it by ``load_mode``)."""
+    known = {field[0] for field in type(params)._fields_}
+    for name, value in values.items():
+        if name not in known:
+            raise AttributeError(f"{type(params).__name__} has no field {name!r}")
+        setattr(params, name, value)
 
 
 def _sidecar(state_path: Path) -> Path:
@@ -139,11 +151,20 @@ class Engine:
     def _load_model(self, path: Path) -> ctypes.c_void_p:
         s = self.settings
         params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = s.n_gpu_layers
-        params.use_mmap = s.use_mmap
-        params.vocab_only = s.vocab_only
-        self._overrides = OverrideArray(s.tensor_overrides)  # must outlive the load
-        params.tensor_buft_overrides = self._overrides.address
+        for host in s.rpc_hosts:  # its devices exist only once registered; unreachable: a clear error
+            add_host(host)
+        self._overrides = OverrideArray(s.tensor_overrides)  # these must outlive the load
+        self._devices = DeviceArray(s.devices)
+        self._split = split_array(s.tensor_split, llama_cpp.llama_max_devices()) if s.tensor_split else None
+        set_fields(
+            params,
+            n_gpu_layers=s.n_gpu_layers,
+            load_mode=llama_cpp.LLAMA_LOAD_MODE_MMAP if s.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE,
+            vocab_only=s.vocab_only,
+            tensor_buft_overrides=self._overrides.address,
+            devices=self._devices.address,
+            **({"tensor_split": self._split} if self._split is not None else {}),
+        )
         mark = self._log.mark()
         model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
         if not model:

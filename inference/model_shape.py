@@ -8,6 +8,7 @@ ggml order (the fastest-varying dimension first), as llama.cpp logs them.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 
@@ -46,16 +47,16 @@ class LayerShape:
     def expert_tensors(self) -> tuple[TensorInfo, ...]:
         return tuple(t for t in self.tensors if t.role is TensorRole.EXPERTS)
 
-    @property
+    @functools.cached_property  # a layer's sizes are asked for at every step of a plan
     def expert_bytes(self) -> int:
         return self.bytes_of(TensorRole.EXPERTS)
 
-    @property
+    @functools.cached_property
     def non_expert_bytes(self) -> int:
         """Attention, norms, router, dense FFN and shared experts: what runs every token."""
         return sum(t.n_bytes for t in self.tensors if t.role is not TensorRole.EXPERTS)
 
-    @property
+    @functools.cached_property
     def total_bytes(self) -> int:
         return sum(t.n_bytes for t in self.tensors)
 
@@ -92,6 +93,17 @@ class ModelShape:
     @property
     def output_bytes(self) -> int:
         return sum(t.n_bytes for t in self.global_tensors if t.role is not TensorRole.EMBEDDING)
+
+    @property
+    def tied_embeddings(self) -> bool:
+        """No output matrix of its own: the output head multiplies by the token embeddings."""
+        return not any(t.name == "output.weight" for t in self.global_tensors)
+
+    @property
+    def output_head_bytes(self) -> int:
+        """What the output head takes on the device holding it. With tied embeddings llama.cpp
+        loads a second copy of ``token_embd`` there (the first stays in RAM for the lookup)."""
+        return self.output_bytes + (self.embedding_bytes if self.tied_embeddings else 0)
 
     @property
     def expert_bytes(self) -> int:

@@ -1,8 +1,7 @@
-"""llama.cpp's tensor buffer-type overrides (``-ot PATTERN=DEVICE``) for llama-cpp-python,
-which declares ``llama_model_params.tensor_buft_overrides`` only as a raw pointer.
+"""The model parameters llama-cpp-python declares only as raw pointers: tensor buffer-type
+overrides (``-ot PATTERN=DEVICE``), the devices to offload to, and their split.
 
-The array is NULL-terminated; it and the pattern strings must outlive the model load, so
-``OverrideArray`` owns them.
+The arrays (and the pattern strings) must outlive the model load, so these classes own them.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 
-from inference.ggml_backend import buffer_type
+from inference.ggml_backend import buffer_type, device_handle
 from inference.protocol import TensorOverride
 
 
@@ -30,3 +29,24 @@ class OverrideArray:
     @property
     def address(self) -> int | None:
         return ctypes.addressof(self._array) if self._patterns else None
+
+
+class DeviceArray:
+    """``llama_model_params.devices``: the devices to offload to, by stable id, NULL-terminated
+    (None: llama.cpp picks every GPU it has; an empty list: none)."""
+
+    def __init__(self, device_ids: Sequence[str] | None) -> None:
+        self._default = device_ids is None
+        handles = [device_handle(d) for d in device_ids or ()]  # an unknown id: UnknownDevice, naming those there are
+        self._array = (ctypes.c_void_p * (len(handles) + 1))(*handles)
+
+    @property
+    def address(self) -> int | None:
+        return None if self._default else ctypes.addressof(self._array)
+
+
+def split_array(shares: Sequence[float], size: int) -> ctypes.Array[ctypes.c_float]:
+    """``llama_model_params.tensor_split``: one float per device, ``size`` (llama_max_devices()) long."""
+    if len(shares) > size:
+        raise ValueError(f"llama.cpp splits a model over at most {size} devices, not {len(shares)}")
+    return (ctypes.c_float * size)(*shares)

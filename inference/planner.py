@@ -26,13 +26,17 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from inference.devices import GiB, Machine, format_size
+from inference.devices import GiB, GpuDevice, Machine, format_size
 from inference.load_report import EstimateCheck, LoadReport
-from inference.model_shape import LayerShape, ModelShape, TensorInfo
+from inference.model_shape import LayerShape, ModelShape
 from inference.protocol import KvCacheType, ModelSettings, TensorOverride
 
 KV_CELL_PAD = 256
 MODEL_TOLERANCE, KV_TOLERANCE, COMPUTE_TOLERANCE = 0.03, 0.03, 0.25
+# How the graph allocator shares the compute buffers out between devices follows the graph's
+# splits (each split's inputs are copied in), which the plan does not model: per device, only
+# the total is held to COMPUTE_TOLERANCE
+DEVICE_COMPUTE_TOLERANCE = 0.5
 BYTES_PER_ELEMENT: dict[str, float] = {
     "f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
     "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
@@ -55,12 +59,15 @@ class PlanRequest:
 
 @dataclass(frozen=True)
 class DeviceUse:
-    device: str  # a GPU's llama.cpp name, or "RAM"
+    device: str  # a device's stable id ("CUDA0", "RPC0[10.0.0.5:50052]"), or "RAM"
     budget_bytes: int  # free memory less the safety margin
     weights_bytes: int = 0  # non-expert weights (and, in RAM, the embeddings)
     experts_bytes: int = 0
     kv_bytes: int = 0
     compute_bytes: int = 0
+    layers: int = 0  # how many of the model's layers it holds (the output head not counted)
+    host: str | None = None  # the RPC host serving it
+    label: str = ""  # for people: "CUDA0", "RPC0 on 10.0.0.5:50052", "RAM"
 
     @property
     def total_bytes(self) -> int:
@@ -79,12 +86,12 @@ class DeviceUse:
 class Plan:
     n_ctx: int
     n_layer: int
-    n_gpu_layers: int  # llama.cpp's count: the last n layers, n_layer + 1 includes the output head
-    gpu_device: str | None
+    n_gpu_layers: int  # llama.cpp's count: the output head, then the last n - 1 layers
+    gpu_device: str | None  # the device holding the last offloaded layer
     cpu_expert_layers: tuple[int, ...]  # offloaded layers whose experts all stay in RAM
     cpu_expert_tensors: tuple[str, ...]  # single expert tensors in RAM from a split layer
     gpu_expert_tensors: tuple[str, ...]  # expert tensors of CPU layers lifted into spare VRAM
-    devices: tuple[DeviceUse, ...]  # the GPU (if any) first, RAM last
+    devices: tuple[DeviceUse, ...]  # the offload devices in llama.cpp's order (hosts first), RAM last
     kv_bytes: int
     type_k: str
     type_v: str
@@ -94,6 +101,31 @@ class Plan:
     suggestions: tuple[str, ...] = ()
     unified_memory: bool = False
     placement: str = ""  # in words: "runs on the CPU", "24 of 48 layers on the GPU, experts of 20 layers in RAM"
+    lifted_to: tuple[str, ...] = ()  # the device of each of gpu_expert_tensors
+    layer_devices: tuple[str, ...] = ()  # each layer's device id ("RAM": the CPU)
+    output_device: str = RAM_DEVICE
+
+    @property
+    def offload_devices(self) -> tuple[DeviceUse, ...]:
+        """The devices llama.cpp is given, in its order (RAM is not one of them)."""
+        return tuple(d for d in self.devices if d.device != RAM_DEVICE)
+
+    @property
+    def load_devices(self) -> tuple[DeviceUse, ...]:
+        """The offload devices the plan puts something on: the ones llama.cpp is given."""
+        return tuple(d for d in self.offload_devices if d.total_bytes)
+
+    @property
+    def tensor_split(self) -> tuple[int, ...]:
+        """llama.cpp's ``tensor_split`` for ``load_devices``: the layers (the output head
+        counted as one more) each holds. Proportions, taken exactly: layer j of the offloaded
+        ones goes to the first device whose running total exceeds j."""
+        return tuple(d.layers + (d.device == self.output_device) for d in self.load_devices)
+
+    @property
+    def rpc_hosts(self) -> tuple[str, ...]:
+        """The RPC hosts the plan uses, in order: registered before the model loads."""
+        return tuple(dict.fromkeys(d.host for d in self.load_devices if d.host))
 
     @property
     def ram(self) -> DeviceUse:
@@ -111,8 +143,8 @@ class Plan:
             layers = "|".join(str(i) for i in self.cpu_expert_layers)
             rules.append(TensorOverride(rf"^blk\.({layers})\.ffn_(up|gate|down|gate_up)_exps\.", "CPU"))
         rules += [TensorOverride(f"^{re.escape(name)}$", "CPU") for name in self.cpu_expert_tensors]
-        if self.gpu_device:
-            rules += [TensorOverride(f"^{re.escape(name)}$", self.gpu_device) for name in self.gpu_expert_tensors]
+        rules += [TensorOverride(f"^{re.escape(name)}$", device)
+                  for name, device in zip(self.gpu_expert_tensors, self.lifted_to, strict=True)]
         return tuple(rules)
 
     def as_dict(self) -> dict[str, object]:
@@ -132,8 +164,11 @@ class Plan:
             "flash_attn": self.flash_attn,
             "unified_memory": self.unified_memory,
             "tensor_overrides": [f"{o.pattern}={o.device}" for o in self.tensor_overrides],
+            "tensor_split": list(self.tensor_split),
+            "rpc_hosts": list(self.rpc_hosts),
             "devices": [
-                {"device": d.device, "budget": d.budget_bytes, "weights": d.weights_bytes,
+                {"device": d.device, "label": d.label, "host": d.host, "layers": d.layers,
+                 "budget": d.budget_bytes, "weights": d.weights_bytes,
                  "experts": d.experts_bytes, "kv_cache": d.kv_bytes, "compute": d.compute_bytes,
                  "total": d.total_bytes, "fits": d.fits}
                 for d in self.devices
@@ -158,14 +193,14 @@ def layer_kv_bytes(shape: ModelShape, layer: LayerShape, n_ctx: int, req: PlanRe
     return math.ceil(cells * k * BYTES_PER_ELEMENT[req.type_k]) + math.ceil(cells * v * BYTES_PER_ELEMENT[req.type_v])
 
 
-def compute_buffer_bytes(shape: ModelShape, n_ctx: int, req: PlanRequest) -> int:
-    """llama.cpp's graph buffer for one ubatch: the logits, the residual stream, and the
-    larger of the attention and feed-forward intermediates of one layer (the allocator
-    reuses memory between layers)."""
+def compute_buffer_bytes(shape: ModelShape, n_ctx: int, req: PlanRequest, *, logits: bool = True) -> int:
+    """llama.cpp's graph buffer for one ubatch on one device: the logits (``logits``: on the
+    device with the output head), the residual stream, and the larger of the attention and
+    feed-forward intermediates of one layer (the allocator reuses memory between layers)."""
     n_kv = _pad(n_ctx, KV_CELL_PAD)
     n_ub = min(req.n_ubatch, n_kv)
     f32 = 4
-    logits = shape.n_vocab * n_ub * f32
+    output = shape.n_vocab * n_ub * f32 if logits else 0
     residual = 2 * shape.n_embd * n_ub * f32
     q_k_v = (shape.n_head * shape.key_length + 2 * shape.n_head_kv * shape.key_length) * n_ub * f32
     masks = 2 if shape.sliding_window else 1  # sliding-window models build a second mask
@@ -178,7 +213,7 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, req: PlanRequest) -> int
         ffn = 2 * n_ff * shape.expert_used_count * n_ub * f32 + shape.expert_count * n_ub * f32
     else:
         ffn = 2 * shape.n_ff * n_ub * f32
-    return logits + residual + max(attention, ffn)
+    return output + residual + max(attention, ffn)
 
 
 def host_compute_bytes(shape: ModelShape, req: PlanRequest) -> int:
@@ -254,33 +289,16 @@ def _check_request(shape: ModelShape, req: PlanRequest) -> None:
 def _plan_at(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int) -> Plan:
     kv = [layer_kv_bytes(shape, layer, n_ctx, req) for layer in shape.layers]
     compute = compute_buffer_bytes(shape, n_ctx, req)
-    gpu = machine.gpu
-    if gpu is None:
+    if not machine.gpus:
         ram = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
                         weights_bytes=shape.total_bytes - shape.expert_bytes, experts_bytes=shape.expert_bytes,
-                        kv_bytes=sum(kv), compute_bytes=compute)
+                        kv_bytes=sum(kv), compute_bytes=compute, label=RAM_DEVICE)
         return _finish(shape, machine, req, n_ctx, 0, None, (), (), (), (ram,), sum(kv))
     if machine.unified_memory:
         return _plan_unified(shape, machine, req, n_ctx, kv, compute)
 
-    budget = _usable(gpu.free_bytes, req)
-    n_gpu_layers = _gpu_layers_that_fit(shape, kv, compute, budget)
-    on_gpu = {i for i in range(shape.n_layer) if i >= shape.n_layer - n_gpu_layers}
-    output_on_gpu = n_gpu_layers > shape.n_layer
-    gpu_weights = sum(shape.layers[i].non_expert_bytes for i in on_gpu) + (shape.output_bytes if output_on_gpu else 0)
-    gpu_kv = sum(kv[i] for i in on_gpu)
-    gpu_compute = compute if on_gpu else 0
-    free_for_experts = budget - gpu_weights - gpu_kv - gpu_compute
-
-    to_gpu, to_ram = _place_experts(shape.layers, on_gpu, free_for_experts, req.cpu_moe_layers)
-    gpu_experts = sum(t.n_bytes for t in to_gpu)
-    gpu_use = DeviceUse(gpu.name, budget, gpu_weights, gpu_experts, gpu_kv, gpu_compute)
-    ram_use = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
-                        weights_bytes=shape.total_bytes - shape.expert_bytes - gpu_weights,
-                        experts_bytes=shape.expert_bytes - gpu_experts, kv_bytes=sum(kv) - gpu_kv,
-                        compute_bytes=host_compute_bytes(shape, req) if on_gpu else compute)
-    overrides = _summarise(shape.layers, on_gpu, to_gpu, to_ram)
-    return _finish(shape, machine, req, n_ctx, n_gpu_layers, gpu.name, *overrides, (gpu_use, ram_use), sum(kv))
+    layout = _layout(shape, machine.offload_order, req, kv, compute)
+    return _plan_from(shape, machine, req, n_ctx, kv, compute, layout)
 
 
 def _usable(free_bytes: int, req: PlanRequest) -> int:
@@ -289,56 +307,228 @@ def _usable(free_bytes: int, req: PlanRequest) -> int:
     return max(0, free_bytes - req.margin_bytes)
 
 
-def _gpu_layers_that_fit(shape: ModelShape, kv: list[int], compute: int, budget: int) -> int:
-    """The most layers (counted from the last, the output head as one more) whose
-    non-expert weights and KV cache fit in ``budget`` with the compute buffer."""
-    used = compute + shape.output_bytes
-    if used > budget:
-        return 0
-    count = 1  # the output head
-    for layer in reversed(shape.layers):
-        need = layer.non_expert_bytes + kv[layer.index]
-        if used + need > budget:
+@dataclass(frozen=True)
+class _Layout:
+    """Where the layers and experts go on a machine with offload devices."""
+
+    n_gpu_layers: int
+    units: tuple[tuple[int, ...], ...]  # per offload device: the layers it holds (n_layer: the output head)
+    experts: dict[str, str]  # expert tensor -> device id, for every expert not in RAM
+    ram_expert_bytes: int
+
+
+def _layout(shape: ModelShape, devices: tuple[GpuDevice, ...], req: PlanRequest, kv: list[int],
+            compute: int) -> _Layout:
+    """The most layers offloaded (attention runs every token: the CPU is the last resort);
+    for that count, as few experts in RAM as the devices allow; and of the layouts that
+    leave as many in RAM, the one with the fewest layers on RPC hosts (the network is the
+    slowest link). An RPC host holds whole layers, experts included — experts a host's GPU
+    cannot hold would cross the network twice per layer and token; this machine's GPUs
+    hold their layers' attention and as many of their experts as fit, the rest in RAM."""
+    budgets = [_usable(d.free_bytes, req) for d in devices]
+    remote = [i for i, d in enumerate(devices) if d.host]
+    local = [i for i, d in enumerate(devices) if not d.host]
+    for n_gpu_layers in range(shape.n_layer + 1, -1, -1):
+        units = _offloaded_units(shape.n_layer, n_gpu_layers)
+        on_hosts = _fill_hosts(shape, units, [devices[i] for i in remote], [budgets[i] for i in remote], kv,
+                               compute)
+        most = sum(len(u) for u in on_hosts)
+        if not local and most < len(units):
+            continue
+        if local and _split_local(shape, units[most:], [budgets[i] for i in local], kv, compute) is None:
+            continue
+        best: _Layout | None = None
+        for k in range(most + 1) if local else (most,):
+            here = _split_local(shape, units[k:], [budgets[i] for i in local], kv, compute)
+            if here is None:
+                continue
+            hosts = _fill_hosts(shape, units[:k], [devices[i] for i in remote], [budgets[i] for i in remote], kv,
+                                compute)
+            per_device: list[tuple[int, ...]] = [()] * len(devices)
+            for i, held in zip(remote, hosts, strict=True):
+                per_device[i] = held
+            for i, held in zip(local, here, strict=True):
+                per_device[i] = held
+            candidate = _with_experts(shape, devices, budgets, per_device, kv, compute, req.cpu_moe_layers,
+                                      n_gpu_layers)
+            if best is None or candidate.ram_expert_bytes < best.ram_expert_bytes:
+                best = candidate
+        if best is not None:
+            return best
+    raise AssertionError("no layers offloaded always fits")  # pragma: no cover
+
+
+def _offloaded_units(n_layer: int, n_gpu_layers: int) -> list[int]:
+    """What llama.cpp offloads for ``n_gpu_layers``: the output head (unit ``n_layer``) first,
+    then the last layers — the units from ``n_layer + 1 - n_gpu_layers`` on."""
+    return list(range(max(n_layer + 1 - n_gpu_layers, 0), n_layer + 1))
+
+
+def _unit_bytes(shape: ModelShape, unit: int, kv: list[int], *, experts: bool) -> int:
+    if unit == shape.n_layer:
+        return shape.output_head_bytes
+    layer = shape.layers[unit]
+    return layer.non_expert_bytes + kv[unit] + (layer.expert_bytes if experts else 0)
+
+
+def _fill_hosts(shape: ModelShape, units: list[int], devices: list[GpuDevice], budgets: list[int], kv: list[int],
+                compute: int) -> list[tuple[int, ...]]:
+    """Whole layers on the hosts' devices: the most of ``units`` (from the first) that fit, on
+    as few hosts as hold them (each host more is more round trips per token), shared out over
+    those hosts' devices in proportion to their free memory, as llama.cpp's own split does."""
+    hosts = list(dict.fromkeys(d.host for d in devices))
+    best: list[tuple[int, ...]] = [()] * len(devices)
+    for used in range(1, len(hosts) + 1):
+        on = [i for i, d in enumerate(devices) if d.host in hosts[:used]]
+        for count in range(len(units), sum(len(held) for held in best), -1):
+            shares = _share(shape, units[:count], [budgets[i] for i in on], kv, compute, experts=True)
+            if shares is not None:
+                best = [()] * len(devices)
+                for i, held in zip(on, shares, strict=True):
+                    best[i] = held
+                break
+        if sum(len(held) for held in best) == len(units):
             break
-        used += need
-        count += 1
-    return count if count > shape.n_layer else count - 1  # output only with all layers
+    return best
 
 
-def _place_experts(layers: tuple[LayerShape, ...], on_gpu: set[int], free: int, cpu_moe_layers: int | None
-                   ) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Expert tensors for the GPU and for RAM. The offloaded layers' experts are tried
-    first, from the last layer down; then those of layers left on the CPU (their experts
-    can still sit in VRAM through an override). Manual mode puts the experts of the first
-    ``cpu_moe_layers`` layers in RAM and every other offloaded one on the GPU."""
-    order = sorted(layers, key=lambda lyr: (lyr.index not in on_gpu, -lyr.index))
-    to_gpu: list[TensorInfo] = []
-    to_ram: list[TensorInfo] = []
-    for layer in order:
-        for tensor in layer.expert_tensors:
-            if cpu_moe_layers is not None:
-                wanted = layer.index in on_gpu and layer.index >= cpu_moe_layers
-            else:  # experts of CPU layers only join offloaded ones, whose compute buffer is on the GPU
-                wanted = tensor.n_bytes <= free and bool(on_gpu)
-            if wanted:
-                to_gpu.append(tensor)
-                free -= tensor.n_bytes
+def _share(shape: ModelShape, units: list[int], budgets: list[int], kv: list[int], compute: int, *,
+           experts: bool) -> list[tuple[int, ...]] | None:
+    """``units`` shared out over devices in order, in proportion to their usable memory (what
+    is left after a compute buffer), each unit counted with or without its experts. None when a
+    device's share does not fit."""
+    if not units:
+        return [()] * len(budgets)
+    usable = [max(0, b - compute) for b in budgets]
+    if not sum(usable):
+        return None
+    sizes = [_unit_bytes(shape, u, kv, experts=experts) for u in units]
+    total = sum(sizes)
+    shares: list[list[int]] = [[] for _ in budgets]
+    device, placed, target = 0, 0, total * usable[0] / sum(usable)
+    for unit, size in zip(units, sizes, strict=True):
+        while device < len(budgets) - 1 and placed + size / 2 > target:
+            device += 1
+            target += total * usable[device] / sum(usable)
+        shares[device].append(unit)
+        placed += size
+    for share, budget in zip(shares, budgets, strict=True):
+        if share and compute + sum(_unit_bytes(shape, u, kv, experts=experts) for u in share) > budget:
+            return None
+    return [tuple(share) for share in shares]
+
+
+def _split_local(shape: ModelShape, units: list[int], budgets: list[int], kv: list[int], compute: int
+                 ) -> list[tuple[int, ...]] | None:
+    """This machine's GPUs' share of ``units``, in proportion to their usable memory, counting
+    attention and KV cache only: experts fill what is left afterwards."""
+    return _share(shape, units, budgets, kv, compute, experts=False)
+
+
+def _with_experts(shape: ModelShape, devices: tuple[GpuDevice, ...], budgets: list[int],
+                  units: list[tuple[int, ...]], kv: list[int], compute: int, cpu_moe_layers: int | None,
+                  n_gpu_layers: int) -> _Layout:
+    """Expert tensors for each device. A host's device holds all of its layers' experts. A
+    GPU here fills what its layers leave with their experts, tensor by tensor from its last
+    layer down, skipping any that does not fit; then experts of layers left on the CPU are
+    lifted into what is still free (the last GPU first). Manual mode (``cpu_moe_layers``)
+    keeps the experts of the first N layers in RAM and every other offloaded one on its GPU."""
+    experts: dict[str, str] = {}
+    free = [0] * len(devices)
+    for i, (device, held) in enumerate(zip(devices, units, strict=True)):
+        if not held:
+            continue
+        layers = sorted((shape.layers[u] for u in held if u < shape.n_layer), key=lambda lyr: -lyr.index)
+        if device.host:  # whole layers, but for manual mode's first N
+            experts.update((t.name, device.ident) for layer in layers for t in layer.expert_tensors
+                           if cpu_moe_layers is None or layer.index >= cpu_moe_layers)
+            continue
+        free[i] = budgets[i] - compute - sum(_unit_bytes(shape, u, kv, experts=False) for u in held)
+        for layer in layers:
+            for tensor in layer.expert_tensors:
+                wanted = (layer.index >= cpu_moe_layers if cpu_moe_layers is not None
+                          else tensor.n_bytes <= free[i])
+                if wanted:
+                    experts[tensor.name] = device.ident
+                    free[i] -= tensor.n_bytes
+    offloaded = {u for held in units for u in held}
+    gpus_with_layers = [i for i in reversed(range(len(devices))) if units[i] and not devices[i].host]
+    if cpu_moe_layers is None and gpus_with_layers:  # their compute buffers run what is lifted
+        for layer in sorted(shape.layers, key=lambda lyr: -lyr.index):
+            if layer.index in offloaded:
+                continue
+            for tensor in layer.expert_tensors:
+                target = next((i for i in gpus_with_layers if tensor.n_bytes <= free[i]), None)
+                if target is not None:
+                    experts[tensor.name] = devices[target].ident
+                    free[target] -= tensor.n_bytes
+    in_ram = shape.expert_bytes - sum(t.n_bytes for layer in shape.layers for t in layer.expert_tensors
+                                      if t.name in experts)
+    return _Layout(n_gpu_layers, tuple(units), experts, in_ram)
+
+
+def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, kv: list[int], compute: int,
+               layout: _Layout) -> Plan:
+    devices = machine.offload_order
+    layer_device = [RAM_DEVICE] * shape.n_layer
+    output_device = RAM_DEVICE
+    uses = []
+    for device, held in zip(devices, layout.units, strict=True):
+        for unit in held:
+            if unit == shape.n_layer:
+                output_device = device.ident
             else:
-                to_ram.append(tensor)
-    return to_gpu, to_ram
+                layer_device[unit] = device.ident
+        layers = [u for u in held if u < shape.n_layer]
+        expert_bytes = sum(t.n_bytes for layer in shape.layers for t in layer.expert_tensors
+                           if layout.experts.get(t.name) == device.ident)
+        uses.append(DeviceUse(
+            device.ident, _usable(device.free_bytes, req),
+            weights_bytes=sum(shape.layers[u].non_expert_bytes for u in layers)
+            + (shape.output_head_bytes if shape.n_layer in held else 0),
+            experts_bytes=expert_bytes, kv_bytes=sum(kv[u] for u in layers),
+            compute_bytes=compute_buffer_bytes(shape, n_ctx, req, logits=shape.n_layer in held) if held else 0,
+            layers=len(layers), host=device.host, label=device.label))
+    placed_weights = sum(u.weights_bytes for u in uses)
+    placed_experts = sum(u.experts_bytes for u in uses)
+    duplicated = shape.output_head_bytes - shape.output_bytes if output_device != RAM_DEVICE else 0
+    ram_use = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
+                        weights_bytes=shape.total_bytes - shape.expert_bytes - placed_weights + duplicated,
+                        experts_bytes=shape.expert_bytes - placed_experts,
+                        kv_bytes=sum(kv) - sum(u.kv_bytes for u in uses),
+                        compute_bytes=_ram_compute(shape, n_ctx, req, layout, layer_device, output_device),
+                        label=RAM_DEVICE)
+    on_device = {i for i, where in enumerate(layer_device) if where != RAM_DEVICE}
+    whole, partial, lifted = _summarise(shape.layers, on_device, layout.experts)
+    holder = next((d.ident for d, held in zip(reversed(devices), reversed(layout.units), strict=True) if held), None)
+    return _finish(shape, machine, req, n_ctx, layout.n_gpu_layers, holder, whole, partial,
+                   tuple(name for name, _ in lifted), (*uses, ram_use), sum(kv),
+                   lifted_to=tuple(device for _, device in lifted), layer_devices=tuple(layer_device),
+                   output_device=output_device)
 
 
-def _summarise(layers: tuple[LayerShape, ...], on_gpu: set[int], to_gpu: list[TensorInfo],
-               to_ram: list[TensorInfo]) -> tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
+def _ram_compute(shape: ModelShape, n_ctx: int, req: PlanRequest, layout: _Layout, layer_device: list[str],
+                 output_device: str) -> int:
+    """The CPU's graph buffer: a whole layer's when the CPU runs layers or experts left in RAM,
+    else only the inputs and the hand-offs between devices."""
+    if RAM_DEVICE in layer_device or layout.ram_expert_bytes:
+        return compute_buffer_bytes(shape, n_ctx, req, logits=output_device == RAM_DEVICE)
+    return host_compute_bytes(shape, req)
+
+
+def _summarise(layers: tuple[LayerShape, ...], on_device: set[int], experts: dict[str, str]
+               ) -> tuple[tuple[int, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
     """The overrides a placement needs: offloaded layers whose experts all stay in RAM,
-    single expert tensors of offloaded layers in RAM, expert tensors of CPU layers in VRAM."""
-    ram_names = {t.name for t in to_ram}
+    single expert tensors of offloaded layers in RAM, and expert tensors of CPU layers
+    lifted onto a device (with that device)."""
     whole = tuple(sorted(
         lyr.index for lyr in layers
-        if lyr.index in on_gpu and lyr.expert_tensors and all(t.name in ram_names for t in lyr.expert_tensors)
+        if lyr.index in on_device and lyr.expert_tensors and not any(t.name in experts for t in lyr.expert_tensors)
     ))
-    partial = tuple(t.name for t in to_ram if t.layer in on_gpu and t.layer not in whole)
-    lifted = tuple(t.name for t in to_gpu if t.layer not in on_gpu)
+    partial = tuple(t.name for lyr in sorted(layers, key=lambda lyr: -lyr.index) if lyr.index in on_device
+                    and lyr.index not in whole for t in lyr.expert_tensors if t.name not in experts)
+    lifted = tuple((t.name, experts[t.name]) for lyr in sorted(layers, key=lambda lyr: -lyr.index)
+                   if lyr.index not in on_device for t in lyr.expert_tensors if t.name in experts)
     return whole, partial, lifted
 
 
@@ -347,25 +537,31 @@ def _plan_unified(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: 
     gpu = machine.gpu
     assert gpu is not None
     pool = _usable(min(gpu.free_bytes, machine.ram_free_bytes), req)
-    use = DeviceUse(gpu.name, pool, shape.total_bytes - shape.expert_bytes, shape.expert_bytes, sum(kv), compute)
-    return _finish(shape, machine, req, n_ctx, shape.n_layer + 1, gpu.name, (), (), (), (use,), sum(kv))
+    use = DeviceUse(gpu.ident, pool, shape.total_bytes - shape.expert_bytes, shape.expert_bytes, sum(kv), compute,
+                    layers=shape.n_layer, label=gpu.label)
+    return _finish(shape, machine, req, n_ctx, shape.n_layer + 1, gpu.ident, (), (), (), (use,), sum(kv),
+                   layer_devices=(gpu.ident,) * shape.n_layer, output_device=gpu.ident)
 
 
 def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n_gpu_layers: int,
             gpu_name: str | None, cpu_layers: tuple[int, ...], cpu_tensors: tuple[str, ...],
-            gpu_tensors: tuple[str, ...], devices: tuple[DeviceUse, ...], kv_bytes: int) -> Plan:
+            gpu_tensors: tuple[str, ...], devices: tuple[DeviceUse, ...], kv_bytes: int, *,
+            lifted_to: tuple[str, ...] = (), layer_devices: tuple[str, ...] = (),
+            output_device: str = RAM_DEVICE) -> Plan:
     fits = all(d.fits for d in devices)
     result = Plan(n_ctx=n_ctx, n_layer=shape.n_layer, n_gpu_layers=n_gpu_layers, gpu_device=gpu_name,
                   cpu_expert_layers=cpu_layers, cpu_expert_tensors=cpu_tensors, gpu_expert_tensors=gpu_tensors,
                   devices=devices,
                   kv_bytes=kv_bytes, type_k=req.type_k, type_v=req.type_v, flash_attn=req.flash_attn,
-                  fits=fits, verdict="", unified_memory=machine.unified_memory)
+                  fits=fits, verdict="", unified_memory=machine.unified_memory, lifted_to=lifted_to,
+                  layer_devices=layer_devices, output_device=output_device)
     result = replace(result, placement=_placement(result, shape))
     if fits:
         return replace(result, verdict=_fits_verdict(result, shape))
     short = next(d for d in reversed(devices) if not d.fits)
     missing = short.total_bytes - short.budget_bytes
-    where = "memory" if machine.unified_memory else ("RAM" if short.device == RAM_DEVICE else "VRAM")
+    where = ("memory" if machine.unified_memory else "RAM" if short.device == RAM_DEVICE
+             else f"memory on {short.label}" if short.host else "VRAM")
     verdict = (f"Does not fit: needs {format_size(short.total_bytes)} of {where} but "
                f"{format_size(short.budget_bytes)} is usable ({format_size(missing)} missing) at a context of "
                f"{n_ctx:,} tokens.")
@@ -397,14 +593,16 @@ def _placement(p: Plan, shape: ModelShape) -> str:
 def placement_sentence(p: Plan, shape: ModelShape) -> str:
     """Where the layers (and a MoE model's experts) go, in words: "24 of 48 layers on the
     GPU, experts of 20 layers in RAM"."""
-    on_gpu = min(p.n_gpu_layers, shape.n_layer)
-    layers = (f"all {shape.n_layer} layers on the GPU" if on_gpu == shape.n_layer
-              else f"{on_gpu} of {shape.n_layer} layers on the GPU, the rest on the CPU")
+    on_gpu = sum(1 for where in p.layer_devices if where != RAM_DEVICE)
+    where = _layer_holders(p)
+    layers = (f"all {shape.n_layer} layers on {where}" if on_gpu == shape.n_layer
+              else f"{on_gpu} of {shape.n_layer} layers on {where}, the rest on the CPU")
     if not shape.is_moe:
         return layers
     whole, part = _expert_layers_in_ram(p, shape)
     if not whole and not part:
-        return layers + (", experts included" if on_gpu == shape.n_layer else ", all experts on the GPU")
+        return layers + (", experts included" if on_gpu == shape.n_layer
+                         else f", all experts on {'the GPU' if where == 'the GPU' else 'those devices'}")
     if whole == sum(1 for layer in shape.layers if layer.expert_tensors):
         return layers + ", all experts in RAM"
     text = f"experts of {whole} layer{'' if whole == 1 else 's'}" if whole else "part of the experts of"
@@ -415,9 +613,18 @@ def placement_sentence(p: Plan, shape: ModelShape) -> str:
     return f"{layers}, {text} in RAM"
 
 
+def _layer_holders(p: Plan) -> str:
+    """ "the GPU" when one GPU of this machine holds the offloaded layers; else each device
+    with its count: "3 devices (RPC0 on 10.0.0.5:50052: 20, CUDA0: 20, CUDA1: 8)"."""
+    holders = [d for d in p.offload_devices if d.layers]
+    if len(holders) <= 1:
+        return "the GPU" if not holders or not holders[0].host else holders[0].label
+    return f"{len(holders)} devices ({', '.join(f'{d.label}: {d.layers}' for d in holders)})"
+
+
 def _expert_layers_in_ram(p: Plan, shape: ModelShape) -> tuple[int, int]:
     """(layers whose experts are all in RAM, layers whose experts are split between RAM and VRAM)."""
-    on_gpu = set(range(shape.n_layer - min(p.n_gpu_layers, shape.n_layer), shape.n_layer))
+    on_gpu = {i for i, where in enumerate(p.layer_devices) if where != RAM_DEVICE}
     in_ram = set(p.cpu_expert_tensors)
     lifted = set(p.gpu_expert_tensors)
     whole = part = 0
@@ -472,9 +679,9 @@ def _suggestions(shape: ModelShape, machine: Machine, req: PlanRequest, failed: 
 
 
 def apply_plan(settings: ModelSettings, p: Plan, extra_overrides: tuple[TensorOverride, ...] = ()) -> ModelSettings:
-    """The load settings that carry out ``p``: context, GPU layers, KV types, flash
-    attention and tensor overrides (a user's own ``-ot`` rules first: llama.cpp takes the
-    first rule that matches)."""
+    """The load settings that carry out ``p``: context, GPU layers, the devices and their
+    split, the RPC hosts to reach them, KV types, flash attention and tensor overrides (a
+    user's own ``-ot`` rules first: llama.cpp takes the first rule that matches)."""
     return replace(
         settings,
         n_ctx=p.n_ctx,
@@ -483,15 +690,43 @@ def apply_plan(settings: ModelSettings, p: Plan, extra_overrides: tuple[TensorOv
         type_v=p.type_v,  # type: ignore[arg-type]
         flash_attn=p.flash_attn,
         tensor_overrides=extra_overrides + p.tensor_overrides,
+        rpc_hosts=p.rpc_hosts,
+        devices=tuple(d.device for d in p.load_devices),
+        tensor_split=tuple(float(n) for n in p.tensor_split),
     )
 
 
 def check_estimates(p: Plan, report: LoadReport) -> tuple[EstimateCheck, ...]:
-    """The plan's model, KV and compute figures against what llama.cpp allocated."""
-    model = sum(d.weights_bytes + d.experts_bytes for d in p.devices)
-    compute = sum(d.compute_bytes for d in p.devices)
-    return (
-        EstimateCheck("model", model, report.model_bytes, MODEL_TOLERANCE),
+    """The plan's model, KV and compute figures against what llama.cpp allocated: in all, and
+    per device when the plan uses more than one ("model on RPC0[10.0.0.5:50052]")."""
+    # A mapped file's CPU buffer is the span from its first tensor in RAM to its last, tensors
+    # loaded onto devices in between included: with a model split, RAM's share is not comparable.
+    mapped = any(name.endswith("_Mapped") for name in report.model_buffers) and bool(p.offload_devices)
+    weighed = p.offload_devices if mapped else p.devices
+    checks = [
+        EstimateCheck("model on devices" if mapped else "model",
+                      sum(d.weights_bytes + d.experts_bytes for d in weighed),
+                      sum(_on(report.model_buffers, d.device) for d in weighed), MODEL_TOLERANCE),
         EstimateCheck("kv", p.kv_bytes, report.kv_bytes, KV_TOLERANCE),
-        EstimateCheck("compute", compute, report.compute_bytes, COMPUTE_TOLERANCE),
-    )
+        EstimateCheck("compute", sum(d.compute_bytes for d in p.devices), report.compute_bytes, COMPUTE_TOLERANCE),
+    ]
+    used = [d for d in p.devices if d.total_bytes]
+    if len(used) > 1:
+        for d in used:
+            checks += [] if mapped and d.device == RAM_DEVICE else [
+                EstimateCheck(f"model on {d.device}", d.weights_bytes + d.experts_bytes,
+                              _on(report.model_buffers, d.device), MODEL_TOLERANCE)]
+            checks += [
+                EstimateCheck(f"kv on {d.device}", d.kv_bytes, _on(report.kv_buffers, d.device), KV_TOLERANCE),
+                EstimateCheck(f"compute on {d.device}", d.compute_bytes, _on(report.compute_buffers, d.device),
+                              DEVICE_COMPUTE_TOLERANCE),
+            ]
+    return tuple(checks)
+
+
+def _on(buffers: dict[str, int], device: str) -> int:
+    """What llama.cpp's log says ``device`` got: RAM is every CPU buffer ("CPU", "CPU_Mapped",
+    "CPU_REPACK"); a device's buffers carry its id ("CUDA0", "RPC0[10.0.0.5:50052]")."""
+    if device == RAM_DEVICE:
+        return sum(size for name, size in buffers.items() if name.startswith("CPU"))
+    return buffers.get(device, 0)

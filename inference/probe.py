@@ -13,10 +13,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TypeVar
 
+from inference.device_speed import DeviceSpeed, LinkSpeed
 from inference.devices import Machine
 from inference.errors import EnclaveError
 from inference.ggml_backend import BackendDevice
@@ -24,6 +27,9 @@ from inference.orphans import exit_with_parent
 from inference.worker import crash_cause, how_it_ended, log_lines_since, redirect_output
 
 PROBE_TIMEOUT = 60.0  # seconds; a CUDA driver's first initialisation can take several
+HOST_TIMEOUT = 20.0  # an RPC host's devices and a measure of the link to it
+MEASURE_TIMEOUT = 60.0  # one device's speeds
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,52 @@ class MachineReport:
     system_info: str  # llama.cpp's CPU features line
 
 
-def probe_child(conn: Connection, log_path: str) -> None:
-    """The child's whole life: ask llama.cpp, answer, exit."""
+def _child(conn: Connection, log_path: str, task: Callable[..., object], args: tuple[object, ...]) -> None:
+    """A probe child's whole life: ask llama.cpp, answer, exit."""
     redirect_output(log_path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ["GGML_NO_BACKTRACE"] = "1"
     exit_with_parent()
-    conn.send(_report())
+    try:
+        conn.send(task(*args))
+    except EnclaveError as exc:  # a host that does not answer: its reason, not a dead probe
+        conn.send(exc)
     conn.close()
+
+
+def run_in_child(task: Callable[..., T], args: tuple[object, ...], log_path: Path, *, timeout: float, what: str) -> T:
+    """``task(*args)``, run in a spawned child process that ends before this returns. A child
+    that dies (llama.cpp aborts on a host that stops answering) or hangs becomes an
+    ``EnclaveError`` saying ``what`` failed and quoting what llama.cpp wrote last."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.touch()
+    offset = log_path.stat().st_size
+    ctx = multiprocessing.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(child_conn, str(log_path), task, args), name="enclave-probe",
+                          daemon=True)
+    try:
+        process.start()
+    finally:
+        child_conn.close()  # so that recv() sees EOF when the child dies
+    try:
+        if not parent_conn.poll(timeout):
+            process.kill()
+            raise _failure(what, f"did not answer within {timeout:g} s", log_path, offset)
+        try:
+            answer = parent_conn.recv()
+        except (EOFError, OSError):
+            process.join(timeout=5)
+            raise _failure(what, how_it_ended(process.exitcode), log_path, offset) from None
+    finally:
+        parent_conn.close()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if isinstance(answer, EnclaveError):
+        raise answer
+    return answer  # type: ignore[no-any-return]
 
 
 def _report() -> MachineReport:
@@ -65,31 +109,10 @@ def _report() -> MachineReport:
 
 def probe_report(log_path: Path, timeout: float = PROBE_TIMEOUT) -> MachineReport:
     """This machine's devices and backends, from a child process that ends before this returns."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.touch()
-    offset = log_path.stat().st_size
-    ctx = multiprocessing.get_context("spawn")
-    parent_conn, child_conn = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=probe_child, args=(child_conn, str(log_path)), name="enclave-probe", daemon=True)
     try:
-        process.start()
-    finally:
-        child_conn.close()  # so that recv() sees EOF when the child dies
-    try:
-        if not parent_conn.poll(timeout):
-            process.kill()
-            raise _failure(f"did not answer within {timeout:g} s", log_path, offset)
-        try:
-            return parent_conn.recv()
-        except (EOFError, OSError):
-            process.join(timeout=5)
-            raise _failure(how_it_ended(process.exitcode), log_path, offset) from None
-    finally:
-        parent_conn.close()
-        process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        return run_in_child(_report, (), log_path, timeout=timeout, what="detect this machine's devices")
+    except EnclaveError as exc:
+        raise EnclaveError(f"{exc} Check the GPU driver; llama.cpp's log is {log_path}.") from None
 
 
 def probe_machine(log_path: Path, timeout: float = PROBE_TIMEOUT) -> Machine:
@@ -97,10 +120,53 @@ def probe_machine(log_path: Path, timeout: float = PROBE_TIMEOUT) -> Machine:
     return probe_report(log_path, timeout).machine
 
 
-def _failure(how: str, log_path: Path, offset: int) -> EnclaveError:
+@dataclass(frozen=True)
+class HostReport:
+    """An RPC host as seen from here: its devices and the link to it."""
+
+    endpoint: str
+    devices: tuple[BackendDevice, ...]
+    link: LinkSpeed
+
+
+def _host_report(endpoint: str) -> HostReport:
+    from inference.device_speed import measure_link
+    from inference.rpc import add_host
+
+    devices = add_host(endpoint)
+    return HostReport(endpoint, tuple(devices), measure_link(endpoint))
+
+
+def probe_host(endpoint: str, log_path: Path, timeout: float = HOST_TIMEOUT) -> HostReport:
+    """``endpoint``'s devices and link, asked in a child process: a host that is down, or
+    answers something else than llama.cpp's RPC, costs at most ``timeout``."""
+    from inference.rpc import check_reachable
+
+    check_reachable(endpoint)  # refused or unroutable: said at once, without starting a child
+    return run_in_child(_host_report, (endpoint,), log_path, timeout=timeout, what=f"reach the host {endpoint}")
+
+
+def _measure(device: str, hosts: tuple[str, ...], n_threads: int) -> DeviceSpeed:
+    from inference.device_speed import measure_device
+    from inference.rpc import add_host
+
+    for host in hosts:
+        add_host(host)
+    return measure_device(device, n_threads)
+
+
+def measure_speed(device: str, n_threads: int, log_path: Path, *, host: str | None = None,
+                  timeout: float = MEASURE_TIMEOUT) -> DeviceSpeed:
+    """How fast ``device`` (an id; on ``host`` if it is an RPC host's) reads weights and
+    computes, measured through ggml in a child process (a few seconds)."""
+    return run_in_child(_measure, (device, (host,) if host else (), n_threads), log_path, timeout=timeout,
+                        what=f"measure the speed of {device}")
+
+
+def _failure(what: str, how: str, log_path: Path, offset: int) -> EnclaveError:
     lines = log_lines_since(log_path, offset)
     said = crash_cause(lines) or (lines[-1].strip() if lines else "")
-    message = f"Could not detect this machine's devices: the probe process {how}."
+    message = f"Could not {what}: the probe process {how}."
     if said:
         message += f" It said: {said.rstrip('.')}."
-    return EnclaveError(f"{message} Check the GPU driver; llama.cpp's log is {log_path}.")
+    return EnclaveError(message)

@@ -48,6 +48,12 @@ class ModelSettings:
     use_mmap: bool = True
     vocab_only: bool = False  # only the tokenizer: for counting tokens, no weights, no context
     tensor_overrides: tuple[TensorOverride, ...] = ()
+    # RPC hosts ("address:port") registered before the load, so their devices can be named below
+    rpc_hosts: tuple[str, ...] = ()
+    # the devices layers are offloaded to, by stable id, in order ("RPC0[10.0.0.5:50052]", "CUDA0");
+    # None: llama.cpp's default (every GPU); (): none. tensor_split: each one's share of the offloaded layers
+    devices: tuple[str, ...] | None = None
+    tensor_split: tuple[float, ...] = ()
     # None: the model's own chat template, or without one the built-in format for its
     # vocabulary or architecture (inference/chat_formats.py); a built-in name forces that format
     chat_format: str | None = None

@@ -285,7 +285,11 @@ class Worker:
             doing = f"running {type(request).__name__.lower()}"
         message = f"llama.cpp crashed while {doing}: the worker process {how_it_ended(code)}."
         cause = crash_cause(lines)
-        if cause:
+        if RPC_HOST_LOST in cause:
+            message = (f"An RPC host stopped answering while {doing}; the model is unloaded. Enclave plans the "
+                       "next load without that host while it stays away (llama.cpp: "
+                       f"{cause.split(': ', 1)[-1].rstrip('.')}).")
+        elif cause:
             message += f" It said: {cause.rstrip('.')}."
             if "GGML_ASSERT" in cause and isinstance(request, Load):
                 message += " The model file is probably damaged or made for a newer llama.cpp."
@@ -365,9 +369,12 @@ def how_it_ended(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+RPC_HOST_LOST = "Remote RPC server"  # llama.cpp's RPC client aborts with this when a host goes away
+
+
 def crash_cause(lines: list[str]) -> str:
     """The line that best explains a crash: a failed assert, else the last error."""
-    for needle in ("GGML_ASSERT", "GGML_ABORT", "error"):
+    for needle in ("GGML_ASSERT", "GGML_ABORT", RPC_HOST_LOST, "error"):
         for line in reversed(lines):
             if needle.lower() in line.lower() and not line.startswith("Fatal Python error"):
                 return re.sub(r"^.*?(?=GGML_)|^\S*/", "", line.strip()) if needle != "error" else line.strip()

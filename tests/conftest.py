@@ -17,6 +17,7 @@ from inference.protocol import ModelSettings
 from inference.worker import Worker
 from tests.fuzzing import cases_run, slowest_case
 from tests.memory_keyring import MemoryKeyring
+from tests.rpc_hosts import LoopbackHosts, RpcUnavailable
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -119,6 +120,18 @@ def moe_worker(tmp_path_factory: pytest.TempPathFactory, moe_model: Path) -> Ite
     w.load(settings_for(moe_model))
     yield w
     w.close()
+
+
+@pytest.fixture(scope="session")
+def rpc_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackHosts]:
+    """Two llama.cpp RPC hosts on 127.0.0.1 (CPU, one thread each) for the whole run: a second
+    and third device. ``rpc_hosts.endpoints``; see tests/rpc_hosts.py before killing one."""
+    try:
+        hosts = LoopbackHosts(2, tmp_path_factory.mktemp("rpc-hosts"))
+    except RpcUnavailable as exc:  # `make` builds llama.cpp with RPC: a build without it is a failure
+        pytest.fail(str(exc))
+    with hosts:
+        yield hosts
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -69,7 +69,7 @@ def test_user_errors_are_one_line_and_exit_2(make, expected: str, tmp_path: Path
 def test_doctor_reports_backend_devices_and_paths(enclave_home: Path) -> None:
     result = enclave("doctor", home=enclave_home)
     assert result.returncode == 0, result.stderr
-    assert "llama.cpp backends: CPU" in result.stdout
+    assert "llama.cpp backends: RPC, CPU" in result.stdout
     assert "CPU" in result.stdout and "GiB free of" in result.stdout
     assert str(enclave_home / "data" / "enclave.db") in result.stdout
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from app.catalog import shape_from_config
 from inference.devices import GiB, format_size, simulated_machine
 from inference.model_shape import ModelShape
-from inference.planner import KV_CELL_PAD, PlanError, PlanRequest, apply_plan, context_table, plan
+from inference.planner import KV_CELL_PAD, RAM_DEVICE, PlanError, PlanRequest, apply_plan, context_table, plan
 from inference.protocol import ModelSettings
 from tests.model_shapes import real_shapes
 
@@ -41,7 +41,7 @@ def request(n_ctx: int, kv: str) -> PlanRequest:
 
 def ram_experts(shape: ModelShape, p) -> list[int]:
     """Sizes of the expert tensors the plan leaves in RAM."""
-    on_gpu = set(range(shape.n_layer - min(p.n_gpu_layers, shape.n_layer), shape.n_layer))
+    on_gpu = {i for i, where in enumerate(p.layer_devices) if where != RAM_DEVICE}
     lifted = set(p.gpu_expert_tensors)
     sizes = []
     for layer in shape.layers:

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,12 @@ def meminfo_kib(field: str) -> int:
 # Children for the failure tests: spawned, so they must live at module level ----------------
 
 
-def aborting_probe(conn: Connection, log_path: str) -> None:
-    from inference.worker import redirect_output
-
-    redirect_output(log_path)
+def aborting_probe() -> None:
     print("ggml-backend.cpp:42: GGML_ASSERT(device != NULL) failed", file=sys.stderr, flush=True)
     os.abort()
 
 
-def silent_probe(conn: Connection, log_path: str) -> None:
+def silent_probe() -> None:
     time.sleep(120)
 
 
@@ -66,12 +62,14 @@ def test_probe_sees_this_machines_ram_and_its_cpu(tmp_path: Path) -> None:
     assert machine.gpus == () and machine.describe().startswith("CPU only")  # the CPU build the tests use
     report = probe_report(tmp_path / "llama.log")
     assert "CPU" in report.backends and [d.type for d in report.devices] == ["cpu"]
-    assert report.gpu_offload is False and report.system_info  # llama.cpp's CPU features line
+    # the build the tests use has the CPU and RPC backends: RPC hosts' devices take offloaded layers
+    assert report.backends == ("RPC", "CPU") and report.gpu_offload is True
+    assert report.system_info  # llama.cpp's CPU features line
     assert not multiprocessing.active_children()  # the child is gone
 
 
 def test_a_probe_that_crashes_is_one_line_that_quotes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(probe, "probe_child", aborting_probe)
+    monkeypatch.setattr(probe, "_report", aborting_probe)
     with pytest.raises(EnclaveError) as failed:
         probe_machine(tmp_path / "llama.log")
     message = str(failed.value)
@@ -82,7 +80,7 @@ def test_a_probe_that_crashes_is_one_line_that_quotes_it(tmp_path: Path, monkeyp
 
 
 def test_a_probe_that_hangs_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(probe, "probe_child", silent_probe)
+    monkeypatch.setattr(probe, "_report", silent_probe)
     started = time.monotonic()
     with pytest.raises(EnclaveError, match="the probe process did not answer within 3 s"):
         probe_machine(tmp_path / "llama.log", timeout=3)
@@ -92,7 +90,7 @@ def test_a_probe_that_hangs_is_stopped(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_a_failed_probe_is_the_clis_one_line_error(enclave_home: Path, moe_model: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(probe, "probe_child", aborting_probe)
+    monkeypatch.setattr(probe, "_report", aborting_probe)
     result = CliRunner().invoke(cli, ["plan", str(moe_model)])
     assert result.exit_code == 2
     assert "Could not detect this machine's devices" in result.output and "GGML_ASSERT" in result.output
@@ -218,7 +216,7 @@ def test_no_front_end_flow_starts_a_backend_in_its_process(backend_calls: list[s
     assert run.output.strip()
     doctor = runner.invoke(cli, ["doctor"])
     assert doctor.exit_code == 0, doctor.output
-    assert "llama.cpp backends: CPU" in doctor.output and re.search(r"^  CPU\s+cpu ", doctor.output, re.M)
+    assert "llama.cpp backends: RPC, CPU" in doctor.output and re.search(r"^  CPU\s+cpu ", doctor.output, re.M)
 
     page = ModelsPage(services, TaskRunner(synchronous=True))
     qtbot.addWidget(page)

@@ -14,6 +14,8 @@ from app.cli import (  # noqa: F401
     database,
     gui,
     history,
+    host,
+    hosts,
     library,
     models,
     policy,

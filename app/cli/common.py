@@ -19,7 +19,7 @@ from app.logs import configure_logging
 from app.paths import app_paths
 from app.policy import PolicyError
 from app.sqlcipher import OPERATIONAL_ERRORS
-from inference.devices import format_duration, parse_size
+from inference.devices import format_duration, parse_devices, parse_sim_host, parse_size
 from inference.errors import EnclaveError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,18 +112,25 @@ class ProgressLine:
             self._shown = False
 
 
-class SizeType(click.ParamType):
-    """A memory size such as 24GiB or 512MiB."""
+class ParsedType(click.ParamType):
+    """An option's value read by ``parse``, whose ``ValueError`` is the message click shows."""
 
-    name = "size"
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
             return value
         try:
-            return parse_size(value)
+            return self._parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+SIZE = ParsedType("size", parse_size)  # a memory size: 24GiB, 512MiB
+DEVICES = ParsedType("devices", parse_devices)  # simulated GPUs: 24GiB, or 2x24GiB for two
+SIM_HOST = ParsedType("host", parse_sim_host)  # a simulated RPC host: 8x80GiB@25Gbit
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from app.cli.common import KV_TYPES, SizeType, cli, user_errors
+from app.cli.common import DEVICES, KV_TYPES, SIM_HOST, SIZE, cli, user_errors
 from app.runtime import make_plan
 from app.services import Services
-from inference.devices import Machine, format_size, simulated_machine
+from inference.devices import Machine, SimulatedHost, format_size
 from inference.gguf_info import GGUFInfo, inspect_gguf
-from inference.planner import Plan, PlanRequest, context_table
+from inference.planner import RAM_DEVICE, Plan, PlanRequest, context_table
 
 
 @cli.command()
@@ -67,38 +67,54 @@ def describe_model(info: GGUFInfo) -> str:
 @click.option("--ctx", "n_ctx", type=click.IntRange(min=1), default=None,
               help="Context length; default: the largest that fits.")
 @click.option("--kv-type", type=KV_TYPES, default=None, help="KV cache type (default: the model's profile).")
-@click.option("--vram", type=SizeType(), default=None, help="Plan for a GPU with this much memory, e.g. 24GiB.")
-@click.option("--ram", type=SizeType(), default=None, help="Plan for this much free RAM, e.g. 64GiB.")
+@click.option("--vram", type=DEVICES, default=None,
+              help="Plan for GPUs with this much memory each: 24GiB, or 2x24GiB for two.")
+@click.option("--ram", type=SIZE, default=None, help="Plan for this much free RAM, e.g. 64GiB.")
 @click.option("--unified", is_flag=True, help="Plan for unified memory (Apple silicon) of --ram.")
+@click.option("--sim-host", "sim_hosts", type=SIM_HOST, multiple=True,
+              help="Plan with a simulated RPC host, e.g. 8x80GiB@25Gbit (repeat for more hosts).")
 @click.option("--cpu-moe-layers", type=click.IntRange(min=0), default=None,
               help="Keep the experts of the first N layers in RAM (default: the model's profile).")
-@click.option("--margin", type=SizeType(), default="1GiB", show_default=True, help="Memory to leave free per device.")
+@click.option("--margin", type=SIZE, default="1GiB", show_default=True, help="Memory to leave free per device.")
 @click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention.")
+@click.option("--no-speed", is_flag=True, help="Do not predict the speed (measuring a device takes a few seconds, "
+                                               "once).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (sizes in bytes).")
 @user_errors
-def plan_command(model: str, n_ctx: int | None, kv_type: str | None, vram: int | None, ram: int | None,
-                 unified: bool, cpu_moe_layers: int | None, margin: int, no_flash_attn: bool, as_json: bool) -> None:
-    """Where every part of MODEL would go on this machine (or on --vram/--ram), and what fits.
+def plan_command(model: str, n_ctx: int | None, kv_type: str | None, vram: list[int] | None, ram: int | None,
+                 unified: bool, sim_hosts: tuple[SimulatedHost, ...], cpu_moe_layers: int | None, margin: int,
+                 no_flash_attn: bool, no_speed: bool, as_json: bool) -> None:
+    """Where every part of MODEL would go on this machine and its hosts (or on simulated
+    ones: --vram, --ram, --sim-host), what fits, and how fast it will be.
 
     KV cache type, flash attention and expert layers in RAM come from MODEL's profile
     unless given here; without --ctx it proposes the largest context that fits.
     """
     with Services.open(readonly=True) as services:
         info = inspect_gguf(services.resolve_model(model))
-        machine = _machine(services, vram, ram, unified)
+        machine = _machine(services, vram, ram, unified, sim_hosts)
         saved = services.profile_request(model, info) or PlanRequest()
-    request = replace(saved, n_ctx=n_ctx, margin_bytes=margin,
-                      **({"type_k": kv_type, "type_v": kv_type} if kv_type else {}),
-                      **({"cpu_moe_layers": cpu_moe_layers} if cpu_moe_layers is not None else {}),
-                      **({"flash_attn": False} if no_flash_attn else {}))
-    chosen = make_plan(info, request, machine)
+        request = replace(saved, n_ctx=n_ctx, margin_bytes=margin,
+                          **({"type_k": kv_type, "type_v": kv_type} if kv_type else {}),
+                          **({"cpu_moe_layers": cpu_moe_layers} if cpu_moe_layers is not None else {}),
+                          **({"flash_attn": False} if no_flash_attn else {}))
+        chosen = make_plan(info, request, machine)
+        speed = None if no_speed else services.predicted_speed(info, chosen, machine)
     table = context_table(info.shape, machine, request)
     if as_json:
         click.echo(json.dumps({**chosen.as_dict(), "machine": machine.describe(),
+                               "unreachable_hosts": [{"host": h, "reason": why} for h, why in machine.unreachable],
+                               "speed": speed.as_dict() if speed else None,
                                "contexts": [_row(p) for p in table]}, indent=2))
         return
     click.echo(f"{info.name} on {machine.describe()}")
+    for host, why in machine.unreachable:
+        click.echo(f"  host {host} left out: {why}")
     click.echo(describe_plan(chosen))
+    if speed is not None:
+        click.echo(f"Speed: {speed.describe()}.")
+        for host, sent in speed.link_bytes_per_token.items():
+            click.echo(f"  network to {host}: {format_size(sent)} per generated token")
     click.echo("\nWhat fits at which context:")
     for p in table:
         click.echo(f"  {p.n_ctx:>9,} tokens  {'fits' if p.fits else 'does not fit':<13} "
@@ -110,19 +126,24 @@ def _resolve(model: str) -> Path:
         return services.resolve_model(model)
 
 
-def _machine(services: Services, vram: int | None, ram: int | None, unified: bool) -> Machine:
-    """This machine (probed), or a simulated one; --vram alone keeps this machine's free RAM."""
-    if vram is None and ram is None and not unified:
+def _machine(services: Services, vram: list[int] | None, ram: int | None, unified: bool,
+             sim_hosts: tuple[SimulatedHost, ...]) -> Machine:
+    """This machine (probed) with its hosts, or a simulated one; --vram or --sim-host alone
+    keep this machine's free RAM."""
+    if vram is None and ram is None and not unified and not sim_hosts:
         return services.machine()
     free_ram = ram if ram is not None else services.machine().ram_free_bytes
-    return simulated_machine(vram, free_ram, unified=unified)
+    return services.simulated_machine(vram, free_ram, unified=unified, hosts=sim_hosts)
 
 
 def describe_plan(p: Plan) -> str:
-    header = f"  {'device':<8}{'weights':>11}{'experts':>11}{'KV cache':>11}{'compute':>11}{'total':>11}{'budget':>11}"
+    width = max(8, *(len(d.label or d.device) + 1 for d in p.devices))
+    header = (f"  {'device':<{width}}{'layers':>7}{'weights':>11}{'experts':>11}{'KV cache':>11}{'compute':>11}"
+              f"{'total':>11}{'budget':>11}")
     rows = [header]
     for d in p.devices:
-        rows.append(f"  {d.device:<8}" + "".join(f"{format_size(v):>11}" for v in (
+        layers = str(d.layers) if d.device != RAM_DEVICE else str(p.n_layer - sum(x.layers for x in p.devices))
+        rows.append(f"  {d.label or d.device:<{width}}{layers:>7}" + "".join(f"{format_size(v):>11}" for v in (
             d.weights_bytes, d.experts_bytes, d.kv_bytes, d.compute_bytes, d.total_bytes, d.budget_bytes))
             + ("" if d.fits else "  over budget"))
     rows.append(f"  GPU layers: {p.n_gpu_layers}  context: {p.n_ctx:,}  KV cache: {p.type_k}/{p.type_v}  "
@@ -138,7 +159,8 @@ def describe_plan(p: Plan) -> str:
 def _placement(p: Plan) -> str:
     if p.gpu is None:
         return f"needs {format_size(p.devices[0].total_bytes)}"
-    return (f"experts {format_size(p.gpu.experts_bytes)} in VRAM, {format_size(p.ram.experts_bytes)} in RAM; "
+    placed = sum(d.experts_bytes for d in p.offload_devices)
+    return (f"experts {format_size(placed)} on devices, {format_size(p.ram.experts_bytes)} in RAM; "
             f"RAM needed {format_size(p.ram.total_bytes)}")
 
 

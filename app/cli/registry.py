@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from app.cli.common import SizeType, cli, user_errors
+from app.cli.common import SIZE, cli, user_errors
 from app.hub.repos import Choice
 from app.models import Model
 from app.services import Services
@@ -160,8 +160,8 @@ def discover(add: bool, as_json: bool) -> None:
 
 
 @models.command()
-@click.option("--vram", type=SizeType(), default=None, help="Judge for a GPU with this much memory.")
-@click.option("--ram", type=SizeType(), default=None, help="Judge for this much free RAM.")
+@click.option("--vram", type=SIZE, default=None, help="Judge for a GPU with this much memory.")
+@click.option("--ram", type=SIZE, default=None, help="Judge for this much free RAM.")
 @click.option("--ctx", "n_ctx", type=click.IntRange(min=512), default=8192, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import Cancellable, ProgressLine, SizeType, cli, note_guessed_chat_format, user_errors
+from app.cli.common import SIZE, Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
 from app.cli.profile import profile_changes, profile_options
 from app.profiles import checked
 from app.services import Services
@@ -24,7 +24,7 @@ from inference.protocol import ChatMessage, Done, Event, Failed, Progress, Token
 @click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible replies).")
 @click.option("--plan", "plan_mode", type=click.Choice(["auto", "none"]), default=None,
               help="auto: Enclave places every tensor for this machine. none: only what you set (--gpu-layers).")
-@click.option("--margin", type=SizeType(), default=None, help="Memory to leave free on each device (default 1GiB).")
+@click.option("--margin", type=SIZE, default=None, help="Memory to leave free on each device (default 1GiB).")
 @click.option("--raw", is_flag=True, help="Complete PROMPT as plain text, without the chat template.")
 @click.option("--stats", is_flag=True, help="Print token counts, speeds and the memory plan to stderr.")
 @user_errors

@@ -41,7 +41,7 @@ def doctor(as_json: bool, check_db: bool) -> None:
         click.echo(report["probe_error"])
     click.echo("Devices:")
     for dev in report["devices"]:
-        click.echo(f"  {dev['name']:<10} {dev['type']:<5} {dev['description']}: "
+        click.echo(f"  {dev['id'] or dev['name']:<10} {dev['type']:<5} {dev['description']}: "
                    f"{format_size(dev['free_bytes'])} free of {format_size(dev['total_bytes'])}")
     click.echo("Data:")
     for name, path in report["paths"].items():
