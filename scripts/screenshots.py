@@ -132,7 +132,9 @@ def shoot_window(services: Services, out: Path, size: str, scheme: str, ids: tup
     [model] = services.models.all()
     if hasattr(window.models, "select_model"):
         window.models.select_model(model.id)
-    shoot("models", 2.5)  # the memory plan is worked out on a pool thread
+    # the memory plan is worked out on a pool thread, and its speed measured once (a few seconds)
+    settle(15.0, lambda: window.models.plan_view.speed.speed is not None)
+    shoot("models", 0.5)
 
     window.show_page("libraries")
     window.libraries.open_library(library_id)

@@ -48,7 +48,7 @@ def test_a_gpu_too_small_for_the_model_says_it_runs_on_the_cpu(page: ModelsPage,
     assert "-" not in text and "smaller quant" not in text and "0 of" not in text
     assert plan.gpu is not None and plan.gpu.budget_bytes == 0
     (gpu_row, _ram_row) = view.bars.rows()
-    assert gpu_row.title == "GPU0 (VRAM): not used — too little free memory"
+    assert gpu_row.title == "GPU0: not used — too little free memory"
 
 
 def test_a_cpu_only_machine_gets_a_plain_sentence(page: ModelsPage, dense_model: Path) -> None:

@@ -1,15 +1,17 @@
-"""One horizontal bar per device of a ``Plan``: weights, experts, KV cache and compute
-as coloured segments against the device's budget (a marker line; what lies beyond it
-is red). ``rows()`` is the geometry ``paintEvent`` draws, so tests can check it. The
-detail lines and the legend wrap when the widget is narrow (the chat's side panel), so
-its height follows its width."""
+"""One horizontal bar per device of a ``Plan``, in llama.cpp's order (RPC hosts' devices,
+this machine's GPUs, RAM last): weights, experts, KV cache and compute as coloured
+segments against the device's budget (a marker line; what lies beyond it is red), under
+the device's name and the layers it holds. ``rows()`` is the geometry ``paintEvent``
+draws, so tests can check it. Titles, detail lines and the legend wrap when the widget
+is narrow (the chat's side panel; a host's long address), so its height follows its
+width; a single word longer than a line is elided, the whole title in the tooltip."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QPointF, QRectF, QSize
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QHelpEvent, QPainter, QPaintEvent, QPen, QResizeEvent
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
@@ -17,7 +19,7 @@ from app.types import DeviceUse, Plan, format_size
 
 PARTS = (("weights", "Weights"), ("experts", "Experts"), ("kv", "KV cache"), ("compute", "Compute"))
 COLORS = {"weights": QColor("#4e79a7"), "experts": QColor("#59a14f"), "kv": QColor("#f28e2b"),
-          "compute": QColor("#b07aa1"), "over": QColor(214, 39, 40, 170), "budget": QColor("#222222")}
+          "compute": QColor("#b07aa1"), "over": QColor(214, 39, 40, 170)}
 PAD, BAR_HEIGHT, GAP = 8, 22, 10
 HINT_WIDTH = 480
 BUDGET_LABEL = "Budget (free less the margin)"
@@ -41,6 +43,7 @@ class Row:
     budget_x: float
     over: QRectF | None  # the part beyond the budget
     detail_lines: tuple[str, ...] = ()  # ``detail`` wrapped to the widget's width
+    title_lines: tuple[str, ...] = ()  # ``title`` wrapped (and elided) to the widget's width
 
 
 def _bytes_of(use: DeviceUse, part: str) -> int:
@@ -52,15 +55,30 @@ def _detail_parts(use: DeviceUse) -> list[str]:
     return [f"{label} {format_size(_bytes_of(use, part))}" for part, label in PARTS]
 
 
+def device_name(use: DeviceUse) -> str:
+    """The device for people, with the layers it holds: "RPC0 on 10.0.0.5:50052 · 20 layers"."""
+    name = use.label or use.device
+    if use.layers:
+        name += f" · {use.layers} layer{'' if use.layers == 1 else 's'}"
+    return name
+
+
+def _title_parts(use: DeviceUse) -> tuple[str, str]:
+    """(the device, its use) of a bar's title: one line when the width allows, else two."""
+    name = device_name(use)
+    if use.total_bytes == 0 and use.device != "RAM":
+        if use.budget_bytes <= 0:
+            return f"{name}:", "not used — too little free memory"
+        return f"{name}:", f"not used ({format_size(use.budget_bytes)} usable)"
+    usage = f"{format_size(use.total_bytes)} of {format_size(max(use.budget_bytes, 0))} usable"
+    if not use.fits:
+        usage += f" — {format_size(use.total_bytes - use.budget_bytes)} over"
+    return f"{name}:", usage
+
+
 def describe_use(use: DeviceUse) -> tuple[str, str]:
     """(title, detail) lines of a device's bar."""
-    name = "RAM" if use.device == "RAM" else f"{use.device} (VRAM)"
-    if use.budget_bytes <= 0 and use.total_bytes == 0:
-        return f"{name}: not used — too little free memory", " · ".join(_detail_parts(use))
-    title = f"{name}: {format_size(use.total_bytes)} of {format_size(max(use.budget_bytes, 0))} usable"
-    if not use.fits:
-        title += f" — {format_size(use.total_bytes - use.budget_bytes)} over"
-    return title, " · ".join(_detail_parts(use))
+    return " ".join(_title_parts(use)), " · ".join(_detail_parts(use))
 
 
 def flow(parts: Sequence[str], separator: str, width: float, metrics: QFontMetrics) -> list[str]:
@@ -74,6 +92,18 @@ def flow(parts: Sequence[str], separator: str, width: float, metrics: QFontMetri
         else:
             lines.append(part)
     return lines
+
+
+def _elided(lines: list[str], width: float, metrics: QFontMetrics) -> tuple[str, ...]:
+    return tuple(metrics.elidedText(line, Qt.TextElideMode.ElideMiddle, int(width)) for line in lines)
+
+
+def wrapped(use: DeviceUse, width: float, metrics: QFontMetrics) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(title lines, detail lines) of ``use``'s bar at ``width``."""
+    title = flow(_title_parts(use), " ", width, metrics)
+    unused = use.total_bytes == 0 and use.device != "RAM"  # a row of zeros says nothing the title does not
+    detail = [] if unused else flow(_detail_parts(use), " · ", width, metrics)
+    return _elided(title, width, metrics), _elided(detail, width, metrics)
 
 
 class PlanBars(QWidget):
@@ -93,8 +123,8 @@ class PlanBars(QWidget):
     def _line(self) -> int:
         return self.fontMetrics().height()
 
-    def _row_height(self, detail_lines: int = 1) -> int:
-        return (1 + detail_lines) * self._line() + BAR_HEIGHT + GAP + 4
+    def _row_height(self, title_lines: int = 1, detail_lines: int = 1) -> int:
+        return (title_lines + detail_lines) * self._line() + BAR_HEIGHT + GAP + 4
 
     def hasHeightForWidth(self) -> bool:
         return True
@@ -102,8 +132,7 @@ class PlanBars(QWidget):
     def heightForWidth(self, width: int) -> int:
         inner = max(width - 2 * PAD, 10)
         rows = self._plan.devices if self._plan else ()
-        height = sum(self._row_height(len(flow(_detail_parts(use), " · ", inner, self.fontMetrics())))
-                     for use in rows)
+        height = sum(self._row_height(*map(len, wrapped(use, inner, self.fontMetrics()))) for use in rows)
         legend = 1 + max((n for _, n, *_ in self._legend_layout(inner)), default=0)
         return PAD + height + legend * self._line() + PAD
 
@@ -125,7 +154,8 @@ class PlanBars(QWidget):
         out, y = [], float(PAD)
         for use in self._plan.devices:
             scale = width / max(use.budget_bytes, use.total_bytes, 1)
-            bar_y = y + line + 2
+            title_lines, lines = wrapped(use, width, self.fontMetrics())
+            bar_y = y + len(title_lines) * line + 2
             x, segments = float(PAD), []
             for part, _ in PARTS:
                 n = _bytes_of(use, part)
@@ -134,17 +164,17 @@ class PlanBars(QWidget):
             budget_x = PAD + max(use.budget_bytes, 0) * scale
             over = QRectF(budget_x, bar_y, x - budget_x, BAR_HEIGHT) if not use.fits else None
             title, detail = describe_use(use)
-            lines = tuple(flow(_detail_parts(use), " · ", width, self.fontMetrics()))
             out.append(Row(use, title, detail, y, QRectF(PAD, bar_y, width, BAR_HEIGHT), tuple(segments),
-                           budget_x, over, lines))
-            y += self._row_height(len(lines))
+                           budget_x, over, lines, title_lines))
+            y += self._row_height(len(title_lines), len(lines))
         return out
 
     def _legend_layout(self, width: float) -> list[tuple[float, int, QColor, str, bool]]:
         """(x, line number, colour, label, is the budget marker) of each legend item."""
         metrics, line = self.fontMetrics(), self._line()
         items = [(COLORS[p], label, False) for p, label in PARTS]
-        items += [(COLORS["over"], "Over budget", False), (COLORS["budget"], BUDGET_LABEL, True)]
+        budget = self.palette().windowText().color()  # the marker in the text's colour: seen on light and dark
+        items += [(COLORS["over"], "Over budget", False), (budget, BUDGET_LABEL, True)]
         out: list[tuple[float, int, QColor, str, bool]] = []
         x, n = float(PAD), 0
         for color, label, marker in items:
@@ -154,6 +184,15 @@ class PlanBars(QWidget):
             out.append((x, n, color, label, marker))
             x += item_width
         return out
+
+    def row_at(self, point: QPointF) -> Row | None:
+        """The row whose title, bar or detail lines are under ``point``."""
+        line = self._line()
+        for row in self.rows():
+            bottom = row.bar.bottom() + 2 + len(row.detail_lines) * line
+            if row.title_y <= point.y() <= bottom:
+                return row
+        return None
 
     def segment_at(self, point: QPointF) -> tuple[Row, Segment] | None:
         for row in self.rows():
@@ -165,13 +204,16 @@ class PlanBars(QWidget):
     def event(self, event: QEvent) -> bool:
         """A tooltip naming the segment under the pointer and its size."""
         if event.type() == QEvent.Type.ToolTip and isinstance(event, QHelpEvent):
-            hit = self.segment_at(QPointF(event.pos()))
-            if hit is None:
-                QToolTip.hideText()
+            point = QPointF(event.pos())
+            hit, row = self.segment_at(point), self.row_at(point)
+            if hit is not None:
+                seg = hit[1]
+                text = f"{device_name(hit[0].use)}: {dict(PARTS)[seg.part]} {format_size(seg.n_bytes)}"
+                QToolTip.showText(event.globalPos(), text, self)
+            elif row is not None:  # the whole title and detail, in case a narrow widget elided them
+                QToolTip.showText(event.globalPos(), f"{row.title}\n{row.detail}", self)
             else:
-                row, seg = hit
-                label = dict(PARTS)[seg.part]
-                QToolTip.showText(event.globalPos(), f"{row.use.device}: {label} {format_size(seg.n_bytes)}", self)
+                QToolTip.hideText()
             return True
         return super().event(event)
 
@@ -183,20 +225,22 @@ class PlanBars(QWidget):
         rows = self.rows()
         for row in rows:
             painter.setPen(COLORS["over"].darker(130) if not row.use.fits else text_color)
-            painter.drawText(QPointF(PAD, row.title_y + self.fontMetrics().ascent()), row.title)
+            for n, text in enumerate(row.title_lines):
+                painter.drawText(QPointF(PAD, row.title_y + n * line + self.fontMetrics().ascent()), text)
             painter.fillRect(row.bar, self.palette().alternateBase())
             for seg in row.segments:
                 painter.fillRect(seg.rect, COLORS[seg.part])
             if row.over is not None:
                 painter.fillRect(row.over, COLORS["over"])
-            painter.setPen(QPen(COLORS["budget"], 2))
+            painter.setPen(QPen(text_color, 2))
             painter.drawLine(QPointF(row.budget_x, row.bar.top() - 3), QPointF(row.budget_x, row.bar.bottom() + 3))
             painter.setPen(text_color)
             for n, text in enumerate(row.detail_lines):
                 painter.drawText(QPointF(PAD, row.bar.bottom() + 2 + n * line + self.fontMetrics().ascent()), text)
         if rows:
             last = rows[-1]
-            self._legend(painter, last.title_y + self._row_height(len(last.detail_lines)), line, text_color)
+            self._legend(painter, last.title_y + self._row_height(len(last.title_lines), len(last.detail_lines)),
+                         line, text_color)
         painter.end()
 
     def _legend(self, painter: QPainter, y: float, line: int, text_color: QColor) -> None:

@@ -3,7 +3,8 @@ compute buffers go on this (or a simulated) machine as the context, the KV cache
 and the expert layers kept in RAM change, and a button to load the model by that plan.
 
 The planner is a pure function that takes well under 50 ms, so it runs on the GUI thread
-on every slider move; reading the model's shape (``Runtime.inspect``) and loading go
+on every slider move; reading the model's shape (``Runtime.inspect``), the predicted
+speed under the verdict (``plan_speed``: it may measure the devices first) and loading go
 through the task runner.
 """
 
@@ -28,6 +29,7 @@ from app.services import Services
 from app.types import EnclaveError, GGUFInfo, Machine, ModelShape, Plan, PlanRequest
 from ui.models_machine import MachinePicker
 from ui.models_plan_bars import PlanBars
+from ui.plan_speed import SpeedLabel
 from ui.profile_form import ProfileForm
 from ui.tasks import TaskRunner
 from ui.theme import error_color
@@ -83,11 +85,12 @@ class PlanView(QWidget):
         self.experts_label.setMinimumWidth(110)
         self.experts_slider.setToolTip("Keep the experts of the first N layers in RAM (llama.cpp's --n-cpu-moe); "
                                        "at the left end the planner fills the GPU by itself.")
-        self.machine_picker = MachinePicker(self.services, self.tasks)
+        self.machine_picker = MachinePicker(self.services, self.tasks, devices=True)
         self.bars = PlanBars()
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.speed = SpeedLabel(self.services, self.tasks)
         self.load_button = QPushButton("Load with this plan")
         self.load_button.setToolTip("Saves these settings as the model's profile, then loads it: chats and "
                                     "library questions use the same plan.")
@@ -123,6 +126,7 @@ class PlanView(QWidget):
         footer = QVBoxLayout(self.footer)
         footer.setContentsMargins(0, 0, 0, 0)
         footer.addWidget(self.verdict)
+        footer.addWidget(self.speed)
         footer.addWidget(_pair(self.load_button, self.load_status, stretch_second=True))
         footer.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignLeft)
         footer.addWidget(self.details)
@@ -259,6 +263,7 @@ class PlanView(QWidget):
         self._plan = result
         self.bars.set_plan(result)
         self._show_verdict(result, machine)
+        self.speed.set_plan(self.info, result if result is not None and result.fits else None, machine)
         simulated = machine is not None and machine.simulated
         self.load_button.setEnabled(result is not None and result.fits and not simulated and self.model_id is not None)
         self.load_button.setToolTip("Turn off the simulation to load on this machine." if simulated else "")
