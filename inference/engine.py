@@ -67,6 +67,19 @@ _SHOWN_CONTROL_TOKENS = frozenset({"<think>", "</think>", "<|channel|>", "<|mess
                                    "<|constrain|>", "<|end|>"})
 
 
+def _grammar_text(s: Sampling) -> str | None:
+    """The GBNF grammar a reply must follow: given, or made from a JSON schema by llama-cpp-
+    python's converter (llama.cpp's json-schema-to-grammar)."""
+    if s.json_schema is None:
+        return s.grammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(s.json_schema)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise EnclaveError(f"The JSON schema cannot be turned into a grammar: {exc}.") from None
+
+
 def set_fields(params: ctypes.Structure, **values: object) -> None:
     """Set fields of a llama.cpp parameter struct. A name it does not have is an error: ctypes
     would quietly add a Python attribute llama.cpp never sees (``use_mmap`` became one when
@@ -639,6 +652,14 @@ class Engine:
         def add(sampler: ctypes.c_void_p) -> None:
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
+        grammar = _grammar_text(s)
+        if grammar is not None:
+            sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+            if not sampler:
+                llama_cpp.llama_sampler_free(chain)
+                raise EnclaveError("The grammar (or JSON schema) could not be used: llama.cpp rejected it; check "
+                                   "its syntax.")
+            add(sampler)
         if s.repeat_penalty != 1.0:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))

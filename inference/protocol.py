@@ -72,6 +72,10 @@ class Sampling:
     max_tokens: int | None = None  # None: until end of generation or a full context
     seed: int | None = None  # None: the model settings' seed
     stop: tuple[str, ...] = ()
+    # only tokens this GBNF grammar allows; json_schema (a JSON Schema, as JSON text) is turned
+    # into one by llama.cpp's own converter in the worker
+    grammar: str | None = None
+    json_schema: str | None = None
 
     @property
     def greedy(self) -> bool:

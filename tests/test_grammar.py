@@ -1,0 +1,39 @@
+"""Replies held to a grammar: a JSON schema (llama.cpp's converter) or GBNF, in the worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from inference.protocol import Done, Failed, Generate, ModelSettings, Sampling, Token
+from inference.worker import Worker
+
+# Enumerated strings: the tiny model's random byte tokens include invalid UTF-8 lead bytes, with
+# which llama.cpp's grammar lets a control character through inside a free string.
+SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no", "maybe"]}, "n": {"type": "integer"}},
+          "required": ["answer", "n"], "additionalProperties": False}
+
+
+def reply(worker: Worker, sampling: Sampling, prompt: str = "hello") -> tuple[str, object]:
+    events = list(worker.generate(Generate(prompt=prompt, sampling=sampling)))
+    return "".join(e.text for e in events if isinstance(e, Token)), events[-1]
+
+
+def test_a_json_schema_makes_the_reply_that_json(worker: Worker, moe_model: Path) -> None:
+    worker.load(ModelSettings(path=str(moe_model), n_ctx=1024, n_threads=1))
+    free, _ = reply(worker, Sampling(temperature=0, max_tokens=40))
+    for prompt in ("hello", "the model answers the question", "expert memory"):
+        text, last = reply(worker, Sampling(temperature=0, max_tokens=80, json_schema=json.dumps(SCHEMA)), prompt)
+        assert isinstance(last, Done) and last.stats.stop_reason == "eog"  # the grammar ends it, not the limit
+        value = json.loads(text)
+        assert set(value) == {"answer", "n"} and value["answer"] in ("yes", "no", "maybe")
+        assert isinstance(value["n"], int)
+    assert not free.lstrip().startswith("{")  # without the schema the tiny model writes no JSON
+
+
+def test_a_grammar_llama_cpp_rejects_is_one_error_and_the_model_stays(worker: Worker, moe_model: Path) -> None:
+    worker.load(ModelSettings(path=str(moe_model), n_ctx=1024, n_threads=1))
+    _, last = reply(worker, Sampling(temperature=0, max_tokens=8, grammar="root ::= ["))
+    assert isinstance(last, Failed) and "grammar" in last.message and last.kind == "error"
+    text, done = reply(worker, Sampling(temperature=0, max_tokens=8, grammar='root ::= "yes" | "no"'))
+    assert isinstance(done, Done) and text in ("yes", "no")
