@@ -23,6 +23,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 SHARED_SHAPES = Path(__file__).resolve().parent.parent.parent / "shared" / "model-shapes.json"
+# the same published config, copied into the repository's test data (a clone without shared/ has it)
+TEST_SHAPES = Path(__file__).resolve().parent.parent / "tests" / "data" / "model_shapes.json"
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,15 @@ class MlaMoeLayout:
     routed_scale: float
 
 
-def deepseek_v3(path: Path = SHARED_SHAPES) -> MlaMoeLayout:
+def deepseek_v3(path: Path | None = None) -> MlaMoeLayout:
     """DeepSeek-V3 as its published config describes it."""
+    path = path or (SHARED_SHAPES if SHARED_SHAPES.exists() else TEST_SHAPES)
     try:
         models = json.loads(path.read_text())["models"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"{path}: the published model shapes could not be read ({exc}).") from None
-    m = next(m for m in models if m["model"] == "DeepSeek-V3")
+        m = next(m for m in models if m["model"] == "DeepSeek-V3")
+        m = m.get("published_config", m)
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        raise SystemExit(f"{path}: the published model shapes could not be read ({exc!r}).") from None
     moe, mla = m["moe"], m["mla"]
     return MlaMoeLayout(
         name="DeepSeek-V3", n_layer=m["num_hidden_layers"], n_embd=m["hidden_size"],
