@@ -75,9 +75,12 @@ def _grammar_text(s: Sampling) -> str | None:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return json_schema_to_gbnf(s.json_schema)
+        grammar = json_schema_to_gbnf(s.json_schema)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise EnclaveError(f"The JSON schema cannot be turned into a grammar: {exc}.") from None
+    # llama-cpp-python's converter lets control characters into strings, which JSON forbids
+    # (llama.cpp's own converter excludes them); without this a reply may not parse
+    return grammar.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
 
 
 def set_fields(params: ctypes.Structure, **values: object) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 from inference.protocol import Done, Failed, Generate, ModelSettings, Sampling, Token
 from inference.worker import Worker
 
-# Enumerated strings: the tiny model's random byte tokens include invalid UTF-8 lead bytes, with
-# which llama.cpp's grammar lets a control character through inside a free string.
 SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no", "maybe"]}, "n": {"type": "integer"}},
           "required": ["answer", "n"], "additionalProperties": False}
+FREE_TEXT = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 
 
 def reply(worker: Worker, sampling: Sampling, prompt: str = "hello") -> tuple[str, object]:
@@ -29,6 +28,10 @@ def test_a_json_schema_makes_the_reply_that_json(worker: Worker, moe_model: Path
         assert set(value) == {"answer", "n"} and value["answer"] in ("yes", "no", "maybe")
         assert isinstance(value["n"], int)
     assert not free.lstrip().startswith("{")  # without the schema the tiny model writes no JSON
+    # free text (the tiny model's random bytes): no control character slips into a string
+    for prompt in ("hello", "expert memory", "local secure", "offline token"):
+        text, _ = reply(worker, Sampling(temperature=0, max_tokens=80, json_schema=json.dumps(FREE_TEXT)), prompt)
+        assert isinstance(json.loads(text)["answer"], str)
 
 
 def test_a_grammar_llama_cpp_rejects_is_one_error_and_the_model_stays(worker: Worker, moe_model: Path) -> None:
