@@ -10,7 +10,7 @@ from inference.worker import Worker
 
 SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no", "maybe"]}, "n": {"type": "integer"}},
           "required": ["answer", "n"], "additionalProperties": False}
-FREE_TEXT = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+FREE_TEXT = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 12}}, "required": ["answer"]}
 
 
 def reply(worker: Worker, sampling: Sampling, prompt: str = "hello") -> tuple[str, object]:
