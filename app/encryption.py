@@ -7,6 +7,13 @@ old database is the database; anything that fails before it leaves it as it was 
 removes the half-written copy. The instance lock is held throughout, so no Enclave can
 write meanwhile. After encrypting, the plain file is overwritten with zeros and its
 -wal/-shm files removed (a best effort: SSDs and snapshots may keep old blocks).
+
+The key lives in the system keyring, or — on a server with no desktop keyring — in a key file
+(``app.key_file``): ``encrypt --key-file PATH`` uses the key in PATH, or makes PATH (0600, 256
+random bits in hex) when it does not exist; afterwards Enclave finds it through
+``ENCLAVE_DB_KEY_FILE=PATH`` or systemd's credential ``enclave-db-key``. With a key file named
+(by the option or the environment) the keyring is never asked. ``decrypt`` reads the same file
+and leaves it in place (it may be a read-only credential): it is no longer needed afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app import db_key, sqlcipher
+from app.key_file import KeyFile, check_can_create, create_key_file, read_key
 from app.keyring_access import keyring_name
 from app.store import take_instance_lock
 from inference.errors import EnclaveError
@@ -37,6 +45,8 @@ class Rewritten:
     tables: int
     rows: int
     warning: str = ""  # done, but something to tell the user (a key the keyring would not delete)
+    key_file: KeyFile | None = None  # the key file used; None: the keyring
+    key_file_made: bool = False  # encrypt made the key file
 
 
 def status(database: Path) -> dict[str, Any]:
@@ -46,8 +56,13 @@ def status(database: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"encrypted": on, "sqlcipher_available": sqlcipher.available()}
     if on:
         report["cipher"] = sqlcipher.cipher_settings()
-        report["keyring"] = keyring_name()
-        report["key_entry"] = f"{db_key.SERVICE} / {db_key.entry_name(database)}"
+        key_file = db_key.key_file_for()
+        if key_file is not None:
+            report["key_file"] = str(key_file.path)
+            report["key_file_named_by"] = key_file.named_by
+        else:
+            report["keyring"] = keyring_name()
+            report["key_entry"] = f"{db_key.SERVICE} / {db_key.entry_name(database)}"
     return report
 
 
@@ -57,21 +72,34 @@ def describe(report: dict[str, Any]) -> str:
         how = "'enclave database encrypt' turns it on" if report["sqlcipher_available"] else sqlcipher.INSTALL
         return f"off ({how})"
     c = report["cipher"]
+    where = (f"key in file {report['key_file']} ({report['key_file_named_by']})" if "key_file" in report
+             else f"key in keyring '{report['keyring']}' as '{report['key_entry']}'")
     return (f"on (SQLCipher {c['sqlcipher']}, {c['cipher']}, {c['hmac']}, page {c['page_size']}, {c['key']}, "
-            f"{c['crypto_provider']}; key in keyring '{report['keyring']}' as '{report['key_entry']}')")
+            f"{c['crypto_provider']}; {where})")
 
 
-def check_can_encrypt(database: Path) -> None:
-    """EncryptionError (or DatabaseKeyError) saying why ``database`` cannot be encrypted here."""
+def check_can_encrypt(database: Path, key_file: KeyFile | None = None) -> None:
+    """EncryptionError (or DatabaseKeyError, KeyFileError) saying why ``database`` cannot be
+    encrypted here, with the key file ``key_file`` or the one the environment names, else the keyring."""
     if sqlcipher.is_encrypted_file(database):
         raise EncryptionError(f"The database {database} is already encrypted.")
     if not sqlcipher.available():
         raise EncryptionError(sqlcipher.INSTALL)
-    db_key.check_keyring()  # before any work: a key with nowhere to go stops it
+    key_file = db_key.key_file_for(key_file)
+    if key_file is None:
+        db_key.check_keyring()  # before any work: a key with nowhere to go stops it
+    elif os.path.lexists(key_file.path):
+        read_key(key_file)  # a key file that is there must be usable as it is
+    else:
+        check_can_create(key_file)
 
 
-def encrypt_database(database: Path) -> Rewritten:
-    """Encrypt the database with a new key, saved in the keyring before the switch."""
+def encrypt_database(database: Path, key_file: KeyFile | None = None) -> Rewritten:
+    """Encrypt the database: with the key in the key file in use (made now, before the switch,
+    when it does not exist), else with a new key saved in the keyring before the switch."""
+    key_file = db_key.key_file_for(key_file)
+    if key_file is not None:
+        return _encrypt_with_file(database, key_file)
     with _exclusive(database):
         check_can_encrypt(database)
         key = db_key.new_key()
@@ -84,12 +112,39 @@ def encrypt_database(database: Path) -> Rewritten:
             raise
 
 
-def decrypt_database(database: Path) -> Rewritten:
-    """Write the database back in plain SQLite and forget its key."""
+def _encrypt_with_file(database: Path, key_file: KeyFile) -> Rewritten:
+    with _exclusive(database):
+        check_can_encrypt(database, key_file)
+        if os.path.lexists(key_file.path):
+            return replace(_rewrite(database, None, read_key(key_file), before_switch=lambda: None),
+                           key_file=key_file)
+        key = db_key.new_key()
+        try:
+            done = _rewrite(database, None, key, before_switch=lambda: create_key_file(key_file, key))
+        except BaseException:
+            if not sqlcipher.is_encrypted_file(database) and _holds(key_file, key):  # ours, and it opens nothing
+                key_file.path.unlink(missing_ok=True)
+            raise
+        return replace(done, key_file=key_file, key_file_made=True)
+
+
+def _holds(key_file: KeyFile, key: str) -> bool:
+    try:
+        return read_key(key_file) == key
+    except EnclaveError:
+        return False
+
+
+def decrypt_database(database: Path, key_file: KeyFile | None = None) -> Rewritten:
+    """Write the database back in plain SQLite and forget its key: the keyring's entry is deleted;
+    a key file is left where it is (it may be a read-only credential) and is no longer needed."""
+    key_file = db_key.key_file_for(key_file)
     with _exclusive(database):
         if not sqlcipher.is_encrypted_file(database):
             raise EncryptionError(f"The database {database} is not encrypted.")
-        key = db_key.load_key(database)
+        key = db_key.load_key(database, key_file)
+        if key_file is not None:
+            return replace(_rewrite(database, key, None, before_switch=lambda: None), key_file=key_file)
         if key is None:
             raise EncryptionError(f"The keyring holds no key for {database}; it cannot be decrypted here.")
         rewritten = _rewrite(database, key, None, before_switch=lambda: None)

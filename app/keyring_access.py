@@ -1,5 +1,6 @@
 """The system keyring (password store), for the secrets Enclave keeps: the Hugging Face
-token and the database key. Never a file."""
+token and the database key. Never a file here; a server without a keyring may keep the
+database key in a key file instead (``app.key_file``), which is not this module's business."""
 
 from __future__ import annotations
 

@@ -22,6 +22,10 @@ stops Enclave with the file and the problem: it fails closed, never open.
     audit_log = true                      # or a path, e.g. "/var/log/enclave/audit.jsonl"
     hosting = false                       # no `enclave host`: this machine's devices are not served
     hosting_bind = ["127.0.0.1", "10.1.2.0/24"]  # the only addresses `enclave host` may listen on
+    serve = "loopback"                    # `enclave serve`: "off", "loopback" (this machine only) or "network"
+    serve_bind = ["127.0.0.1", "10.1.2.0/24"]    # the only addresses `enclave serve` may listen on
+    serve_keyless = false                 # every request needs an API key, on loopback too
+    remote_hosts = ["gpu.corp.example:8000", "10.2.0.0/16"]  # the only servers remote models may reach
 
 ``hosting`` and ``hosting_bind`` matter because llama.cpp's RPC protocol, which ``enclave host``
 serves, has no authentication and no encryption: whoever reaches the address can use the
@@ -29,6 +33,19 @@ devices and see the model's weights and activations. By default hosting is allow
 address (``enclave host`` itself listens on 127.0.0.1 unless told otherwise); ``hosting_bind``
 lists addresses and networks, and an address is allowed when it is one of them or inside one
 (listening on every interface, 0.0.0.0, only when "0.0.0.0" or "0.0.0.0/0" is listed).
+
+``serve`` and ``serve_bind`` do the same for ``enclave serve``, the OpenAI-compatible HTTP server:
+by default it may listen on any address (``serve = "network"``); ``"loopback"`` keeps it to this
+machine, ``"off"`` forbids it. ``serve_bind`` is read like ``hosting_bind``. ``serve_keyless``
+(default true) lets requests without an API key in only while the server listens on loopback;
+false asks a key of every request. The server asks ``serve_refusal`` and ``allows_keyless``.
+
+``remote_hosts`` lists the servers a remote model backend may connect to: a host name
+("gpu.corp.example", any port), a host and port ("gpu.corp.example:8000", "[fd00::5]:8000"), or
+an address or network ("10.2.0.0/16", any port). A name matches a URL naming that host; a network
+matches a URL written with an address in it (names are not resolved for the check: what a name
+resolves to is not the policy's to trust). By default any server may be reached — but remote
+backends obey the offline setting too. The backend asks ``remote_host_refusal(url)``.
 """
 
 from __future__ import annotations
@@ -41,7 +58,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from platformdirs import site_config_path
 
@@ -58,6 +76,11 @@ POLICY_NAME = "policy.toml"
 SET_BY = "Set by your organisation"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ServeRule = Literal["off", "loopback", "network"]
+SERVE_RULES: tuple[ServeRule, ...] = ("off", "loopback", "network")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class PolicyError(EnclaveError):
@@ -66,6 +89,32 @@ class PolicyError(EnclaveError):
 
 class PolicyRefusal(EnclaveError):
     """Something the policy does not allow was asked for."""
+
+
+@dataclass(frozen=True)
+class RemoteHost:
+    """One ``remote_hosts`` entry: a host name or an address network, and a port (None: any)."""
+
+    name: str | None = None  # lower case, no trailing dot
+    network: IPNetwork | None = None
+    port: int | None = None
+
+    def matches(self, host: str, port: int) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if self.name is not None:
+            return host == self.name
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False  # a name never matches a network: names are not resolved for the check
+        return self.network is not None and ip.version == self.network.version and ip in self.network
+
+    def __str__(self) -> str:
+        where = self.name if self.name is not None else shown_network(self.network)  # type: ignore[arg-type]
+        if self.port is None:
+            return where
+        return f"[{where}]:{self.port}" if ":" in where else f"{where}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +128,10 @@ class Policy:
     audit_log: Path | bool = False  # True: audit.jsonl in the data folder's logs/
     hosting: bool = True
     hosting_bind: tuple[IPNetwork, ...] | None = None  # None: any address
+    serve: ServeRule = "network"
+    serve_bind: tuple[IPNetwork, ...] | None = None  # None: any address
+    serve_keyless: bool = True  # requests without a key allowed while listening on loopback
+    remote_hosts: tuple[RemoteHost, ...] | None = None  # None: any server
 
     @property
     def in_force(self) -> bool:
@@ -108,14 +161,84 @@ class Policy:
             ("hosting", "allowed" if self.hosting else "turned off"),
             ("hosting_bind", "any address" if self.hosting_bind is None
              else "only " + ", ".join(shown_network(network) for network in self.hosting_bind)),
+            ("serve", {"off": "turned off", "loopback": "this machine only (loopback)",
+                       "network": "allowed"}[self.serve]),
+            ("serve_bind", "any address" if self.serve_bind is None
+             else "only " + ", ".join(shown_network(network) for network in self.serve_bind)),
+            ("serve_keyless", "requests without a key allowed on loopback only" if self.serve_keyless
+             else "every request needs a key"),
+            ("remote_hosts", "any server" if self.remote_hosts is None
+             else "only " + ", ".join(map(str, self.remote_hosts)) if self.remote_hosts else "no server"),
         ]
 
     def hosting_allows(self, address: str) -> bool:
         """Whether ``hosting_bind`` lets a host listen on ``address`` (an IP address)."""
-        if self.hosting_bind is None:
-            return True
-        ip = ipaddress.ip_address(address)
-        return any(ip.version == network.version and ip in network for network in self.hosting_bind)
+        return _bind_allowed(self.hosting_bind, ipaddress.ip_address(address))
+
+    def serve_refusal(self, bind_address: str) -> str | None:
+        """Why the policy does not let ``enclave serve`` listen on ``bind_address`` (an IP address,
+        or "localhost"), naming the rule; None when it may. The sentence has no final full stop:
+        ``Enforcer.refuse(rule, sentence)`` adds where the policy is."""
+        if self.serve == "off":
+            return 'Serving models over HTTP is turned off by your organisation (rule serve = "off")'
+        ip = _bind_ip(bind_address)
+        if ip is None:
+            if self.serve == "network" and self.serve_bind is None:
+                return None
+            return (f"{bind_address!r} is not an IP address, and your organisation's serve rules are checked on "
+                    "addresses; give one with --host (127.0.0.1 for this machine only)")
+        if self.serve == "loopback" and not ip.is_loopback:
+            return (f"Your organisation allows serving to this machine only (rule serve = \"loopback\"), and "
+                    f"{bind_address} is not a loopback address; use --host 127.0.0.1")
+        if not _bind_allowed(self.serve_bind, ip):
+            allowed = ", ".join(shown_network(network) for network in self.serve_bind or ())
+            return (f"Your organisation does not allow serving on {bind_address} (rule serve_bind allows only "
+                    f"{allowed}); choose one of those with --host")
+        return None
+
+    def allows_keyless(self, bind_address: str) -> bool:
+        """Whether requests without an API key may be served on ``bind_address``: only on loopback,
+        and only while ``serve_keyless`` is true."""
+        ip = _bind_ip(bind_address)
+        return self.serve_keyless and ip is not None and ip.is_loopback
+
+    def remote_host_refusal(self, url: str) -> str | None:
+        """Why ``remote_hosts`` does not let a remote model backend connect to ``url``, naming the
+        rule; None when it may (no final full stop, as ``serve_refusal``)."""
+        try:
+            parts = urlsplit(url.strip())
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            return f"{url!r} is not a server's address ({exc})"
+        if parts.scheme not in _DEFAULT_PORTS or not host:
+            return f"{url!r} is not a server's address: give it as http://HOST:PORT or https://HOST:PORT"
+        if self.remote_hosts is None:
+            return None
+        host = host.rstrip(".")
+        port = port if port is not None else _DEFAULT_PORTS[parts.scheme]
+        if any(allowed.matches(host, port) for allowed in self.remote_hosts):
+            return None
+        allowed = "only " + ", ".join(map(str, self.remote_hosts)) if self.remote_hosts else "no server"
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"Your organisation does not allow connecting to {shown} (rule remote_hosts allows {allowed})"
+
+
+def _bind_allowed(networks: tuple[IPNetwork, ...] | None, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a listening address is one of ``networks`` or inside one (None: any address)."""
+    if networks is None:
+        return True
+    return any(ip.version == network.version and ip in network for network in networks)
+
+
+def _bind_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A listening address as an IP address ("localhost" is 127.0.0.1); None for another name."""
+    address = address.strip().strip("[]")
+    if address.lower() == "localhost":
+        return ipaddress.IPv4Address("127.0.0.1")
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
 
 
 def shown_network(network: IPNetwork) -> str:
@@ -223,11 +346,11 @@ def _audit(value: Any) -> Path | bool:
     return value if isinstance(value, bool) else _folder(value)
 
 
-def _networks(value: Any) -> tuple[IPNetwork, ...]:
+def _networks(value: Any, *, to_forbid: str = "hosting = false") -> tuple[IPNetwork, ...]:
     """Addresses ("10.1.2.3") and networks ("10.1.2.0/24"), at least one."""
     if not isinstance(value, list) or not value:
         raise ValueError("must be a list of addresses or networks, e.g. [\"127.0.0.1\", \"10.1.2.0/24\"]; to forbid "
-                         "hosting, set hosting = false")
+                         f"it, set {to_forbid}")
     networks = []
     for item in value:
         if not isinstance(item, str):
@@ -239,7 +362,51 @@ def _networks(value: Any) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _serve(value: Any) -> ServeRule:
+    for rule in SERVE_RULES:
+        if value == rule:
+            return rule
+    raise ValueError(f"must be \"off\", \"loopback\" or \"network\", not {value!r}")
+
+
+def _serve_networks(value: Any) -> tuple[IPNetwork, ...]:
+    return _networks(value, to_forbid='serve = "off"')
+
+
+def _remote_hosts(value: Any) -> tuple[RemoteHost, ...]:
+    """Host names, host:port, addresses and networks; an empty list allows no server at all."""
+    if not isinstance(value, list):
+        raise ValueError("must be a list of servers, e.g. [\"gpu.corp.example:8000\", \"10.2.0.0/16\"]")
+    return tuple(_remote_host(item) for item in value)
+
+
+def _remote_host(item: Any) -> RemoteHost:
+    if not isinstance(item, str) or not item.strip():
+        raise ValueError(f"{item!r} is not a host, host:port, address or network")
+    text = item.strip().lower()
+    try:
+        return RemoteHost(network=ipaddress.ip_network(text.strip("[]")))
+    except ValueError:
+        pass
+    host, port = text, None
+    split = re.fullmatch(r"\[([0-9a-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if split:
+        host = split.group(1) or split.group(3)
+        port = int(split.group(2) or split.group(4))
+        if not 0 < port < 65536:
+            raise ValueError(f"{item!r}: the port must be between 1 and 65535")
+    try:
+        return RemoteHost(network=ipaddress.ip_network(host), port=port)
+    except ValueError:
+        pass
+    host = host.rstrip(".")
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{item!r} is not a host, host:port, address or network")
+    return RemoteHost(name=host, port=port)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "downloads": _bool, "export": _bool, "allowed_models": _hashes, "data_dir": _folder,
     "max_library_mb": _megabytes, "audit_log": _audit, "hosting": _bool, "hosting_bind": _networks,
+    "serve": _serve, "serve_bind": _serve_networks, "serve_keyless": _bool, "remote_hosts": _remote_hosts,
 }

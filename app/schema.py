@@ -228,3 +228,20 @@ def hosts(db: Database) -> None:
             memory_limit INTEGER,
             added_at TEXT NOT NULL
         )""")
+
+
+@MIGRATIONS(name="0013_api_keys")
+def api_keys(db: Database) -> None:
+    # Keys for ``enclave serve`` (``app.api_keys``): never the secret, only its SHA-256 (``hash``)
+    # and a short prefix to tell keys apart. A revoked key keeps its row (and name), so audit
+    # records naming it stay unambiguous; ``last_used_at`` is written at most once a minute.
+    db.execute("""
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            prefix TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )""")
+    db.execute("CREATE INDEX api_keys_by_prefix ON api_keys (prefix)")

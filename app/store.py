@@ -10,8 +10,9 @@ Enclave never overwrites a file it did not create: a damaged or foreign database
 refused with what to do, and left as it is.
 
 An encrypted database (``enclave database encrypt``) has no SQLite header; the store then
-takes its key from the keyring (``app.db_key``) and opens every connection through
-SQLCipher (``app.sqlcipher``). Without the key it is refused like a foreign file.
+takes its key from the keyring, or from the key file named by ``ENCLAVE_DB_KEY_FILE`` or
+systemd's credential ``enclave-db-key`` (``app.db_key``, ``app.key_file``), and opens every
+connection through SQLCipher (``app.sqlcipher``). Without the key it is refused like a foreign file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from filelock import FileLock, Timeout
 from sqlite_utils import Database
 
 from app import sqlcipher
-from app.db_key import SERVICE, DatabaseKeyError, entry_name, load_key
+from app.db_key import SERVICE, DatabaseKeyError, entry_name, key_location, load_key
+from app.key_file import KEY_FILE_ENV, KeyFileError
 from app.schema import MIGRATIONS
 from inference.errors import EnclaveError
 
@@ -137,20 +139,21 @@ class Store:
 
 
 def _key_for(path: Path) -> str | None:
-    """None for a plain (or new) database; the keyring's key for an encrypted one. A file
-    with neither a SQLite header nor a key is refused: it is encrypted elsewhere, or not a
-    database at all, and either way not Enclave's to change."""
+    """None for a plain (or new) database; the key file's or the keyring's key for an encrypted
+    one. A file with neither a SQLite header nor a key is refused: it is encrypted elsewhere, or
+    not a database at all, and either way not Enclave's to change."""
     if not sqlcipher.is_encrypted_file(path):
         return None
     try:
         key = load_key(path)
-    except DatabaseKeyError as exc:
+    except (DatabaseKeyError, KeyFileError) as exc:
         raise StoreError(f"The database {path} is encrypted (or is not a database); Enclave did not change it. "
                          f"{exc}") from exc
     if key is None:
         raise StoreError(_damaged(path, f"it is not a plain SQLite database, and the keyring holds no Enclave key "
                                         f"for it ('{SERVICE}' / '{entry_name(path)}'); if it was encrypted on this "
-                                        "machine, unlock the keyring (or log in as the user who encrypted it)"))
+                                        "machine, unlock the keyring (or log in as the user who encrypted it); if "
+                                        f"it was encrypted with a key file, set {KEY_FILE_ENV} to that file"))
     if not sqlcipher.available():
         raise StoreError(f"The database {path} is encrypted. {sqlcipher.INSTALL}")
     try:
@@ -161,9 +164,9 @@ def _key_for(path: Path) -> str | None:
 
 
 def _wrong_key(path: Path) -> str:
-    return (f"The key in the keyring ('{SERVICE}' / '{entry_name(path)}') does not open the database {path}: the "
-            "key was replaced, or the file is damaged or not Enclave's. Enclave did not change it. Put back the "
-            "key or a backup of the file, or move the file away to start with an empty database.")
+    return (f"The key in {key_location(path)} does not open the database {path}: the key was replaced, or the "
+            "file is damaged or not Enclave's. Enclave did not change it. Put back the key or a backup of the "
+            "file, or move the file away to start with an empty database.")
 
 
 def _refuse_foreign_schema(db: Database, path: Path) -> None:
