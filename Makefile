@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/device_speed.py --loopback
 	$(BIN)/python bench/plan_speed.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/encryption.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/ui.py

@@ -16,12 +16,14 @@ from app.cli import (  # noqa: F401
     history,
     host,
     hosts,
+    keys,
     library,
     models,
     policy,
     profile,
     registry,
     run,
+    serve,
     system,
 )
 from app.cli.common import cli
