@@ -240,7 +240,8 @@ class ChatService:
 
     def _sampling(self, conversation: Conversation) -> Sampling:
         settings = self._settings()
-        known = {k: v for k, v in conversation.sampling.items() if k in Sampling.__dataclass_fields__}
+        known = {k: tuple(v) if isinstance(v, list) else v  # JSON keeps stop strings as a list
+                 for k, v in conversation.sampling.items() if k in Sampling.__dataclass_fields__}
         return settings.sampling(**{**self._profiles(self._model_of(conversation)).sampling_overrides(), **known})
 
     def library_context_need(self, conversation_id: int) -> LibraryContextNeed | None:

@@ -154,13 +154,15 @@ def _require(symbol: str) -> int:
 
 
 def add_host(endpoint: str) -> list[BackendDevice]:
-    """Make the devices of the host at ``endpoint`` llama.cpp devices in this process (once per
-    endpoint) and return them. Checked from Python first: an unusable host raises
-    ``HostUnreachable`` instead of aborting the process."""
+    """Make the devices of the host at ``endpoint`` llama.cpp devices in this process (registered
+    once per endpoint) and return them. Checked from Python first, every time: an unusable
+    host raises ``HostUnreachable`` instead of aborting the process."""
     endpoint = parse_endpoint(endpoint)
     _require_ipv4_or_name(endpoint, "connects to")
     add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(_require("ggml_backend_rpc_add_server"))
-    if endpoint not in _added:
+    if endpoint in _added:
+        check_reachable(endpoint)  # it may have gone since: a refused connection, not an abort at the next call
+    else:
         check_host(endpoint)
         reg = add_server(endpoint.encode())
         if not reg:

@@ -129,13 +129,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, moe_model: Path) -> Iterato
         _wait_until_up(url, process, log)
         yield Served(url, created.stdout.strip(), run.stdout.removesuffix("\n"), log, home, env)
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # as a service manager stops it (Ctrl-C: the same path)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    assert "Stopped." in log.read_text(), log.read_text()  # Ctrl-C stops cleanly
+    assert "Stopped." in log.read_text() and process.returncode == 0, log.read_text()  # a clean stop
 
 
 def test_start_lines_say_url_keys_tls_and_model(served: Served) -> None:
@@ -259,7 +259,7 @@ def test_a_client_that_leaves_mid_stream_frees_the_server(served: Served) -> Non
 def test_a_library_answers_with_its_sources(served: Served) -> None:
     question = [{"role": "user", "content": "How long is the lease?"}]
     status, body = served.http("/chat/completions", {"model": "library/contracts", "max_tokens": 6,
-                                                     "messages": question})
+                                                     "messages": question, "stop": ["zzz"]})
     assert status == 200, body
     assert [Path(s["path"]).name for s in body["sources"]] == ["lease.txt"]
     assert body["usage"]["completion_tokens"] <= 6 and body["choices"][0]["message"]["role"] == "assistant"

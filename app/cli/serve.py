@@ -77,6 +77,9 @@ def serve(host: str, port: int, model: str | None, cert: Path | None, key_file: 
 def _run(server: Server, config: ServeConfig) -> None:
     """uvicorn until Ctrl-C or SIGTERM (it handles both: requests in flight get ``GRACE_SECONDS``)."""
     ssl = {"ssl_certfile": str(config.cert), "ssl_keyfile": str(config.key)} if config.tls else {}
+    # uvicorn restores the handlers it found and raises the signal again after its shutdown: with
+    # SIGTERM's default one the process would die there, before the clean-up and the audit record
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(build_app(server), host=config.host, port=config.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=GRACE_SECONDS, lifespan="off", **ssl)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
