@@ -76,8 +76,8 @@ def _grammar_text(s: Sampling) -> str | None:
 
     try:
         grammar = json_schema_to_gbnf(s.json_schema)
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise EnclaveError(f"The JSON schema cannot be turned into a grammar: {exc}.") from None
+    except Exception as exc:  # the converter asserts, and fails in many ways on what it cannot do
+        raise EnclaveError(f"The JSON schema cannot be turned into a grammar: {exc or type(exc).__name__}.") from None
     # llama-cpp-python's converter lets control characters into strings, which JSON forbids
     # (llama.cpp's own converter excludes them); without this a reply may not parse
     return grammar.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
@@ -655,6 +655,12 @@ class Engine:
         def add(sampler: ctypes.c_void_p) -> None:
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
+        if s.repeat_penalty != 1.0:
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))
+            for token in self._tokens[-s.repeat_last_n :]:
+                llama_cpp.llama_sampler_accept(chain, token)
+        # after the history is accepted: a grammar sampler fed the prompt's tokens would throw
         grammar = _grammar_text(s)
         if grammar is not None:
             sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
@@ -663,11 +669,6 @@ class Engine:
                 raise EnclaveError("The grammar (or JSON schema) could not be used: llama.cpp rejected it; check "
                                    "its syntax.")
             add(sampler)
-        if s.repeat_penalty != 1.0:
-            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))
-            for token in self._tokens[-s.repeat_last_n :]:
-                llama_cpp.llama_sampler_accept(chain, token)
         if s.greedy:
             add(llama_cpp.llama_sampler_init_greedy())
             return chain

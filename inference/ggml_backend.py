@@ -171,3 +171,6 @@ class UnknownDevice(EnclaveError, ValueError):
     def __init__(self, device: str, known: list[str]) -> None:
         names = ", ".join(known) or "none"
         super().__init__(f"llama.cpp has no device {device!r} here (it has: {names}).")
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return EnclaveError, (str(self),)  # a probe child's error, rebuilt in the parent

@@ -40,3 +40,12 @@ def test_a_grammar_llama_cpp_rejects_is_one_error_and_the_model_stays(worker: Wo
     assert isinstance(last, Failed) and "grammar" in last.message and last.kind == "error"
     text, done = reply(worker, Sampling(temperature=0, max_tokens=8, grammar='root ::= "yes" | "no"'))
     assert isinstance(done, Done) and text in ("yes", "no")
+
+
+def test_a_schema_with_a_repeat_penalty_and_one_the_converter_cannot_do(worker: Worker, moe_model: Path) -> None:
+    worker.load(ModelSettings(path=str(moe_model), n_ctx=1024, n_threads=1))
+    sampling = Sampling(temperature=0, max_tokens=80, repeat_penalty=1.1, json_schema=json.dumps(SCHEMA))
+    text, last = reply(worker, sampling)  # the penalty's history is not fed to the grammar
+    assert isinstance(last, Done) and set(json.loads(text)) == {"answer", "n"}
+    _, refused = reply(worker, Sampling(temperature=0, json_schema='{"type": "foo"}'))
+    assert isinstance(refused, Failed) and refused.kind == "error" and "JSON schema" in refused.message
