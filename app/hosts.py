@@ -44,12 +44,12 @@ class HostRegistry:
         return [Host(r["endpoint"], r["memory_limit"], r["added_at"]) for r in rows]
 
     def add(self, address: str, memory_limit: int | None = None) -> Host:
-        """Add a host (or change the memory limit of one already added)."""
+        """Add a host, or change the memory limit of one already added (None keeps its limit)."""
         endpoint = parse_endpoint(address)
         added = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.store.write() as db:
-            db.execute("INSERT INTO hosts (endpoint, memory_limit, added_at) VALUES (?, ?, ?) "
-                       "ON CONFLICT(endpoint) DO UPDATE SET memory_limit = excluded.memory_limit",
+            db.execute("INSERT INTO hosts (endpoint, memory_limit, added_at) VALUES (?, ?, ?) ON CONFLICT(endpoint) "
+                       "DO UPDATE SET memory_limit = COALESCE(excluded.memory_limit, memory_limit)",
                        [endpoint, memory_limit, added])
         return next(h for h in self.list() if h.endpoint == endpoint)
 

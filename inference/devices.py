@@ -177,6 +177,8 @@ def parse_sim_host(text: str) -> SimulatedHost:
         raise ValueError(f"Not a simulated host: {text!r}. Write it like 8x80GiB@25Gbit.")
     sizes = parse_devices(devices)
     bits = float(match.group(1)) * 1000 ** " kmgt".index(match.group(2) or " ")
+    if bits <= 0:
+        raise ValueError(f"{text!r}: a link faster than 0 bit/s, e.g. 25Gbit.")
     return SimulatedHost(len(sizes), sizes[0], bits)
 
 

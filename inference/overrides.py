@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 
+from inference.errors import EnclaveError
 from inference.ggml_backend import buffer_type, device_handle
 from inference.protocol import TensorOverride
 
@@ -48,5 +49,5 @@ class DeviceArray:
 def split_array(shares: Sequence[float], size: int) -> ctypes.Array[ctypes.c_float]:
     """``llama_model_params.tensor_split``: one float per device, ``size`` (llama_max_devices()) long."""
     if len(shares) > size:
-        raise ValueError(f"llama.cpp splits a model over at most {size} devices, not {len(shares)}")
+        raise EnclaveError(f"llama.cpp splits a model over at most {size} devices, not {len(shares)}")
     return (ctypes.c_float * size)(*shares)

@@ -43,6 +43,7 @@ BYTES_PER_ELEMENT: dict[str, float] = {
 }
 QUANTIZED_KV = {"q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"}
 RAM_DEVICE = "RAM"
+MAX_DEVICES = 16  # llama.cpp's LLAMA_MAX_DEVICES: the most devices one model may be split over
 
 
 @dataclass(frozen=True)
@@ -326,8 +327,8 @@ def _layout(shape: ModelShape, devices: tuple[GpuDevice, ...], req: PlanRequest,
     cannot hold would cross the network twice per layer and token; this machine's GPUs
     hold their layers' attention and as many of their experts as fit, the rest in RAM."""
     budgets = [_usable(d.free_bytes, req) for d in devices]
-    remote = [i for i, d in enumerate(devices) if d.host]
-    local = [i for i, d in enumerate(devices) if not d.host]
+    local = [i for i, d in enumerate(devices) if not d.host][:MAX_DEVICES]
+    remote = [i for i, d in enumerate(devices) if d.host][:MAX_DEVICES - len(local)]
     for n_gpu_layers in range(shape.n_layer + 1, -1, -1):
         units = _offloaded_units(shape.n_layer, n_gpu_layers)
         on_hosts = _fill_hosts(shape, units, [devices[i] for i in remote], [budgets[i] for i in remote], kv,
@@ -344,6 +345,8 @@ def _layout(shape: ModelShape, devices: tuple[GpuDevice, ...], req: PlanRequest,
                 continue
             hosts = _fill_hosts(shape, units[:k], [devices[i] for i in remote], [budgets[i] for i in remote], kv,
                                 compute)
+            if sum(len(held) for held in hosts) != k:
+                continue  # the hosts cannot take exactly these: layers would be left on no device
             per_device: list[tuple[int, ...]] = [()] * len(devices)
             for i, held in zip(remote, hosts, strict=True):
                 per_device[i] = held
@@ -374,8 +377,9 @@ def _unit_bytes(shape: ModelShape, unit: int, kv: list[int], *, experts: bool) -
 def _fill_hosts(shape: ModelShape, units: list[int], devices: list[GpuDevice], budgets: list[int], kv: list[int],
                 compute: int) -> list[tuple[int, ...]]:
     """Whole layers on the hosts' devices: the most of ``units`` (from the first) that fit, on
-    as few hosts as hold them (each host more is more round trips per token), shared out over
-    those hosts' devices in proportion to their free memory, as llama.cpp's own split does."""
+    the first hosts (in the order they were added) that hold them — each host more is more
+    round trips per token — shared out over those hosts' devices in proportion to their free
+    memory, as llama.cpp's own split does."""
     hosts = list(dict.fromkeys(d.host for d in devices))
     best: list[tuple[int, ...]] = [()] * len(devices)
     for used in range(1, len(hosts) + 1):

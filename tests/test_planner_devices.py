@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference.devices import GiB, parse_devices, parse_sim_host, simulated_machine
-from inference.planner import RAM_DEVICE, Plan, PlanRequest, plan
+from inference.planner import MAX_DEVICES, RAM_DEVICE, Plan, PlanRequest, plan
 from tests.model_shapes import real_shapes
 
 SHAPES = real_shapes()
@@ -118,3 +118,21 @@ def test_any_machine_gets_a_plan_llama_cpp_carries_out_within_budget(
         if device is not None and device.host:
             assert layer.index not in p.cpu_expert_layers
             assert not any(t.name in p.cpu_expert_tensors for t in layer.expert_tensors)
+
+
+def test_never_more_devices_than_llama_cpp_takes() -> None:
+    shape = SHAPES["DeepSeek-V3"]
+    machine = simulated_machine(24 * GiB, 256 * GiB, hosts=[parse_sim_host("8x24GiB@25Gbit")] * 3)
+    p = plan(shape, machine, PlanRequest(n_ctx=8192))
+    check_consistent(p)
+    assert len(p.load_devices) <= MAX_DEVICES and len(p.tensor_split) <= MAX_DEVICES
+
+
+def test_hosts_that_cannot_take_exactly_their_layers_leave_none_unplaced() -> None:
+    """A machine where the hosts' greedy fill could leave layers on no device (found by review):
+    llama.cpp would then move every boundary."""
+    shape = SHAPES["DeepSeek-V3"]
+    machine = simulated_machine([10 * GiB, 13 * GiB, 12 * GiB, 30 * GiB], 512 * GiB,
+                                hosts=[parse_sim_host("3x44.5GiB@25Gbit"), parse_sim_host("1x6GiB@25Gbit"),
+                                       parse_sim_host("4x65.5GiB@25Gbit")])
+    check_consistent(plan(shape, machine, PlanRequest()))

@@ -46,7 +46,8 @@ def _as_dict(status: HostStatus) -> dict[str, object]:
 @hosts.command("add")
 @click.argument("address")
 @click.option("--memory", type=SIZE, default=None,
-              help="Use at most this much of each of its devices (default: all that is free), e.g. 16GiB.")
+              help="Use at most this much of each of its devices, e.g. 16GiB (default: all that is free; a host "
+                   "added again keeps its limit).")
 @user_errors
 def add_host(address: str, memory: int | None) -> None:
     """Add the host at ADDRESS[:PORT] (port 50052 unless given), where 'enclave host' runs."""
