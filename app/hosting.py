@@ -83,16 +83,18 @@ def check_policy(enforcer: Enforcer, request: HostRequest) -> None:
 
 
 def check_port_free(bind: str, port: int) -> None:
-    """Raise ``EnclaveError`` when ``bind:port`` cannot be listened on (bound as llama.cpp will)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Raise ``EnclaveError`` when ``bind:port`` cannot be listened on (bound as llama.cpp's RPC
+    server and uvicorn will): said before anything starts, in one line."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as llama.cpp's server does
         try:
             sock.bind((bind, port))
             sock.listen(1)
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)):
-                raise EnclaveError(f"port {port} on {bind} is already in use (another `enclave host`?); choose "
-                                   "another with --port.") from None
+                raise EnclaveError(f"port {port} on {bind} is already in use (by another program, or another "
+                                   "Enclave); choose another with --port.") from None
             raise EnclaveError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}.") from None
 
 

@@ -215,8 +215,8 @@ def test_bad_addresses_ports_and_devices_are_one_line(enclave_home: Path) -> Non
         taken.listen(1)
         port = taken.getsockname()[1]
         line = one_error_line(enclave("host", "--port", str(port), home=enclave_home))
-    assert line == (f"enclave: error: port {port} on 127.0.0.1 is already in use (another `enclave host`?); choose "
-                    "another with --port.")
+    assert line == (f"enclave: error: port {port} on 127.0.0.1 is already in use (by another program, or another "
+                    "Enclave); choose another with --port.")
     line = one_error_line(enclave("host", "--port", str(free_port()), "--device", "CUDA7", home=enclave_home))
     assert line == "enclave: error: llama.cpp has no device 'CUDA7' here (it has: CPU)."
 

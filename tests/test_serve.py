@@ -34,7 +34,7 @@ from app.server.errors import ApiError
 from app.server.queue import FairQueue, QueueFull
 from app.server.routes import Server
 from inference.errors import EnclaveError
-from tests.cli import ROOT, enclave
+from tests.cli import ROOT, enclave, one_error_line
 
 PROMPT = "Name three colours."
 REPLY_TOKENS = 16
@@ -294,8 +294,22 @@ def test_a_network_bind_needs_tls_or_insecure(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("x")
     key.write_text("x")
+    with pytest.raises(EnclaveError, match="cannot be used together"):  # said before "Serving …", not after
+        checked(ServeConfig(host="0.0.0.0", cert=cert, key=key), Enforcer(Policy()))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
     tls = checked(ServeConfig(host="0.0.0.0", cert=cert, key=key), Enforcer(Policy()))
     assert tls.url.startswith("https://") and insecure_warning(tls) is None
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = enclave("serve", "--port", str(port), home=tmp_path / "home")
+    line = one_error_line(result)
+    assert f"port {port} on 127.0.0.1 is already in use" in line and "Serving" not in result.stdout
 
 
 def test_the_policy_can_refuse_the_bind(tmp_path: Path) -> None:

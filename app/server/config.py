@@ -4,10 +4,12 @@ before anything starts, and said in a few lines at start."""
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.enforcement import Enforcer
+from app.hosting import check_port_free
 from inference.errors import EnclaveError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -46,7 +48,8 @@ def is_loopback(host: str) -> bool:
 
 
 def checked(config: ServeConfig, enforcer: Enforcer) -> ServeConfig:
-    """``config`` as it may run, or an ``EnclaveError`` (the policy's refusal, TLS missing)."""
+    """``config`` as it may run, or an ``EnclaveError`` (the policy's refusal, TLS missing or
+    unusable, the port taken): all said before a model loads or a line says "Serving"."""
     refusal = enforcer.policy.serve_refusal(config.host)
     if refusal:
         rule = "serve_bind" if "serve_bind" in refusal else "serve"  # the sentence names the rule that refused
@@ -56,6 +59,14 @@ def checked(config: ServeConfig, enforcer: Enforcer) -> ServeConfig:
     for path in (config.cert, config.key):
         if path is not None and not path.is_file():
             raise EnclaveError(f"There is no file {path} (for TLS).")
+    if config.cert is not None and config.key is not None:
+        try:  # what uvicorn will do, said now in a sentence instead of after "Serving …"
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.cert, config.key)
+        except (ssl.SSLError, OSError) as exc:
+            raise EnclaveError(f"The TLS certificate {config.cert} and key {config.key} cannot be used together "
+                               f"({getattr(exc, 'reason', None) or exc.strerror or exc}): both must be PEM, the "
+                               "key unencrypted and matching the certificate.") from None
+    check_port_free(config.host.strip("[]"), config.port)
     if not is_loopback(config.host) and not config.tls and not config.insecure:
         raise EnclaveError(f"Serving on {config.host} reaches other machines: give --cert FILE --key FILE for TLS "
                            "(or --insecure to send prompts, replies and keys in clear text).")
