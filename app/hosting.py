@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from app.enforcement import Enforcer
-from app.policy import shown_network
+from app.policy import is_loopback, shown_network
 from inference.devices import format_size
 from inference.errors import EnclaveError
 from inference.ggml_backend import BackendDevice
@@ -52,10 +52,6 @@ def check_bind_address(address: str) -> str:
     except ValueError:
         raise EnclaveError(f"--bind needs an IPv4 address of this machine (e.g. 10.0.0.5, or 0.0.0.0 for every "
                            f"interface), not {address!r}: llama.cpp's RPC server listens on IPv4 only.") from None
-
-
-def is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
 
 
 def exposure_warning(bind: str, port: int) -> str | None:

@@ -199,8 +199,7 @@ class Policy:
     def allows_keyless(self, bind_address: str) -> bool:
         """Whether requests without an API key may be served on ``bind_address``: only on loopback,
         and only while ``serve_keyless`` is true."""
-        ip = _bind_ip(bind_address)
-        return self.serve_keyless and ip is not None and ip.is_loopback
+        return self.serve_keyless and is_loopback(bind_address)
 
     def remote_host_refusal(self, url: str) -> str | None:
         """Why ``remote_hosts`` does not let a remote model backend connect to ``url``, naming the
@@ -228,6 +227,17 @@ def _bind_allowed(networks: tuple[IPNetwork, ...] | None, ip: ipaddress.IPv4Addr
     if networks is None:
         return True
     return any(ip.version == network.version and ip in network for network in networks)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a listening address reaches this machine only: "localhost" or a loopback IP. The
+    one test for it: keyless use, TLS and the exposure warnings all ask it."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _bind_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -3,13 +3,13 @@ before anything starts, and said in a few lines at start."""
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.enforcement import Enforcer
 from app.hosting import check_port_free
+from app.policy import is_loopback
 from inference.errors import EnclaveError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -36,15 +36,6 @@ class ServeConfig:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}/v1"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def checked(config: ServeConfig, enforcer: Enforcer) -> ServeConfig:
