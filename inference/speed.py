@@ -170,14 +170,18 @@ def _measured_type(ggml_type: str) -> str:
     return next((measured for prefix, measured in _RATE_TYPES if name.startswith(prefix)), "q4_K")
 
 
-def _read_rate(speed: DeviceSpeed, ggml_type: str) -> float:
-    rates = speed.read_bytes_per_s
+def _type_rate(rates: dict[str, float], ggml_type: str) -> float:
+    """A device's rate (read bytes/s or flops) for weights of ``ggml_type``: the measured type
+    nearest in cost, else the best measured."""
     return rates.get(_measured_type(ggml_type)) or max(rates.values())
+
+
+def _read_rate(speed: DeviceSpeed, ggml_type: str) -> float:
+    return _type_rate(speed.read_bytes_per_s, ggml_type)
 
 
 def _flops(speed: DeviceSpeed, ggml_type: str) -> float:
-    rates = speed.flops
-    return rates.get(_measured_type(ggml_type)) or max(rates.values())
+    return _type_rate(speed.flops, ggml_type)
 
 
 def _layer_kv_bytes_per_token(shape: ModelShape, p: Plan, index: int) -> float:

@@ -8,8 +8,9 @@ the profile's for that request only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from app.chat import ReplyDelta, ReplyFinished
 from app.conversations import Message, Source
@@ -46,6 +47,7 @@ class Finished:
 
 
 Emit = Callable[[Piece | Finished | ApiError], None]
+T = TypeVar("T")
 Cancelled = Callable[[], bool]
 
 
@@ -160,13 +162,19 @@ def _check_fits(prompt_tokens: int, n_ctx: int, model: str) -> None:
                             "with 'enclave models config'.", code="context_length_exceeded", param="messages")
 
 
-def _relay(events: Iterable[Event], emit: Emit, cancelled: Cancelled, cancel: Callable[[], None]) -> None:
-    """Worker events → ``emit``; a cancel asked for is passed to the worker at the next event."""
+def _passing_cancel(events: Iterable[T], cancelled: Cancelled, cancel: Callable[[], None]) -> Iterator[T]:
+    """``events``; a cancel asked for is passed on to their producer, once, at the next event."""
     stopping = False
     for event in events:
         if cancelled() and not stopping:
             cancel()
             stopping = True
+        yield event
+
+
+def _relay(events: Iterable[Event], emit: Emit, cancelled: Cancelled, cancel: Callable[[], None]) -> None:
+    """Worker events → ``emit``."""
+    for event in _passing_cancel(events, cancelled, cancel):
         if isinstance(event, Token) and event.text:
             emit(Piece(event.text))
         elif isinstance(event, Done):
@@ -178,11 +186,8 @@ def _relay(events: Iterable[Event], emit: Emit, cancelled: Cancelled, cancel: Ca
 
 
 def _relay_library(events: Iterable[object], emit: Emit, cancelled: Cancelled, cancel: Callable[[], None]) -> None:
-    stopping = False
-    for event in events:
-        if cancelled() and not stopping:
-            cancel()
-            stopping = True
+    """The chat service's events for a library answer → ``emit``."""
+    for event in _passing_cancel(events, cancelled, cancel):
         if isinstance(event, ReplyDelta) and event.answer:
             emit(Piece(event.answer))
         elif isinstance(event, ReplyFinished):
