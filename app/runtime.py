@@ -37,7 +37,7 @@ from inference.protocol import (
     TensorOverride,
     Tokens,
 )
-from inference.worker import Worker, WorkerState
+from inference.worker import BatchSession, Worker, WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,14 @@ class Runtime:
         self._resident = (self.worker.pid, prefix_key) if self.worker.pid is not None else None
         self._composed = False
         return n
+
+    def open_batch(self) -> BatchSession:
+        """A continuous batch over the loaded model (``Worker.open_batch``): several replies
+        decoded together, for the API server. The prompt cache may give its cells to the
+        batch, so no saved prefix counts as held after it."""
+        session = self.worker.open_batch()
+        self._resident = None
+        return session
 
     def cancel(self) -> None:
         self.worker.cancel()

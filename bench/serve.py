@@ -3,9 +3,10 @@
 For each number of clients, every client sends ``--requests`` streamed chat completions one
 after another with the official ``openai`` client. Reported: the aggregate generated tokens/s
 (all clients' tokens ÷ wall time) divided by one client's, and the p50 / p95 time to first
-token (request sent → first content chunk). The worker runs one generation at a time (a FIFO
-queue in front of it), so the aggregate stays near 1× and the time to first token grows with
-the queue: this measures that.
+token (request sent → first content chunk). A model's requests are decoded together in the
+worker's continuous batch (``--parallel``, default 4, at most 8), so on a machine whose speed
+is bound by reading the weights the aggregate grows with the clients up to ``--parallel``;
+beyond it, requests wait in line and the time to first token grows.
 
     python bench/serve.py [MODEL.gguf] [--clients 1,4,8] [--requests 3] [--gen-tokens 64]
 

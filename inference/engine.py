@@ -10,7 +10,6 @@ nothing of processes or pipes: the worker runs it, tests can run it in-process.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import json
 import os
@@ -24,12 +23,13 @@ import llama_cpp
 
 from inference.chat_formats import ChatFormatChoice, check_format_name, choose_chat_format, reply_stops
 from inference.chat_template import chat_renderer
-from inference.errors import EnclaveError, ModelLoadError
+from inference.errors import EnclaveError, ModelLoadError, PromptTooLong
 from inference.fingerprint import model_fingerprint
 from inference.gguf_header import check_is_gguf
 from inference.llama_log import LlamaLog
 from inference.overrides import DeviceArray, OverrideArray, split_array
 from inference.protocol import (
+    PARALLEL_SEQUENCES,
     ChatMessage,
     ModelInfo,
     ModelSettings,
@@ -39,8 +39,8 @@ from inference.protocol import (
     Stats,
     Token,
 )
+from inference.reply import ReplyText
 from inference.rpc import add_host
-from inference.stopping import StopMatcher
 
 _KV_TYPES = {
     "f32": llama_cpp.GGML_TYPE_F32,
@@ -59,6 +59,7 @@ _FLASH_ATTN = {
     False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
 _backend_ready = False
+FIRST_SLOT_SEQUENCE = 2  # 0: the prompt cache, 1: KV block scratch
 _SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
 # Control tokens a reply may show: the reasoning markup app/reasoning.py separates from the
 # answer (llama.cpp already marks gpt-oss's as user-defined, some files mark think tags as
@@ -199,9 +200,11 @@ class Engine:
         params.type_k = _KV_TYPES[s.type_k]
         params.type_v = _KV_TYPES[s.type_v]
         params.no_perf = True
-        # sequence 1 is the KV blocks' scratch space; one unified cache, so composing a block
-        # into sequence 0 re-labels its cells instead of copying them, and n_ctx stays whole
-        params.n_seq_max = 2
+        # sequence 1 is the KV blocks' scratch space, the rest are the batch's slots
+        # (inference.batch); one unified cache, so composing a block into sequence 0 or
+        # sharing a prefix with a slot re-labels cells instead of copying them, and n_ctx
+        # stays whole (the slots share it). Each sequence costs an output row (n_vocab floats).
+        params.n_seq_max = FIRST_SLOT_SEQUENCE + PARALLEL_SEQUENCES
         params.kv_unified = True
         # Sliding-window layers keep the whole context: a cached prefix can only be reused,
         # and restored from disk, if no layer has forgotten part of it. The planner counts it so.
@@ -354,6 +357,46 @@ class Engine:
     @property
     def cached_tokens(self) -> tuple[int, ...]:
         return tuple(self._tokens)
+
+    @property
+    def joint_tokens(self) -> Sequence[int]:
+        """The cached tokens of sequence 0 that hold what one pass over them gives (composed
+        KV blocks excluded): a prefix other sequences may share."""
+        return self._tokens[: self._joint]
+
+    def forget_prompt_cache(self) -> None:
+        """Free sequence 0's cells (the batch needs the room)."""
+        self._truncate_cache(0)
+
+    @property
+    def context(self) -> ctypes.c_void_p:
+        self._need_context()
+        return self._ctx
+
+    @property
+    def memory(self) -> ctypes.c_void_p:
+        self._need_context()
+        return self._memory
+
+    @property
+    def cells_shareable(self) -> bool:
+        """Whether sequences may share a prefix's cells (a recurrent state cannot be split)."""
+        return not (llama_cpp.llama_model_is_recurrent(self._model) or llama_cpp.llama_model_is_hybrid(self._model))
+
+    def sampler(self, s: Sampling, history: Sequence[int]) -> ctypes.c_void_p:
+        """A new sampler chain (the caller frees it with ``llama_sampler_free``)."""
+        return self._sampler(s, history)
+
+    def check_prompt(self, prompt: Sequence[int]) -> None:
+        """Refuse an empty prompt, or one the context cannot hold with room for a reply."""
+        n_ctx = llama_cpp.llama_n_ctx(self.context)
+        if not prompt:
+            raise EnclaveError("The prompt is empty.")
+        if len(prompt) >= n_ctx:
+            raise PromptTooLong(
+                f"The prompt is {len(prompt):,} tokens but the context holds {n_ctx:,}. "
+                "Load the model with a longer context or shorten the prompt."
+            )
 
     def _truncate_cache(self, keep: int) -> None:
         """Drop cached tokens from ``keep`` on. A recurrent model's state cannot be cut
@@ -588,15 +631,8 @@ class Engine:
         """Stream ``Progress`` while the prompt is evaluated, then ``Token`` events,
         then the final ``Stats`` (yielded last, as a plain value). ``composed``: the
         prompt continues the KV blocks ``compose`` put in the cache."""
-        self._need_context()
+        self.check_prompt(prompt)
         n_ctx = llama_cpp.llama_n_ctx(self._ctx)
-        if not prompt:
-            raise EnclaveError("The prompt is empty.")
-        if len(prompt) >= n_ctx:
-            raise EnclaveError(
-                f"The prompt is {len(prompt)} tokens but the context holds {n_ctx}. "
-                "Load the model with a longer context or shorten the prompt."
-            )
         started = time.perf_counter()
         cached_before: int | None = None
         for progress in self.ingest(prompt, cancelled, composed=composed):
@@ -609,47 +645,39 @@ class Engine:
             yield Stats(len(prompt), cached_before, 0, prompt_done - started, 0.0, "cancelled")
             return
 
-        sampler = self._sampler(sampling)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(sampling.stop + self.reply_stops)
-        generated, reason = 0, "length"
-        limit = sampling.max_tokens if sampling.max_tokens is not None else n_ctx
+        sampler = self._sampler(sampling, self._tokens)
+        reply = ReplyText(self, sampling, n_ctx)
         try:
-            while generated < limit:
+            while not reply.ended:
                 if cancelled():
-                    reason = "cancelled"
+                    reply.end("cancelled")
                     break
                 token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
-                if self.ends_reply(token):
-                    reason = "eog"
-                    break
-                generated += 1
-                yield Token(token, stops.push(decoder.decode(self.piece(token))), time.monotonic())
-                if stops.stopped:
-                    reason = "stop"
-                    break
-                if generated >= limit:
+                event = reply.take(token)
+                if event is not None:
+                    yield event
+                if reply.ended:
                     break
                 if len(self._tokens) + 1 >= n_ctx:
-                    reason = "context"
+                    reply.end("context")
                     break
                 self._decode([token])
         finally:
             llama_cpp.llama_sampler_free(sampler)
-        if not stops.stopped:
-            tail = stops.push(decoder.decode(b"", final=True)) + stops.flush()
-            if tail:
-                yield Token(None, tail)
+        if (tail := reply.tail()) is not None:
+            yield tail
         yield Stats(
             prompt_tokens=len(prompt),
             cached_tokens=cached_before,
-            generated_tokens=generated,
+            generated_tokens=reply.generated,
             prompt_seconds=prompt_done - started,
             generation_seconds=time.perf_counter() - prompt_done,
-            stop_reason=reason,
+            stop_reason=reply.reason,
         )
 
-    def _sampler(self, s: Sampling) -> ctypes.c_void_p:
+    def _sampler(self, s: Sampling, history: Sequence[int]) -> ctypes.c_void_p:
+        """A sampler chain for ``s``; ``history``: the tokens before the reply (the repeat
+        penalty's window)."""
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
         def add(sampler: ctypes.c_void_p) -> None:
@@ -658,7 +686,7 @@ class Engine:
         if s.repeat_penalty != 1.0:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))
-            for token in self._tokens[-s.repeat_last_n :]:
+            for token in history[-s.repeat_last_n :]:
                 llama_cpp.llama_sampler_accept(chain, token)
         # after the history is accepted: a grammar sampler fed the prompt's tokens would throw
         grammar = _grammar_text(s)

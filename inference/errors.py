@@ -33,3 +33,7 @@ class NoModelLoaded(EnclaveError):
 
 class ChatTemplateError(EnclaveError):
     """The model's chat template is hostile or broken."""
+
+
+class PromptTooLong(EnclaveError):
+    """A prompt the loaded model's context cannot hold."""

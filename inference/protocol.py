@@ -21,6 +21,9 @@ def default_threads() -> int:
     return cores if cores <= 4 else cores - 1
 
 
+PARALLEL_SEQUENCES = 8  # replies one context can decode together (inference.batch)
+
+
 @dataclass(frozen=True)
 class TensorOverride:
     """Tensors whose name matches ``pattern`` (a regex, like llama.cpp's ``-ot``) go to
@@ -181,8 +184,36 @@ class Unload:
     pass
 
 
+@dataclass(frozen=True)
+class OpenBatch:
+    """Start a continuous batch (``inference.batch``): until ``CloseBatch`` the child takes
+    ``Submit`` and ``Withdraw`` messages at any time and answers each with ``BatchEvent``s;
+    no other request is read. Answered by ``BatchOpened``."""
+
+
+@dataclass(frozen=True)
+class Submit:
+    """A reply to decode in the open batch, alongside the others. ``id``: the caller's."""
+
+    id: int
+    request: Generate
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    """Stop reply ``id`` (its client left): it ends with ``Done(stop_reason="cancelled")``."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class CloseBatch:
+    """End the batch once no reply is left (those still decoding are withdrawn); answered
+    by ``BatchClosed``."""
+
+
 Request: TypeAlias = (Load | Tokenize | CountTokens | RenderChat | RenderSegments | Generate | SaveState | RestoreState
-                      | EncodeBlock | ComposeBlocks | Unload)
+                      | EncodeBlock | ComposeBlocks | Unload | OpenBatch)
 
 
 # Events ----------------------------------------------------------------------------
@@ -304,18 +335,38 @@ class Unloaded:
 
 
 @dataclass(frozen=True)
+class BatchOpened:
+    slots: int  # replies decoded together at most; more wait in the child's line
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """An event of reply ``id`` in the open batch: ``Progress``, ``Token``, then ``Done`` or ``Failed``."""
+
+    id: int
+    event: Progress | Token | Done | Failed
+
+
+@dataclass(frozen=True)
+class BatchClosed:
+    pass
+
+
+@dataclass(frozen=True)
 class Failed:
     """A request failed. ``kind`` says how: ``error`` (a clear refusal, the worker lives
-    on), ``crash`` (the worker process died) or ``no_model``."""
+    on), ``crash`` (the worker process died), ``no_model``, ``template`` (the chat template
+    failed), ``too_long`` (the prompt does not fit the context) or ``busy`` (the batch's
+    shared context is full with other replies)."""
 
     message: str
-    kind: Literal["error", "crash", "no_model", "template"] = "error"
+    kind: Literal["error", "crash", "no_model", "template", "too_long", "busy"] = "error"
     log_tail: tuple[str, ...] = ()
 
 
 Event: TypeAlias = (
     Loaded | Tokens | Segments | TokenCounts | Progress | Token | Done | StateSaved | StateRestored | BlockSaved
-    | Composed | Unloaded | Failed
+    | Composed | Unloaded | Failed | BatchOpened | BatchEvent | BatchClosed
 )
 TERMINAL = (Loaded, Tokens, Segments, TokenCounts, Done, StateSaved, StateRestored, BlockSaved, Composed, Unloaded,
-            Failed)
+            Failed, BatchOpened, BatchClosed)

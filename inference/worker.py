@@ -23,18 +23,29 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from inference.errors import ChatTemplateError, EnclaveError, ModelLoadError, NoModelLoaded, WorkerCrashed
+from inference.errors import (
+    ChatTemplateError,
+    EnclaveError,
+    ModelLoadError,
+    NoModelLoaded,
+    PromptTooLong,
+    WorkerCrashed,
+)
 from inference.orphans import exit_with_parent
 from inference.protocol import (
     TERMINAL,
+    BatchClosed,
+    BatchEvent,
+    BatchOpened,
     BlockSaved,
     ChatMessage,
+    CloseBatch,
     ComposeBlocks,
     Composed,
     CountTokens,
@@ -47,6 +58,7 @@ from inference.protocol import (
     Loaded,
     ModelInfo,
     ModelSettings,
+    OpenBatch,
     RenderChat,
     RenderSegments,
     Request,
@@ -55,12 +67,18 @@ from inference.protocol import (
     Segments,
     StateRestored,
     StateSaved,
+    Submit,
     TokenCounts,
     Tokenize,
     Tokens,
     Unload,
     Unloaded,
+    Withdraw,
 )
+
+if TYPE_CHECKING:  # the parent never imports llama.cpp: only the child loads these
+    from inference.batch import Batcher
+    from inference.engine import Engine
 
 log = logging.getLogger(__name__)
 # The child's first word on every request (Unload aside): a child that dies before saying it
@@ -258,6 +276,16 @@ class Worker:
             return
         self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
 
+    def _drain_batch(self) -> None:
+        try:
+            while self._conn is not None and not isinstance(self._conn.recv(), BatchClosed):
+                pass
+        except (EOFError, OSError):
+            self._reap()
+            self.state = WorkerState.CRASHED
+            return
+        self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
+
     def _reap_after_unload(self) -> None:
         """Ask the child to unload and exit, then make sure it has."""
         if self._conn is not None and self._process is not None and self._process.is_alive():
@@ -281,6 +309,8 @@ class Worker:
         lines = self.log_tail(n=None)
         if isinstance(request, Load):
             doing = f"loading {Path(request.settings.path).name}"
+        elif isinstance(request, OpenBatch):
+            doing = "answering a batch of requests"
         else:
             doing = f"running {type(request).__name__.lower()}"
         message = f"llama.cpp crashed while {doing}: the worker process {how_it_ended(code)}."
@@ -347,6 +377,78 @@ class Worker:
     def unload(self) -> None:
         self._call(Unload(), Unloaded)
 
+    def open_batch(self) -> BatchSession:
+        """Start a continuous batch over the loaded model (see ``BatchSession``). The worker
+        takes no other request until the session is closed."""
+        self._lock.acquire()
+        try:
+            terminal: Event | None = None
+            for event in self._request(OpenBatch()):
+                terminal = event
+            if not isinstance(terminal, BatchOpened):
+                assert isinstance(terminal, Failed)
+                raise _as_error(terminal)
+            self.state = WorkerState.BUSY
+        except BaseException:
+            self._lock.release()
+            raise
+        return BatchSession(self, terminal.slots)
+
+
+class BatchSession:
+    """An open continuous batch. Any thread may ``submit`` and ``withdraw``; one thread reads
+    ``events`` — (id, event) pairs, each reply's last a ``Done`` or ``Failed`` — until the
+    session ends: after ``close`` (replies still running are withdrawn), or when the worker
+    dies (every running reply then gets the crash's ``Failed``, id None). The worker is
+    free again once ``events`` has ended."""
+
+    def __init__(self, worker: Worker, slots: int) -> None:
+        self._worker = worker
+        self.slots = slots
+        self._send_lock = threading.Lock()
+        self._ended = False
+
+    def submit(self, rid: int, request: Generate) -> None:
+        self._send(Submit(rid, request))
+
+    def withdraw(self, rid: int) -> None:
+        self._send(Withdraw(rid))
+
+    def close(self) -> None:
+        self._send(CloseBatch())
+
+    def _send(self, message: object) -> None:
+        conn = self._worker._conn
+        with self._send_lock:
+            if conn is not None and not self._ended:
+                with contextlib.suppress(OSError):  # died: the reader sees the EOF and reports it
+                    conn.send(message)
+
+    def events(self) -> Iterator[tuple[int | None, Event]]:
+        worker = self._worker
+        ended = False
+        try:
+            while not ended:
+                assert worker._conn is not None
+                try:
+                    message = worker._conn.recv()
+                except (EOFError, OSError):
+                    ended = True
+                    yield None, worker._crashed(OpenBatch())
+                    return
+                if isinstance(message, BatchClosed):
+                    ended = True
+                    worker.state = WorkerState.LOADED if worker.info is not None else WorkerState.READY
+                elif isinstance(message, BatchEvent):
+                    yield message.id, message.event
+        finally:
+            if not ended:  # the reader stopped early: close the batch, so the worker is usable again
+                self.close()
+                worker._drain_batch()
+            with self._send_lock:
+                self._ended = True
+            worker._lock.release()
+
 
 def log_lines_since(log_path: Path, offset: int) -> list[str]:
     """The non-blank lines written to ``log_path`` after byte ``offset``."""
@@ -406,6 +508,15 @@ def redirect_output(log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
 
 
+def _prompt_tokens(engine: Engine, request: Generate) -> list[int]:
+    """A ``Generate``'s prompt as tokens: given, a text, or chat messages rendered."""
+    if request.tokens is not None:
+        return list(request.tokens)
+    if request.prompt is not None:
+        return engine.tokenize_prompt(request.prompt)
+    return engine.chat_tokens(request.messages)
+
+
 def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
     """The child's main loop: one request at a time until Unload or the pipe closes."""
     import faulthandler
@@ -435,7 +546,11 @@ def serve(conn: Connection, cancel: Synchronized, log_path: str) -> None:
             conn.send(Unloaded())
             break
         conn.send(ACCEPTED)
-        handler.handle(request)
+        if isinstance(request, OpenBatch):
+            if not handler.run_batch():
+                break
+        else:
+            handler.handle(request)
     handler.close()
 
 
@@ -445,11 +560,65 @@ class _Handler:
         self._cancel = cancel
         self._log = llama_log
         self._engine = None
+        self._batcher = None  # the engine's continuous batch, kept while the engine is (its slots' cells)
 
     def close(self) -> None:
+        self._batcher = None
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+
+    def run_batch(self) -> bool:
+        """The batch's loop (``OpenBatch`` … ``CloseBatch``): messages are read whenever they
+        come, between decode steps; blocks only when no reply is left. False when the pipe
+        closed (the parent is gone)."""
+        from inference.batch import Batcher
+
+        try:
+            engine = self._need_engine()
+        except NoModelLoaded as exc:
+            self._conn.send(Failed(str(exc), kind="no_model"))
+            return True
+        if self._batcher is None:
+            self._batcher = Batcher(engine)
+        batcher = self._batcher
+        self._conn.send(BatchOpened(batcher.slots))
+        closing = False
+        try:
+            while True:
+                while self._conn.poll(0 if batcher.busy or closing else None):
+                    message = self._conn.recv()
+                    if isinstance(message, Submit):
+                        self._send_batch(self._submitted(batcher, engine, message))
+                    elif isinstance(message, Withdraw):
+                        self._send_batch(batcher.withdraw(message.id))
+                    elif isinstance(message, CloseBatch):
+                        closing = True
+                        self._send_batch(batcher.withdraw_all())
+                    if closing and not batcher.busy:
+                        break
+                if closing and not batcher.busy:
+                    self._conn.send(BatchClosed())
+                    return True
+                if self._cancelled():
+                    self._send_batch(batcher.withdraw_all())
+                self._send_batch(batcher.step())
+        except (EOFError, OSError):
+            return False
+
+    @staticmethod
+    def _submitted(batcher: Batcher, engine: Engine, message: Submit) -> list[tuple[int, Event]]:
+        try:
+            prompt = _prompt_tokens(engine, message.request)
+        except ChatTemplateError as exc:
+            return [(message.id, Failed(str(exc), kind="template"))]
+        except EnclaveError as exc:
+            return [(message.id, Failed(str(exc)))]
+        return batcher.add(message.id, prompt, message.request.sampling)
+
+    def _send_batch(self, emitted: Sequence[tuple[int, Event]]) -> None:
+        for rid, event in emitted:
+            self._conn.send(BatchEvent(rid, event))
 
     def handle(self, request: Request) -> None:
         try:
@@ -459,6 +628,8 @@ class _Handler:
             self._conn.send(Failed(str(exc), kind="template"))
         except NoModelLoaded as exc:
             self._conn.send(Failed(str(exc), kind="no_model"))
+        except PromptTooLong as exc:
+            self._conn.send(Failed(str(exc), kind="too_long"))
         except ModelLoadError as exc:
             self._conn.send(Failed(str(exc), log_tail=exc.log_tail))
         except EnclaveError as exc:
@@ -466,6 +637,11 @@ class _Handler:
         except Exception as exc:
             logging.getLogger(__name__).error("request failed:\n%s", traceback.format_exc())
             self._conn.send(Failed(f"Unexpected error in the worker: {type(exc).__name__}: {exc}"))
+
+    def _free_batch_cells(self) -> None:
+        """Sequence 0 is about to grow: the batch's idle slots give their cells back."""
+        if self._batcher is not None:
+            self._batcher.forget_cells()
 
     def _cancelled(self) -> bool:
         return self._cancel.value != 0
@@ -496,12 +672,8 @@ class _Handler:
             yield Tokens(tuple(engine.tokenize_prompt(text)), text)
         elif isinstance(request, Generate):
             engine = self._need_engine()
-            if request.tokens is not None:
-                prompt = list(request.tokens)
-            elif request.prompt is not None:
-                prompt = engine.tokenize_prompt(request.prompt)
-            else:
-                prompt = engine.chat_tokens(request.messages)
+            prompt = _prompt_tokens(engine, request)
+            self._free_batch_cells()
             for item in engine.generate(prompt, request.sampling, self._cancelled, composed=request.composed):
                 if isinstance(item, Stats):
                     yield Done(item)
@@ -510,16 +682,19 @@ class _Handler:
         elif isinstance(request, RenderSegments):
             yield self._need_engine().render_segments(request.messages, request.slot, request.segments)
         elif isinstance(request, EncodeBlock):
+            self._free_batch_cells()
             blocks = self._need_engine().encode_block(request.head, request.tokens, Path(request.path), self._cancelled)
             saved = yield from blocks
             yield BlockSaved(request.path, len(request.tokens), cancelled=not saved)
         elif isinstance(request, ComposeBlocks):
             blocks = [(Path(path), tokens) for path, tokens in request.blocks]
+            self._free_batch_cells()
             yield Composed(self._need_engine().compose(request.head, blocks))
         elif isinstance(request, SaveState):
             engine = self._need_engine()
             yield StateSaved(request.path, engine.save_state(Path(request.path), request.n_tokens))
         elif isinstance(request, RestoreState):
+            self._free_batch_cells()
             yield StateRestored(self._need_engine().restore_state(Path(request.path)))
         else:
             raise EnclaveError(f"Unknown request {type(request).__name__}")

@@ -31,7 +31,7 @@ from app.enforcement import Enforcer
 from app.policy import Policy
 from app.server.config import ServeConfig, checked, insecure_warning
 from app.server.errors import ApiError
-from app.server.queue import FairQueue, QueueFull
+from app.server.queue import ALONE, FairQueue, QueueFull
 from app.server.routes import Server
 from inference.errors import EnclaveError
 from tests.cli import ROOT, enclave, one_error_line
@@ -208,7 +208,7 @@ def test_over_long_prompt_is_400_saying_how_long(served: Served) -> None:
         served.client().chat.completions.create(model="tiny-moe",
                                                 messages=[{"role": "user", "content": "word " * 6000}])
     message = long.value.message
-    assert long.value.status_code == 400 and "The prompt is " in message and "context of 4,096 tokens" in message
+    assert long.value.status_code == 400 and "The prompt is " in message and "context holds 4,096" in message
     assert long.value.code == "context_length_exceeded"
 
 
@@ -236,7 +236,7 @@ def test_four_concurrent_clients_all_complete(served: Served) -> None:
     for thread in threads:
         thread.join(timeout=150)
     assert sorted(replies) == [0, 1, 2, 3]
-    assert {_same_text(text) for text in replies.values()} == {served.greedy}  # one at a time: nothing mixed
+    assert {_same_text(text) for text in replies.values()} == {served.greedy}  # decoded together, nothing mixed
 
 
 def test_a_client_that_leaves_mid_stream_frees_the_server(served: Served) -> None:
@@ -362,6 +362,37 @@ def test_the_queue_is_first_come_first_served_with_a_limit_per_key() -> None:
     order, refused = asyncio.run(scenario())
     assert order == ["a1", "b1", "a2", "c1"]
     assert "already has 2 requests" in refused
+
+
+def test_a_models_requests_run_together_and_a_library_waits_its_turn() -> None:
+    async def scenario() -> list[str]:
+        queue = FairQueue(per_key=9, slots=2)
+        events: list[str] = []
+        gates = {name: asyncio.Event() for name in ("m1", "m2", "lib", "m3", "m4")}
+
+        async def request(name: str, lane: str) -> None:
+            await queue.acquire(lane)
+            events.append(f"+{name}")
+            await gates[name].wait()
+            events.append(f"-{name}")
+            queue.release(lane)
+
+        tasks = []
+        for name, lane in (("m1", "tiny"), ("m2", "tiny"), ("lib", ALONE), ("m3", "tiny"), ("m4", "tiny")):
+            tasks.append(asyncio.ensure_future(request(name, lane)))
+            await asyncio.sleep(0)
+        assert events == ["+m1", "+m2"]  # two slots; the library and those behind it wait
+        for name in ("m1", "m2", "lib"):
+            gates[name].set()
+            await asyncio.sleep(0.01)
+        gates["m3"].set()
+        gates["m4"].set()
+        await asyncio.gather(*tasks)
+        return events
+
+    events = asyncio.run(scenario())
+    assert events[:6] == ["+m1", "+m2", "-m1", "-m2", "+lib", "-lib"]  # alone, after the batch drained
+    assert set(events[6:8]) == {"+m3", "+m4"}  # then together again
 
 
 class _NoKeys:

@@ -1,8 +1,9 @@
 """The blocking side of the server: models and libraries answered through ``Services``.
 
-Everything here runs in the server's one worker thread (``jobs``), one request at a time,
-and reports through ``emit``: ``Piece`` (text as it streams), then ``Finished``, or an
-``ApiError``. A model loads as its saved profile says; a request's sampling fields replace
+The blocking calls here run in the server's services thread (``jobs``): a model's request is
+turned into a ``Generate`` for the worker's continuous batch (its events become ``Piece``s,
+then ``Finished``, or an ``ApiError``: ``item_of``); a library answers alone, through the chat
+service, and reports through ``emit``. A model loads as its saved profile says; a request's sampling fields replace
 the profile's for that request only.
 """
 
@@ -18,7 +19,7 @@ from app.server.bodies import ApiRequest
 from app.server.errors import ApiError
 from app.services import Services
 from inference.errors import EnclaveError
-from inference.protocol import ChatMessage, Done, Event, Failed, Sampling, Token
+from inference.protocol import ChatMessage, Done, Event, Failed, Generate, Sampling, Token
 
 LIBRARY_PREFIX = "library/"
 FINISH_REASONS = {"eog": "stop", "stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
@@ -93,11 +94,9 @@ class Backend:
             raise ApiError(503, f"The model {ref} cannot be loaded: {exc}", code="model_not_loaded") from None
 
     def answer(self, request: ApiRequest, target: Target, emit: Emit, cancelled: Cancelled) -> None:
+        """A library's answer (a model's requests go to the batch: ``generate_request``)."""
         try:
-            if target.library_id is not None:
-                self._answer_from_library(request, target, emit, cancelled)
-            else:
-                self._answer_with_model(request, target, emit, cancelled)
+            self._answer_from_library(request, target, emit, cancelled)
         except ApiError as exc:
             emit(exc)
         except EnclaveError as exc:
@@ -115,20 +114,16 @@ class Backend:
         system = self.services.chat.default_system_prompt(ref)
         return ([ChatMessage("system", system)] if system else []) + list(messages)
 
-    def _answer_with_model(self, request: ApiRequest, target: Target, emit: Emit, cancelled: Cancelled) -> None:
-        n_ctx = self.load(target.ref)
+    def generate_request(self, request: ApiRequest, target: Target, *, load: bool = True) -> Generate:
+        """What the worker decodes for a model's request (in the batch); ``load``: load the
+        model by its profile first (not while a batch holds the worker)."""
+        if load:
+            self.load(target.ref)
         sampling = self._sampling(target.ref, request)
-        runtime = self.services.runtime
         if request.chat:
-            messages = self._messages(target.ref, request.messages)
-            prompt = runtime.render_chat(messages).ids
-            _check_fits(len(prompt), n_ctx, target.name)
-            events = runtime.continue_tokens(prompt, sampling)
-        else:
-            assert request.prompt is not None
-            _check_fits(len(runtime.worker.tokenize(request.prompt)), n_ctx, target.name)
-            events = runtime.complete(request.prompt, sampling)
-        _relay(events, emit, cancelled, runtime.cancel)
+            return Generate(messages=tuple(self._messages(target.ref, request.messages)), sampling=sampling)
+        assert request.prompt is not None
+        return Generate(prompt=request.prompt, sampling=sampling)
 
     def _answer_from_library(self, request: ApiRequest, target: Target, emit: Emit, cancelled: Cancelled) -> None:
         """As ``enclave ask`` answers: the chat service's library path (warm cache included).
@@ -155,13 +150,6 @@ class Backend:
             store.delete(conversation.id)
 
 
-def _check_fits(prompt_tokens: int, n_ctx: int, model: str) -> None:
-    if prompt_tokens >= n_ctx:
-        raise ApiError(400, f"The prompt is {prompt_tokens:,} tokens, but {model} is loaded with a context of "
-                            f"{n_ctx:,} tokens. Shorten the prompt, or raise the model's context "
-                            "with 'enclave models config'.", code="context_length_exceeded", param="messages")
-
-
 def _passing_cancel(events: Iterable[T], cancelled: Cancelled, cancel: Callable[[], None]) -> Iterator[T]:
     """``events``; a cancel asked for is passed on to their producer, once, at the next event."""
     stopping = False
@@ -172,17 +160,21 @@ def _passing_cancel(events: Iterable[T], cancelled: Cancelled, cancel: Callable[
         yield event
 
 
-def _relay(events: Iterable[Event], emit: Emit, cancelled: Cancelled, cancel: Callable[[], None]) -> None:
-    """Worker events → ``emit``."""
-    for event in _passing_cancel(events, cancelled, cancel):
-        if isinstance(event, Token) and event.text:
-            emit(Piece(event.text))
-        elif isinstance(event, Done):
-            s = event.stats
-            emit(Finished(s.prompt_tokens, s.generated_tokens, FINISH_REASONS[s.stop_reason]))
-        elif isinstance(event, Failed):
-            status = 503 if event.kind == "crash" else 400
-            emit(ApiError(status, event.message, code="generation_failed"))
+def item_of(event: Event) -> Piece | Finished | ApiError | None:
+    """A worker event of a model's reply as the server passes it on (None: nothing to pass)."""
+    if isinstance(event, Token) and event.text:
+        return Piece(event.text)
+    if isinstance(event, Done):
+        s = event.stats
+        return Finished(s.prompt_tokens, s.generated_tokens, FINISH_REASONS[s.stop_reason])
+    if isinstance(event, Failed):
+        if event.kind == "too_long":
+            return ApiError(400, f"{event.message.split('. ')[0]}. Shorten the prompt, or raise the model's "
+                                 "context with 'enclave models config'.", code="context_length_exceeded",
+                            param="messages")
+        status = 503 if event.kind in ("crash", "busy") else 400
+        return ApiError(status, event.message, code="generation_failed")
+    return None
 
 
 def _relay_library(events: Iterable[object], emit: Emit, cancelled: Cancelled, cancel: Callable[[], None]) -> None:

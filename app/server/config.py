@@ -15,6 +15,7 @@ from inference.errors import EnclaveError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_PER_KEY = 8  # requests one key may have waiting or running at once
+DEFAULT_PARALLEL = 4  # a model's requests decoded together (the worker's batch holds up to 8)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ServeConfig:
     key: Path | None = None
     insecure: bool = False
     per_key: int = DEFAULT_PER_KEY
+    parallel: int = DEFAULT_PARALLEL
     keys_required: bool = True  # decided by ``checked``: the policy and the address
 
     @property
@@ -81,4 +83,5 @@ def start_lines(config: ServeConfig, model: str | None) -> list[str]:
             f"Keys: {keys}",
             f"TLS: {'on' if config.tls else 'off'}",
             f"Model: {model or 'as each request names it (GET /v1/models)'}",
+            f"At once: {config.parallel} requests per model, decoded together (--parallel); more wait in line",
             "Ctrl-C stops."]

@@ -1,82 +1,234 @@
-"""Blocking answers run from asyncio: one worker thread, behind the fair queue.
+"""Answers run from asyncio: a model's requests in the worker's continuous batch, a
+library's alone, all behind the fair queue.
 
-A ``Job`` holds the queue's slot from the moment its turn comes until its thread is done,
-not until its client is: a client that goes away only asks the job to stop
-(``Job.stop``: the worker's cancel, honoured before the next token), and the slot passes
-on as soon as the worker is free.
+One *services thread* does everything that touches ``Services`` and the worker's lifetime
+(loading, opening and closing the batch, library answers), in order, so none of it races.
+While requests of one model run, a ``_Batch`` holds the worker: its reader thread turns
+the worker's ``BatchEvent``s into each request's items. The batch closes as soon as no
+request of it runs, so the worker is free for a library answer, another model, or the
+desktop window sharing it.
+
+A ``Job`` holds its place in the queue until the worker is done with it, not until its
+client is: a client that goes away only asks the job to stop (``Job.stop``: withdrawn from
+the batch, or the worker's cancel honoured before the next token).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from app.server.backend import Emit, Finished, Piece
+from app.server.backend import Emit, Finished, Piece, item_of
 from app.server.errors import ApiError
-from app.server.queue import FairQueue
+from app.server.queue import ALONE, FairQueue
+from inference.protocol import Done, Failed, Generate
+from inference.worker import BatchSession
 
+log = logging.getLogger(__name__)
 Item = Piece | Finished | ApiError
 Work = Callable[[Emit, Callable[[], bool]], None]
+# The services thread's half of a model's request: the worker's request for it (``load``:
+# the model may be loaded first: no batch holds the worker).
+Prepare = Callable[[bool], Generate]
 
 
 class Job:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._items: asyncio.Queue[Item | None] = asyncio.Queue()  # None: the thread is done
+        self._items: asyncio.Queue[Item | None] = asyncio.Queue()  # None: the worker is done with it
         self._stop = threading.Event()
+        self.on_stop: Callable[[], None] | None = None
 
     def emit(self, item: Item) -> None:
-        """From the worker thread."""
-        self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+        """From any thread."""
+        _call_soon(self._loop, self._items.put_nowait, item)
 
     def stopped(self) -> bool:
         return self._stop.is_set()
 
     def stop(self) -> None:
-        self._stop.set()
+        if not self._stop.is_set():
+            self._stop.set()
+            if self.on_stop is not None:
+                self.on_stop()
 
     def ended(self) -> None:
-        self._loop.call_soon_threadsafe(self._items.put_nowait, None)
+        _call_soon(self._loop, self._items.put_nowait, None)
 
     async def items(self) -> AsyncIterator[Item]:
         while (item := await self._items.get()) is not None:
             yield item
 
 
-class Runner:
-    """Runs ``Work`` in the one thread that uses the services, in queue order."""
+class _Batch:
+    """The worker's open batch for one model, and the jobs decoding in it."""
 
-    def __init__(self, queue: FairQueue) -> None:
+    def __init__(self, model: str, session: BatchSession, finished: Callable[[Job], None]) -> None:
+        self.model = model
+        self.session = session
+        self._finished = finished
+        self._jobs: dict[int, Job] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.alive = True
+        self.reader = threading.Thread(target=self._read, name="enclave-serve-batch", daemon=True)
+        self.reader.start()
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._jobs
+
+    def submit(self, job: Job, request: Generate) -> None:
+        rid = next(self._ids)
+        with self._lock:
+            self._jobs[rid] = job
+        job.on_stop = lambda: self.session.withdraw(rid)
+        self.session.submit(rid, request)
+        if job.stopped():  # its client left while it was being prepared
+            self.session.withdraw(rid)
+
+    def _read(self) -> None:
+        for rid, event in self.session.events():
+            if rid is None:  # the worker died: every request of the batch ends with it
+                self.alive = False
+                assert isinstance(event, Failed)
+                with self._lock:
+                    jobs, self._jobs = list(self._jobs.values()), {}
+                for job in jobs:
+                    job.emit(ApiError(503, event.message, code="generation_failed"))
+                    self._finished(job)
+                continue
+            with self._lock:
+                job = self._jobs.get(rid)
+            if job is None:
+                continue
+            item = item_of(event)
+            if item is not None:
+                job.emit(item)
+            if isinstance(event, Done | Failed):
+                with self._lock:
+                    self._jobs.pop(rid, None)
+                self._finished(job)
+        self.alive = False
+
+    def close(self) -> None:
+        self.session.close()
+        self.reader.join()
+
+
+class Runner:
+    """Runs requests in queue order: a model's in its batch (up to ``queue.slots`` at once),
+    a library's alone."""
+
+    def __init__(self, queue: FairQueue, open_batch: Callable[[], BatchSession] | None = None) -> None:
         self.queue = queue
+        self.open_batch = open_batch  # the worker's batch over the model loaded now
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-serve")
+        self._batch: _Batch | None = None  # used in the services thread only
+        self._jobs: weakref.WeakSet[Job] = weakref.WeakSet()  # started and not yet forgotten
+
+    def stop_all(self) -> int:
+        """Ask every job still running to stop (the server is stopping); how many were asked."""
+        jobs = [job for job in self._jobs if not job.stopped()]
+        for job in jobs:
+            job.stop()
+        return len(jobs)
 
     async def start(self, work: Work) -> Job:
-        """Wait for the slot (cancellable), then start ``work`` in the thread."""
-        await self.queue.acquire()
+        """Wait for the worker to itself (cancellable), then run ``work`` in the services thread."""
+        await self.queue.acquire(ALONE)
         loop = asyncio.get_running_loop()
         job = Job(loop)
+        self._jobs.add(job)
 
         def run() -> None:
             try:
+                self._close_batch()
                 work(job.emit, job.stopped)
             except Exception as exc:  # a request's failure must not take the server down
+                log.exception("a request failed")
                 job.emit(ApiError(500, f"The server failed on this request: {exc}", code="server_error"))
             finally:
                 job.ended()
-                loop.call_soon_threadsafe(self.queue.release)
+                _call_soon(loop, self.queue.release, ALONE)
 
-        try:
-            self._thread.submit(run)
-        except BaseException:
-            self.queue.release()
-            raise
+        self._submit(run, ALONE)
         return job
 
+    async def start_batched(self, model: str, prepare: Prepare) -> Job:
+        """Wait for a place in ``model``'s batch (cancellable), then decode the request
+        ``prepare`` gives in it, beside the others."""
+        await self.queue.acquire(model)
+        loop = asyncio.get_running_loop()
+        job = Job(loop)
+        self._jobs.add(job)
+
+        def finished(done: Job) -> None:
+            done.ended()
+            _call_soon(loop, self.queue.release, model)
+            with contextlib.suppress(RuntimeError):  # shutting down: shutdown closes the batch
+                self._thread.submit(self._close_if_idle)
+
+        def join() -> None:
+            try:
+                batch = self._batch if self._batch is not None and self._batch.alive else None
+                if batch is not None and batch.model != model:
+                    self._close_batch()
+                    batch = None
+                request = prepare(batch is None)
+                if batch is None:
+                    assert self.open_batch is not None, "the runner was made without a batch"
+                    batch = self._batch = _Batch(model, self.open_batch(), finished)
+                batch.submit(job, request)
+            except ApiError as error:
+                job.emit(error)
+                finished(job)
+            except Exception as exc:
+                log.exception("a request failed")
+                job.emit(ApiError(500, f"The server failed on this request: {exc}", code="server_error"))
+                finished(job)
+
+        self._submit(join, model)
+        return job
+
+    def _submit(self, fn: Callable[[], None], lane: str) -> None:
+        try:
+            self._thread.submit(fn)
+        except BaseException:
+            self.queue.release(lane)
+            raise
+
+    def _close_if_idle(self) -> None:
+        if self._batch is not None and self._batch.idle:
+            self._close_batch()
+
+    def _close_batch(self) -> None:
+        """Services thread: give the worker back (any request still in the batch is withdrawn)."""
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.close()
+
     async def call(self, fn: Callable[[], object]) -> object:
-        """Run ``fn`` in the services' thread, outside the queue (startup work)."""
+        """Run ``fn`` in the services thread, outside the queue (startup work)."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     def shutdown(self) -> None:
+        try:
+            self._thread.submit(self._close_batch).result(timeout=30)
+        except Exception:  # already shut down, or the worker hangs: the process ends anyway
+            log.warning("the batch did not close cleanly", exc_info=True)
         self._thread.shutdown(wait=True, cancel_futures=True)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
+    """``fn(*args)`` on the server's event loop, from any thread; nothing once the loop has
+    closed (the server stopped: no one is left to tell)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)

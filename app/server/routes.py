@@ -40,7 +40,8 @@ class Server:
     started: int = field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
-        self.runner = Runner(FairQueue(self.config.per_key))
+        self.runner = Runner(FairQueue(self.config.per_key, self.config.parallel),
+                             lambda: self.backend.services.runtime.open_batch())
 
     def authorize(self, request: Request) -> str | None:
         """The key's name (None: a keyless request the policy allows), or a 401. Where keyless
@@ -147,7 +148,11 @@ async def answer(server: Server, request: Request, *, chat: bool) -> Response:
 
 async def _answer_queued(server: Server, request: Request, exchange: Exchange, asked: ApiRequest,
                          target: Target) -> Response:
-    job = await server.runner.start(lambda emit, stopped: server.backend.answer(asked, target, emit, stopped))
+    if target.library_id is None:
+        job = await server.runner.start_batched(
+            target.ref, lambda load: server.backend.generate_request(asked, target, load=load))
+    else:
+        job = await server.runner.start(lambda emit, stopped: server.backend.answer(asked, target, emit, stopped))
     watch = asyncio.ensure_future(_watch(request, job))
     try:
         response = await _reply(server, exchange, job, asked, watch)
