@@ -41,6 +41,13 @@ class Settings:
     # isolated: each library document's KV cache is encoded alone and kept as a block, so a
     # document added, removed or moved costs only itself; joint: the library in one pass
     library_attention: str = "isolated"
+    # Settings → "Serve on this network": the OpenAI-compatible API served by the window itself
+    serve_at_start: bool = False  # start serving when Enclave opens
+    serve_host: str = "127.0.0.1"  # loopback, "0.0.0.0" (every interface) or one address of this machine
+    serve_port: int = 8080
+    serve_cert: str | None = None  # TLS certificate (PEM): needed beyond loopback unless serve_insecure
+    serve_key: str | None = None  # TLS private key (PEM)
+    serve_insecure: bool = False  # beyond loopback without TLS (warned whenever it serves)
 
     def sampling(self, **overrides: Any) -> Sampling:
         base = Sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
@@ -52,7 +59,7 @@ FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 RANGES: dict[str, tuple[float, float]] = {
     "context_length": (512, 10_485_760), "threads": (1, 1024), "temperature": (0, 5), "top_k": (0, 100_000),
     "top_p": (0, 1), "min_p": (0, 1), "repeat_penalty": (0.1, 10), "max_tokens": (1, 10_485_760),
-    "max_document_mb": (1, 100_000), "kv_cache_max_gb": (0, 100_000),
+    "max_document_mb": (1, 100_000), "kv_cache_max_gb": (0, 100_000), "serve_port": (1, 65535),
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {"library_attention": ("isolated", "joint")}
@@ -95,6 +102,16 @@ DESCRIPTIONS: dict[str, str] = {
     "library_attention": "Document by document: each document is read on its own and kept, so adding or changing "
                          "one re-reads only that one. All in one pass: documents can refer to each other while "
                          "being read, but any change re-reads the whole library.",
+    "serve_at_start": "Serve the OpenAI-compatible API on this network as soon as Enclave opens (Settings → "
+                      "Serve on this network).",
+    "serve_host": "The address the API listens on: 127.0.0.1 is this machine only; 0.0.0.0 is every network "
+                  "this machine is on; or one address of this machine.",
+    "serve_port": "The port the API listens on (1–65535); 8080 unless another program uses it.",
+    "serve_cert": "The TLS certificate file (PEM) the API uses beyond this machine, so prompts, replies and "
+                  "keys travel encrypted.",
+    "serve_key": "The TLS private key file (PEM, unencrypted) that belongs to the certificate.",
+    "serve_insecure": "Serve beyond this machine without TLS: anyone on the network path can read prompts, "
+                      "replies and API keys.",
 }
 
 _EXAMPLES = {"int": "a whole number", "float": "a number"}

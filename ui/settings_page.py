@@ -35,6 +35,7 @@ from app.services import Services
 from app.settings import Settings, parse_value
 from app.types import EnclaveError
 from ui.settings_fields import GROUPS, LABELS, Control, SliderSpin, make_control, show_value, text_of, typed_problem
+from ui.settings_serve import ServeSection
 from ui.tasks import TaskRunner
 from ui.theme import SPACE, colors, error_color, font, icon
 
@@ -92,6 +93,8 @@ class SettingsPage(QWidget):
                 self._add_row(form, name, kinds[name])
             if group.title == "Storage & privacy":
                 self._add_storage_rows(form)
+        self.serve = ServeSection(services, tasks, self)  # its own values: saved when it starts serving
+        self.serve.add_rows(form, self._section)
         column.addStretch(1)  # the fields stay at the top however tall the window
 
         scroll = QScrollArea()

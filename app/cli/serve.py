@@ -6,26 +6,14 @@ import signal
 from pathlib import Path
 
 import click
-import uvicorn
 
-from app.api_keys import ApiKeyRepository
 from app.cli.common import cli, user_errors
-from app.server.backend import Backend
-from app.server.config import (
-    DEFAULT_HOST,
-    DEFAULT_PER_KEY,
-    DEFAULT_PORT,
-    ServeConfig,
-    checked,
-    insecure_warning,
-    start_lines,
-)
-from app.server.errors import ApiError
-from app.server.routes import Server, build_app
+from app.server.config import DEFAULT_HOST, DEFAULT_PARALLEL, DEFAULT_PER_KEY, DEFAULT_PORT, ServeConfig, start_lines
+from app.server.graceful import GRACE_SECONDS, GracefulServer, uvicorn_config
+from app.server.launch import Launch, finish, prepare
+from app.server.routes import build_app
 from app.services import Services
-from inference.errors import EnclaveError
-
-GRACE_SECONDS = 5  # for replies in flight when Ctrl-C comes, before they are cut
+from inference.protocol import PARALLEL_SEQUENCES
 
 
 @cli.command()
@@ -41,45 +29,43 @@ GRACE_SECONDS = 5  # for replies in flight when Ctrl-C comes, before they are cu
 @click.option("--insecure", is_flag=True, help="Serve a non-loopback address without TLS (warned on every start).")
 @click.option("--max-per-key", type=click.IntRange(min=1), default=DEFAULT_PER_KEY, show_default=True,
               help="Requests one key may have waiting or running at once; more get HTTP 429.")
+@click.option("--parallel", type=click.IntRange(1, PARALLEL_SEQUENCES), default=DEFAULT_PARALLEL,
+              show_default=True, help="Requests to one model decoded together, sharing its context; more wait "
+                                      "in line. More gives more tokens/s in all, each a little slower.")
+@click.option("--grace", type=click.IntRange(1, 600), default=GRACE_SECONDS, show_default=True,
+              help="Seconds replies in flight get to finish when the server is stopped (Ctrl-C, SIGTERM); "
+                   "then they are stopped, each ending properly.")
 @user_errors
 def serve(host: str, port: int, model: str | None, cert: Path | None, key_file: Path | None, insecure: bool,
-          max_per_key: int) -> None:
+          max_per_key: int, parallel: int, grace: int) -> None:
     """Serve an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions) until Ctrl-C.
 
     Models answer as their saved profiles say; "library/NAME" answers from a whole library, with
     its sources. Requests need an API key ('enclave keys create') unless the server listens on
     loopback and the organisation's policy allows keyless use."""
     with Services.open() as services:
-        config = checked(ServeConfig(host, port, model, cert, key_file, insecure, max_per_key), services.enforcer)
-        warning = insecure_warning(config)
-        if warning:
-            click.echo(warning, err=True)
-        backend = Backend(services, model)
-        if model is not None:
-            try:
-                backend.load(backend.target(model).ref)
-            except ApiError as error:
-                raise EnclaveError(error.message) from None
-        server = Server(backend, config, services.enforcer, ApiKeyRepository(services.store), log=click.echo)
-        for line in start_lines(config, model):
+        launch = prepare(services, ServeConfig(host, port, model, cert, key_file, insecure, max_per_key,
+                                                    parallel), click.echo)
+        if launch.warning:
+            click.echo(launch.warning, err=True)
+        for line in start_lines(launch.config, model):
             click.echo(line)
-        services.enforcer.record("serve.start", host=config.host, port=config.port, tls=config.tls,
-                                 keys_required=config.keys_required, model=model)
         try:
-            _run(server, config)
+            _run(launch, grace)
         finally:
-            services.runtime.cancel()  # a reply still running when the grace ran out
-            server.runner.shutdown()
-            services.enforcer.record("serve.stop", host=config.host, port=config.port)
+            finish(services, launch)
     click.echo("Stopped.")
 
 
-def _run(server: Server, config: ServeConfig) -> None:
-    """uvicorn until Ctrl-C or SIGTERM (it handles both: requests in flight get ``GRACE_SECONDS``)."""
-    ssl = {"ssl_certfile": str(config.cert), "ssl_keyfile": str(config.key)} if config.tls else {}
-    # uvicorn restores the handlers it found and raises the signal again after its shutdown: with
-    # SIGTERM's default one the process would die there, before the clean-up and the audit record
+def _run(launch: Launch, grace: int) -> None:
+    """uvicorn until Ctrl-C or SIGTERM: requests in flight get ``grace`` seconds, then their
+    generations are stopped so each reply still ends properly (``GracefulServer``)."""
+    # uvicorn handles both signals while it runs, then restores the handlers it found and raises the
+    # signal again: with the default ones the process would die there (SIGTERM) or raise
+    # KeyboardInterrupt (SIGINT), before the clean-up, the audit record and "Stopped."
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(build_app(server), host=config.host, port=config.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=GRACE_SECONDS, lifespan="off", **ssl)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    server = GracefulServer(uvicorn_config(build_app(launch.server), launch.config, grace),
+                            launch.server.runner.stop_all)
+    server.run()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
