@@ -10,8 +10,9 @@ the partial text (status ``partial``, stop reason ``cancelled``); a worker crash
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from app.conversations import Conversation, ConversationRepository, Message, Source
 from app.library_chat import LibraryChat, LibraryContext, LibraryCounting, ReadingStopped
@@ -21,7 +22,7 @@ from app.reasoning import ReasoningSplitter, Split, detect_style, prompt_opens_r
 from app.runtime import Runtime
 from app.settings import Settings
 from inference.errors import EnclaveError
-from inference.protocol import ChatMessage, Done, Failed, Progress, Sampling, Token, Tokens
+from inference.protocol import ChatMessage, Done, Event, Failed, Progress, Sampling, Token, Tokens
 
 FLUSH_SECONDS = 0.25  # how often a streaming reply is written to the database
 TITLE_LENGTH = 60
@@ -116,6 +117,33 @@ def reply_reserve(sampling: Sampling, n_ctx: int) -> int:
     return min(sampling.max_tokens or n_ctx // 4, n_ctx // 2)
 
 
+class TurnSource(Protocol):
+    """Where a model's replies come from: the local worker (``LocalTurns``) or a server
+    elsewhere (``app.remote_chat.RemoteTurns``). The chat service stores, splits reasoning
+    and streams the same way whichever it is; only these steps differ."""
+
+    def count_library(self, conversation: Conversation, model: str) -> Iterator[LibraryCounting]:
+        """Count what sizing the library needs with this model, with progress (nothing when counted)."""
+        ...
+
+    def context_need(self, conversation: Conversation, model: str) -> LibraryContextNeed | None:
+        """A longer context the window should offer before sending (None: nothing to ask)."""
+        ...
+
+    def prepare(self, conversation: Conversation, model: str, sampling: Sampling
+                ) -> Generator[ChatEvent, None, Turn]:
+        """Get the model ready and build the prompt, saying what happens; returns the ``Turn``."""
+        ...
+
+    def stream(self, turn: Turn, sampling: Sampling) -> Iterator[Event]:
+        """The reply: ``Progress``, ``Token``s, then ``Done`` or ``Failed``."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the reply being streamed (from any thread)."""
+        ...
+
+
 def title_from(text: str) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "New chat")
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
@@ -124,8 +152,13 @@ def title_from(text: str) -> str:
 class ChatService:
     def __init__(self, conversations: ConversationRepository, runtime: Runtime,
                  settings: Callable[[], Settings], library_chat: LibraryChat | None = None,
-                 profiles: Callable[[str], ModelProfile] = lambda model: ModelProfile()) -> None:
-        """``profiles``: the saved profile of a model, by what a conversation calls it."""
+                 profiles: Callable[[str], ModelProfile] = lambda model: ModelProfile(),
+                 remote: Callable[[str], TurnSource | None] = lambda model: None) -> None:
+        """``profiles``: the saved profile of a model, by what a conversation calls it.
+        ``remote``: the ``TurnSource`` of a model served elsewhere (None: a local model)."""
+        self._local = LocalTurns(self)
+        self._remote = remote
+        self._active: TurnSource | None = None  # the source of the reply streaming now
         self.conversations = conversations
         self.runtime = runtime
         self._settings = settings
@@ -165,7 +198,10 @@ class ChatService:
         self._stop_requested = False
         draft = self._unsaved_conversation(model, library_id)
         model = self._model_of(draft)
-        yield from self._count_library(draft, model)
+        if self._source(model) is not self._local:
+            raise EnclaveError(f"{model} runs on another server, which keeps its own prompt cache: there is nothing "
+                               "to warm here.")
+        yield from self._local_count(draft, model)
         n_ctx, _raised = self._load(model, draft)
         if self._stop_requested:
             raise ReadingStopped("Stopped before the library was read.")
@@ -182,7 +218,7 @@ class ChatService:
         """Stop the reply being generated (from any thread); its text so far is kept. A
         stop while the model loads or the library is read is honoured too."""
         self._stop_requested = True
-        self.runtime.cancel()
+        (self._active or self._local).cancel()
 
     # Turns ---------------------------------------------------------------------------
 
@@ -231,6 +267,9 @@ class ChatService:
 
     # The reply -------------------------------------------------------------------------
 
+    def _source(self, model: str) -> TurnSource:
+        return self._remote(model) or self._local
+
     def _model_of(self, conversation: Conversation) -> str:
         model = conversation.model or self._settings().default_model
         if not model:
@@ -252,10 +291,13 @@ class ChatService:
         if conversation.library_id is None or self.library_chat is None:
             return None
         model = self._model_of(conversation)
+        return self._source(model).context_need(conversation, model)
+
+    def _local_context_need(self, conversation: Conversation, model: str) -> LibraryContextNeed | None:
         profile = self._profiles(model)
-        if profile.n_ctx is None or profile.n_ctx == 0 or conversation_id in self.keep_profile_context:
+        if profile.n_ctx is None or profile.n_ctx == 0 or conversation.id in self.keep_profile_context:
             return None  # no context chosen: the library gets what it needs without asking
-        for _ in self._count_library(conversation, model):
+        for _ in self._local_count(conversation, model):
             pass  # exact counts first (the window has counted them with progress: a read then)
         needed, whole = self._library_context(conversation, model, profile.n_ctx)
         return LibraryContextNeed(model, needed, profile.n_ctx, whole) if needed > profile.n_ctx else None
@@ -267,9 +309,10 @@ class ChatService:
         it asks about the context. Nothing for other conversations or counted libraries."""
         conversation = self.conversations.get(conversation_id)
         if conversation.library_id is not None:
-            yield from self._count_library(conversation, self._model_of(conversation))
+            model = self._model_of(conversation)
+            yield from self._source(model).count_library(conversation, model)
 
-    def _count_library(self, conversation: Conversation, model: str) -> Iterator[LibraryCounting]:
+    def _local_count(self, conversation: Conversation, model: str) -> Iterator[LibraryCounting]:
         if conversation.library_id is not None and self.library_chat is not None:
             yield from self.library_chat.count(conversation.library_id, model)
 
@@ -312,13 +355,16 @@ class ChatService:
             yield ModelLoaded(model, time.monotonic() - started)
         return outcome.info.n_ctx, raised
 
-    def _history(self, conversation: Conversation) -> list[ChatMessage]:
+    def history(self, conversation: Conversation) -> list[ChatMessage]:
         """The conversation as the model sees it: finished text, reasoning attached."""
+        return self._history(conversation)
+
+    def _history(self, conversation: Conversation) -> list[ChatMessage]:
         recent = self.conversations.messages(conversation.id, limit=HISTORY_LIMIT)
         return [ChatMessage(m.role, m.content, m.reasoning) for m in recent
                 if m.role in ("user", "assistant") and (m.content or m.role == "user")]
 
-    def _plain_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> _Turn:
+    def _plain_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> Turn:
         history = self._history(conversation)
         if conversation.system_prompt:
             history.insert(0, ChatMessage("system", conversation.system_prompt))
@@ -333,7 +379,7 @@ class ChatService:
             raise EnclaveError(f"Your message is about {tokens:,} tokens, more than this model's context of "
                                f"{n_ctx:,}. Shorten it, or raise the context length in the settings.")
         note = ContextTrimmed(dropped, tokens, n_ctx) if dropped else None
-        return _Turn(rendered[-1].ids, rendered[-1].text, None, note, None, ())
+        return Turn(rendered[-1].ids, rendered[-1].text, None, note, None, ())
 
     def _library_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> Iterator[ChatEvent]:
         if self.library_chat is None:
@@ -347,14 +393,25 @@ class ChatService:
         except StopIteration as finished:
             turn = finished.value
         trimmed = ContextTrimmed(turn.dropped_turns, len(turn.tokens), n_ctx) if turn.dropped_turns else None
-        return _Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note, turn.sources)
+        return Turn(turn.tokens, turn.text, turn.prefix_key, trimmed, turn.note, turn.sources)
 
     def _reply(self, conversation: Conversation, model: str, alternative_of: int | None = None
                ) -> Iterator[ChatEvent]:
         """``alternative_of``: the group of alternatives the reply joins (a regenerate)."""
         self._stop_requested = False
         sampling = self._sampling(conversation)
-        yield from self._count_library(conversation, model)  # count, then size, then load the context once
+        source = self._source(model)
+        self._active = source
+        try:
+            turn = yield from source.prepare(conversation, model, sampling)
+            yield from self._stream_reply(source, conversation, model, turn, sampling, alternative_of)
+        finally:
+            self._active = None
+
+    def _prepare_local(self, conversation: Conversation, model: str, sampling: Sampling
+                       ) -> Generator[ChatEvent, None, Turn]:
+        """The local worker's turn: count, then size, then load the context once; the prompt as tokens."""
+        yield from self._local_count(conversation, model)
         n_ctx, raised = yield from self._load_with_status(model, conversation)
         if raised is not None:
             yield raised
@@ -363,6 +420,11 @@ class ChatService:
             turn = yield from self._library_turn(conversation, n_ctx, reserve)
         else:
             turn = self._plain_turn(conversation, n_ctx, reserve)
+        template = self.runtime.last_load.gguf.chat_template if self.runtime.last_load else None
+        return replace(turn, template=template)
+
+    def _stream_reply(self, source: TurnSource, conversation: Conversation, model: str, turn: Turn,
+                      sampling: Sampling, alternative_of: int | None) -> Iterator[ChatEvent]:
         if turn.trimmed:
             yield turn.trimmed
         if turn.library_note:
@@ -370,9 +432,8 @@ class ChatService:
         reply = self.conversations.add_message(conversation.id, "assistant", "", status="partial", model=model,
                                                context_note=turn.library_note, sources=turn.sources,
                                                alternative_of=alternative_of)
-        template = self.runtime.last_load.gguf.chat_template if self.runtime.last_load else None
         opens = prompt_opens_reasoning(turn.text)
-        splitter = ReasoningSplitter(detect_style(template, opens), starts_in_reasoning=opens)
+        splitter = ReasoningSplitter(detect_style(turn.template, opens), starts_in_reasoning=opens)
         writer = _ReplyWriter(self.conversations, reply.id, splitter)
         if self._stop_requested:  # stopped while loading or reading the library: nothing to generate
             writer.fail(None)
@@ -380,7 +441,7 @@ class ChatService:
             return
         finished = False
         try:
-            for event in self.runtime.continue_tokens(turn.tokens, sampling, turn.prefix_key):
+            for event in source.stream(turn, sampling):
                 if isinstance(event, Progress):
                     yield PromptProgress(event.done, event.total)
                 elif isinstance(event, Token):
@@ -400,13 +461,42 @@ class ChatService:
 
 
 @dataclass(frozen=True)
-class _Turn:
-    tokens: tuple[int, ...]  # the whole prompt
+class Turn:
+    """A reply's prompt, as its ``TurnSource`` sends it."""
+
+    tokens: tuple[int, ...]  # the whole prompt (local); empty for a remote server, which is sent ``messages``
     text: str  # its text, where known (to see whether it opens a reasoning block)
     prefix_key: str | None
     trimmed: ContextTrimmed | None
     library_note: str | None
     sources: tuple[Source, ...]  # of a library answer: given, then left out
+    messages: tuple[ChatMessage, ...] = ()  # the prompt as messages (a remote server's)
+    template: str | None = None  # the chat template, for how its reasoning is marked
+    prompt_tokens: int | None = None  # counted before sending (a remote server's usage may not say)
+
+
+class LocalTurns:
+    """The local worker as a ``TurnSource``: the model loaded by its profile, the prompt
+    rendered and trimmed to its context, the library's KV state reused."""
+
+    def __init__(self, chat: ChatService) -> None:
+        self._chat = chat
+
+    def count_library(self, conversation: Conversation, model: str) -> Iterator[LibraryCounting]:
+        return self._chat._local_count(conversation, model)
+
+    def context_need(self, conversation: Conversation, model: str) -> LibraryContextNeed | None:
+        return self._chat._local_context_need(conversation, model)
+
+    def prepare(self, conversation: Conversation, model: str, sampling: Sampling
+                ) -> Generator[ChatEvent, None, Turn]:
+        return self._chat._prepare_local(conversation, model, sampling)
+
+    def stream(self, turn: Turn, sampling: Sampling) -> Iterator[Event]:
+        return self._chat.runtime.continue_tokens(turn.tokens, sampling, turn.prefix_key)
+
+    def cancel(self) -> None:
+        self._chat.runtime.cancel()
 
 
 class _ReplyWriter:

@@ -245,3 +245,21 @@ def api_keys(db: Database) -> None:
             revoked_at TEXT
         )""")
     db.execute("CREATE INDEX api_keys_by_prefix ON api_keys (prefix)")
+
+
+@MIGRATIONS(name="0014_remote_models")
+def remote_models(db: Database) -> None:
+    # Models served elsewhere (an OpenAI-compatible /v1: another Enclave, llama-server, vLLM), by
+    # the name a user gave them (``app.remote_models``). Never the API key: ``key_env`` names the
+    # environment variable that holds it, read at each request. ``context_length``: what the server
+    # said (``context_source`` = "server"), or what the user gave / the default ("given", "default").
+    db.execute("""
+        CREATE TABLE remote_models (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            key_env TEXT,
+            context_length INTEGER NOT NULL,
+            context_source TEXT NOT NULL,
+            added_at TEXT NOT NULL
+        )""")

@@ -28,6 +28,10 @@ from app.models import Model, ModelRegistry, Progress
 from app.paths import AppPaths, app_paths
 from app.policy import Policy, PolicyRefusal, policy_in_force
 from app.profiles import ModelProfile, ProfileRepository, load_request
+from app.remote_backend import RemoteClient
+from app.remote_chat import RemoteTurns
+from app.remote_models import RemoteModel, RemoteModelRegistry
+from app.remote_service import RemoteAdded, add_remote
 from app.runtime import LoadOutcome, Runtime, make_plan, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
@@ -107,7 +111,12 @@ class Services:
         return self.models.find(ref) if not Path(ref).expanduser().exists() else None
 
     def resolve_model(self, ref: str) -> Path:
-        """A registered model's id or name, or a path to a GGUF file."""
+        """A registered model's id or name, or a path to a GGUF file. A remote model has no file:
+        nothing loads, inspects or plans it here."""
+        remote = self.remote_model(ref) if not Path(ref).expanduser().exists() else None
+        if remote is not None:
+            raise EnclaveError(f"{remote.name} runs on the server at {remote.where} ({remote.model_id}): it is not "
+                               "loaded on this machine, so there is no file to read or plan here.")
         model = self.registered_model(ref)
         return model.path if model is not None else resolve_model(ref)
 
@@ -122,8 +131,41 @@ class Services:
             library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime,
                                        lambda: self.current_settings().library_attention)
             self._chat = ChatService(self.conversations, self.runtime, self.current_settings, library_chat,
-                                     self.profile)
+                                     self.profile, self.remote_turns)
         return self._chat
+
+    # Remote models: served elsewhere, never loaded here ---------------------------------------
+
+    @property
+    def remote_models(self) -> RemoteModelRegistry:
+        return RemoteModelRegistry(self.store)
+
+    def remote_model(self, ref: str | None) -> RemoteModel | None:
+        """The remote model ``ref`` names (None: a local model or file)."""
+        return self.remote_models.find(ref)
+
+    def add_remote_model(self, name: str, url: str, *, key_env: str | None = None, model_id: str | None = None,
+                         context: int | None = None) -> RemoteAdded:
+        """``enclave models add-remote``: checked, the policy applied, the server asked once unless offline."""
+        taken = self.models.find(name) is not None
+        return add_remote(self.remote_models, self.enforcer, offline=self.offline, name=name, url=url,
+                          key_env=key_env, model_id=model_id, context=context, taken=taken)
+
+    def remove_remote_model(self, name: str) -> RemoteModel:
+        removed = self.remote_models.remove(name)
+        self.enforcer.record("remote.removed", name=name, host=removed.where)
+        return removed
+
+    def remote_client(self, model: RemoteModel) -> RemoteClient:
+        """A client for ``model``'s server, admitted (offline, ``remote_hosts``) and audited at every request."""
+        return RemoteClient(model, self.enforcer, offline=self.offline)
+
+    def remote_turns(self, ref: str) -> RemoteTurns | None:
+        """The chat service's ``TurnSource`` for a remote model (None: ``ref`` is local)."""
+        model = self.remote_model(ref)
+        if model is None:
+            return None
+        return RemoteTurns(model, self.remote_client(model), self.libraries, self.chat.history)
 
     # Model profiles: how each model is loaded and answers ---------------------------------
 
@@ -132,7 +174,10 @@ class Services:
         return ProfileRepository(self.store)
 
     def profile_key(self, ref: str) -> str:
-        """What a profile is saved under: the registered model's id, else the file's path."""
+        """What a profile is saved under: the registered model's id, else the file's path
+        (a remote model's: "remote/NAME")."""
+        if self.remote_model(ref) is not None:
+            return f"remote/{ref}"
         model = self.models.find(ref)  # by id or name; a registered model's file shares its profile
         if model is not None:
             return model.id

@@ -288,6 +288,11 @@ class ChatPage(QWidget):
         self.model_combo.clear()
         for model in self.services.models.all():
             self.model_combo.addItem(model.name, model.id)
+        for remote in self.services.remote_models.all():  # served elsewhere: the name says where
+            self.model_combo.addItem(f"{remote.name} · on {remote.where}", remote.name)
+            self.model_combo.setItemData(self.model_combo.count() - 1,
+                                         f"{remote.model_id} on the server at {remote.where}",
+                                         Qt.ItemDataRole.ToolTipRole)
         if wanted:
             index = self.model_combo.findData(wanted)
             if index < 0:
@@ -546,11 +551,13 @@ class ChatPage(QWidget):
         if not ref:
             return None
         if ref not in self._model_names:
+            remote = self.services.remote_model(ref)
             try:
-                found = self.services.registered_model(ref)
+                found = None if remote else self.services.registered_model(ref)
             except EnclaveError:
                 found = None
-            self._model_names[ref] = found.name if found else Path(ref).name
+            self._model_names[ref] = (f"{remote.name} on {remote.where}" if remote
+                                      else found.name if found else Path(ref).name)
         return self._model_names[ref]
 
     def _finished(self, cid: int | None, error: str | None) -> None:

@@ -151,7 +151,7 @@ class SidePanel(QWidget):
             self.facts = None
         self.model_ref = ref
         self._show()
-        if ref is None:
+        if ref is None or self.services.remote_model(ref) is not None:
             return
         self.tasks.run(lambda: read_facts(self.services, ref),
                        on_result=lambda facts: self._read(asked, facts),
@@ -221,6 +221,17 @@ class SidePanel(QWidget):
 
     def _show(self) -> None:
         self._worker_shown = self._worker_state()
+        remote = self.services.remote_model(self.model_ref)
+        if remote is not None:  # served elsewhere: where, and its context; nothing here to plan
+            self.stopped = self.loaded = False
+            self.model_name.setText(remote.name)
+            self.model_details.setStyleSheet("")
+            self.model_details.setText(f"{remote.model_id}, served by {remote.where}")
+            self.status.setText(f"● Runs on {remote.where}; nothing is loaded on this machine.")
+            self._show_plan(None, remote.context_length)
+            self.plan_caption.setText("No memory plan here: the server places the model.")
+            self._show_context(last_reply(self._recent), remote.context_length)
+            return
         self.stopped = self._worker_shown[0]
         profile_ctx = self._profile_context()
         outcome = self._loaded_outcome()

@@ -22,6 +22,7 @@ from app.cli import (  # noqa: F401
     policy,
     profile,
     registry,
+    remote,
     run,
     serve,
     system,

@@ -12,6 +12,7 @@ import click
 from app.cli.common import SIZE, cli, user_errors
 from app.hub.repos import Choice
 from app.models import Model
+from app.remote_models import RemoteModel
 from app.services import Services
 from inference.devices import format_size, simulated_machine
 from inference.errors import EnclaveError
@@ -43,21 +44,36 @@ def _describe(m: Model) -> str:
             f"ctx {m.context_length or 0:>7,}  {format_size(m.size):>9}  {m.origin:<10} verified {verified}")
 
 
+_CONTEXT_SAID = {"server": "as the server says", "given": "as given", "default": "a default"}
+
+
+def describe_remote(m: RemoteModel) -> str:
+    """A remote model's line in 'enclave models list'."""
+    key = f"key ${m.key_env}" if m.key_env else "no key"
+    return (f"{m.name:<32} remote: {m.model_id} on {m.where}  ctx {m.context_length:>7,} "
+            f"({_CONTEXT_SAID.get(m.context_source, m.context_source)})  {key}")
+
+
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def list_command(as_json: bool) -> None:
-    """Registered models and what they are."""
+    """Registered models and what they are; remote ones with where they run."""
     with Services.open(readonly=True) as services:
         registered = services.models.all()
+        remote = services.remote_models.all()
     if as_json:
-        click.echo(json.dumps([asdict(m) for m in registered], indent=2))
+        click.echo(json.dumps([asdict(m) for m in registered]
+                              + [{**asdict(m), "remote": True, "where": m.where} for m in remote], indent=2))
         return
-    if not registered:
+    if not registered and not remote:
         click.echo("No models yet. 'enclave models import PATH', 'enclave models discover --add' or "
-                   "'enclave models pull REPO' brings one in.")
+                   "'enclave models pull REPO' brings one in; 'enclave models add-remote NAME URL' uses one "
+                   "served elsewhere.")
     for m in registered:
         click.echo(_describe(m))
+    for r in remote:
+        click.echo(describe_remote(r))
 
 
 @models.command("import")
@@ -106,8 +122,12 @@ def verify(model: str | None) -> None:
 @click.option("--delete-external", is_flag=True, help="With --delete-files: delete files outside it too.")
 @user_errors
 def remove(model: str, delete_files: bool, delete_external: bool) -> None:
-    """Forget MODEL. Files outside Enclave's folder are never deleted unless you say so."""
+    """Forget MODEL (a remote one too). Files outside Enclave's folder are never deleted unless you say so."""
     with Services.open() as services:
+        if services.remote_model(model) is not None:
+            removed = services.remove_remote_model(model)
+            click.echo(f"Removed remote model {removed.name} ({removed.model_id} on {removed.where}).")
+            return
         removal = services.remove_model(model, delete_files=delete_files, delete_external=delete_external)
     click.echo(f"Removed {removal.model.id} from the registry.")
     for path in removal.kept:

@@ -12,6 +12,7 @@ import click
 from app.cli.common import SIZE, Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
 from app.cli.profile import profile_changes, profile_options
 from app.profiles import checked
+from app.remote_models import RemoteModel
 from app.services import Services
 from inference.errors import EnclaveError
 from inference.protocol import ChatMessage, Done, Event, Failed, Progress, Token
@@ -41,6 +42,12 @@ def run(model: str, prompt: str, seed: int | None, plan_mode: str | None, margin
     if plan_mode == "auto":
         changes["n_gpu_layers"] = None
     with Services.open(readonly=True) as services:
+        remote = services.remote_model(model)
+        if remote is not None:
+            if raw:
+                raise EnclaveError(f"{model} runs on {remote.where}: --raw completes text with a local model only.")
+            run_remote(services, remote, prompt, seed, stats)
+            return
         profile = replace(services.profile(model), **changes)
         if plan_mode == "none" and profile.n_gpu_layers is None:
             profile = replace(profile, n_gpu_layers=0)  # no plan: only what is set by hand
@@ -59,6 +66,18 @@ def run(model: str, prompt: str, seed: int | None, plan_mode: str | None, margin
             messages = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
             events = runtime.chat(messages, sampling)
         stream_reply(events, runtime.cancel, show_stats=stats)
+
+
+def run_remote(services: Services, remote: RemoteModel, prompt: str, seed: int | None, stats: bool) -> None:
+    """``run`` on a model served elsewhere: its saved profile's sampling and system prompt, the
+    reply streamed from its server; nothing is loaded or planned here."""
+    profile = services.profile(remote.name)
+    settings = services.current_settings()
+    sampling = settings.sampling(**profile.sampling_overrides(), seed=seed)
+    system = settings.system_prompt if profile.system_prompt is None else profile.system_prompt
+    messages = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
+    client = services.remote_client(remote)
+    stream_reply(client.chat(messages, sampling), client.cancel, show_stats=stats)
 
 
 def stream_reply(events: Iterable[Event], cancel: Callable[[], None], show_stats: bool) -> None:
