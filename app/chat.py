@@ -9,6 +9,7 @@ the partial text (status ``partial``, stop reason ``cancelled``); a worker crash
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -159,6 +160,7 @@ class ChatService:
         self._local = LocalTurns(self)
         self._remote = remote
         self._active: TurnSource | None = None  # the source of the reply streaming now
+        self._in_worker = False  # this service's turn holds the worker (another front end's may)
         self.conversations = conversations
         self.runtime = runtime
         self._settings = settings
@@ -201,12 +203,22 @@ class ChatService:
         if self._source(model) is not self._local:
             raise EnclaveError(f"{model} runs on another server, which keeps its own prompt cache: there is nothing "
                                "to warm here.")
-        yield from self._local_count(draft, model)
-        n_ctx, _raised = self._load(model, draft)
-        if self._stop_requested:
-            raise ReadingStopped("Stopped before the library was read.")
-        reserve = reply_reserve(self._sampling(draft), n_ctx)
-        return (yield from self.library_chat.warm(library_id, draft.system_prompt, n_ctx, reserve))
+        with self._worker_turn():
+            yield from self._local_count(draft, model)
+            n_ctx, _raised = self._load(model, draft)
+            if self._stop_requested:
+                raise ReadingStopped("Stopped before the library was read.")
+            reserve = reply_reserve(self._sampling(draft), n_ctx)
+            return (yield from self.library_chat.warm(library_id, draft.system_prompt, n_ctx, reserve))
+
+    @contextlib.contextmanager
+    def _worker_turn(self) -> Iterator[None]:
+        with self.runtime.turn():
+            self._in_worker = True
+            try:
+                yield
+            finally:
+                self._in_worker = False
 
     def _unsaved_conversation(self, model: str | None, library_id: int) -> Conversation:
         """The conversation ``start`` would make for a library, not saved: what a warm-up prepares for."""
@@ -216,9 +228,13 @@ class ChatService:
 
     def cancel(self) -> None:
         """Stop the reply being generated (from any thread); its text so far is kept. A
-        stop while the model loads or the library is read is honoured too."""
+        stop while the model loads or the library is read is honoured too. While this turn
+        still waits for the worker (another front end holds it: the API server), only this
+        turn stops — the worker's generation is someone else's."""
         self._stop_requested = True
-        (self._active or self._local).cancel()
+        active = self._active or self._local
+        if active is not self._local or self._in_worker:
+            active.cancel()
 
     # Turns ---------------------------------------------------------------------------
 
@@ -403,8 +419,9 @@ class ChatService:
         source = self._source(model)
         self._active = source
         try:
-            turn = yield from source.prepare(conversation, model, sampling)
-            yield from self._stream_reply(source, conversation, model, turn, sampling, alternative_of)
+            with self._worker_turn() if source is self._local else contextlib.nullcontext():
+                turn = yield from source.prepare(conversation, model, sampling)
+                yield from self._stream_reply(source, conversation, model, turn, sampling, alternative_of)
         finally:
             self._active = None
 

@@ -8,7 +8,9 @@ check the plan's figures against what llama.cpp reports it allocated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,6 +106,11 @@ class Runtime:
         self.evaluated_tokens = 0  # prompt and document tokens the worker evaluated, since this Runtime began
         self._inspected: dict[tuple[Path, int, int], GGUFInfo] = {}
         self.loading: Path | None = None  # the model file being loaded now (read by the GUI's status)
+        # One front end's use of the worker from its first request to its last: a chat turn
+        # (load, prompt, reply), a load, the API server's batch. The window and the server
+        # share this runtime; without it one could load another model between the other's
+        # load and its reply, or replace the KV cache its library answer relies on.
+        self._turn = threading.RLock()
 
     @property
     def model(self) -> ModelInfo | None:
@@ -125,12 +132,24 @@ class Runtime:
             self._inspected[stamp] = inspect_gguf(path)
         return self._inspected[stamp]
 
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the worker for a sequence of requests that belong together (reentrant: a
+        turn may load inside it). Others wait."""
+        with self._turn:
+            yield
+
     def load(self, model: str, settings: ModelSettings | None = None, *, planned: PlanRequest | None = None,
              extra_overrides: tuple[TensorOverride, ...] = ()) -> LoadOutcome:
         """Load ``model``. With ``planned`` (the default is a plan at the settings'
         context), the planner decides GPU layers, expert placement, KV types and flash
         attention; a plan that does not fit is refused before anything is loaded. Asking
         again for what is loaded returns at once."""
+        with self._turn:
+            return self._load(model, settings, planned, extra_overrides)
+
+    def _load(self, model: str, settings: ModelSettings | None, planned: PlanRequest | None,
+              extra_overrides: tuple[TensorOverride, ...]) -> LoadOutcome:
         request = self._request_key(model, settings, planned, extra_overrides)
         if self._holds(request):
             assert self.last_load is not None
@@ -319,11 +338,20 @@ class Runtime:
 
     def open_batch(self) -> BatchSession:
         """A continuous batch over the loaded model (``Worker.open_batch``): several replies
-        decoded together, for the API server. The prompt cache may give its cells to the
-        batch, so no saved prefix counts as held after it."""
-        session = self.worker.open_batch()
+        decoded together, for the API server. It holds the worker's turn until ``end_batch``
+        (from the same thread, once the session's events have ended). The prompt cache may
+        give its cells to the batch, so no saved prefix counts as held after it."""
+        self._turn.acquire()
+        try:
+            session = self.worker.open_batch()
+        except BaseException:
+            self._turn.release()
+            raise
         self._resident = None
         return session
+
+    def end_batch(self) -> None:
+        self._turn.release()
 
     def cancel(self) -> None:
         self.worker.cancel()

@@ -127,12 +127,19 @@ class Services:
 
     @property
     def chat(self) -> ChatService:
+        """The front end's chat service (made once)."""
         if self._chat is None:
-            library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime,
-                                       lambda: self.current_settings().library_attention)
-            self._chat = ChatService(self.conversations, self.runtime, self.current_settings, library_chat,
-                                     self.profile, self.remote_turns)
+            self._chat = self.new_chat()
         return self._chat
+
+    def new_chat(self) -> ChatService:
+        """A chat service of its own, for a second front end in this process (the API server
+        inside the window): its turns and its Stop are its own; the worker is shared, one turn
+        at a time (``Runtime.turn``)."""
+        library_chat = LibraryChat(self.libraries, self.prompt_cache, self.runtime,
+                                   lambda: self.current_settings().library_attention)
+        return ChatService(self.conversations, self.runtime, self.current_settings, library_chat, self.profile,
+                           self.remote_turns)
 
     # Remote models: served elsewhere, never loaded here ---------------------------------------
 

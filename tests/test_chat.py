@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ class FakeRuntime:
         return type("Info", (), {"context_length": 0})()  # unknown: the settings decide
 
     loaded: str | None = None
+
+    def turn(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def loads_anew(self, model: str, profile: object, defaults: object, **_: object) -> bool:
         return self.loaded != model

@@ -58,6 +58,7 @@ class Backend:
         answer with (else the default_model setting)."""
         self.services = services
         self.default_model = default_model
+        self.chat = services.new_chat()  # the server's own turns: the window's Stop never ends them
 
     def listed(self) -> list[str]:
         """Every name a request may give: the registered models, then ``library/NAME``."""
@@ -111,7 +112,7 @@ class Backend:
         """The request's messages; without a system message, the one the profile (or the settings) gives."""
         if any(m.role == "system" for m in messages):
             return list(messages)
-        system = self.services.chat.default_system_prompt(ref)
+        system = self.chat.default_system_prompt(ref)
         return ([ChatMessage("system", system)] if system else []) + list(messages)
 
     def generate_request(self, request: ApiRequest, target: Target, *, load: bool = True) -> Generate:
@@ -134,7 +135,7 @@ class Backend:
         if not request.chat:
             raise ApiError(400, "A library answers chat completions (POST /v1/chat/completions) only.",
                            code="invalid_request", param="model")
-        chat, store = self.services.chat, self.services.conversations
+        chat, store = self.chat, self.services.conversations
         *history, last = request.messages
         if last.role != "user":
             raise ApiError(400, "The last message must be the user's question.", param="messages")

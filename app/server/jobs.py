@@ -23,6 +23,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from app.server.backend import Emit, Finished, Piece, item_of
 from app.server.errors import ApiError
@@ -66,12 +67,24 @@ class Job:
             yield item
 
 
+class BatchOwner(Protocol):
+    """Where batches come from (the app's ``Runtime``): ``open_batch`` holds the worker's turn,
+    ``end_batch`` gives it back, both from the services thread."""
+
+    def turn(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def open_batch(self) -> BatchSession: ...
+
+    def end_batch(self) -> None: ...
+
+
 class _Batch:
     """The worker's open batch for one model, and the jobs decoding in it."""
 
-    def __init__(self, model: str, session: BatchSession, finished: Callable[[Job], None]) -> None:
+    def __init__(self, model: str, owner: BatchOwner, finished: Callable[[Job], None]) -> None:
         self.model = model
-        self.session = session
+        self._owner = owner
+        self.session = owner.open_batch()
         self._finished = finished
         self._jobs: dict[int, Job] = {}
         self._lock = threading.Lock()
@@ -119,17 +132,20 @@ class _Batch:
         self.alive = False
 
     def close(self) -> None:
-        self.session.close()
-        self.reader.join()
+        try:
+            self.session.close()
+            self.reader.join()
+        finally:
+            self._owner.end_batch()
 
 
 class Runner:
     """Runs requests in queue order: a model's in its batch (up to ``queue.slots`` at once),
     a library's alone."""
 
-    def __init__(self, queue: FairQueue, open_batch: Callable[[], BatchSession] | None = None) -> None:
+    def __init__(self, queue: FairQueue, batches: BatchOwner | None = None) -> None:
         self.queue = queue
-        self.open_batch = open_batch  # the worker's batch over the model loaded now
+        self.batches = batches
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-serve")
         self._batch: _Batch | None = None  # used in the services thread only
         self._jobs: weakref.WeakSet[Job] = weakref.WeakSet()  # started and not yet forgotten
@@ -151,7 +167,9 @@ class Runner:
         def run() -> None:
             try:
                 self._close_batch()
-                work(job.emit, job.stopped)
+                assert self.batches is not None, "the runner was made without a batch owner"
+                with self.batches.turn():
+                    work(job.emit, job.stopped)
             except Exception as exc:  # a request's failure must not take the server down
                 log.exception("a request failed")
                 job.emit(ApiError(500, f"The server failed on this request: {exc}", code="server_error"))
@@ -178,15 +196,14 @@ class Runner:
 
         def join() -> None:
             try:
-                batch = self._batch if self._batch is not None and self._batch.alive else None
-                if batch is not None and batch.model != model:
+                assert self.batches is not None, "the runner was made without a batch owner"
+                if self._batch is not None and (not self._batch.alive or self._batch.model != model):
                     self._close_batch()
-                    batch = None
-                request = prepare(batch is None)
-                if batch is None:
-                    assert self.open_batch is not None, "the runner was made without a batch"
-                    batch = self._batch = _Batch(model, self.open_batch(), finished)
-                batch.submit(job, request)
+                with self.batches.turn():  # nothing loads another model between this load and the batch
+                    request = prepare(self._batch is None)
+                    if self._batch is None:
+                        self._batch = _Batch(model, self.batches, finished)
+                self._batch.submit(job, request)
             except ApiError as error:
                 job.emit(error)
                 finished(job)

@@ -41,7 +41,7 @@ class Server:
 
     def __post_init__(self) -> None:
         self.runner = Runner(FairQueue(self.config.per_key, self.config.parallel),
-                             lambda: self.backend.services.runtime.open_batch())
+                             self.backend.services.runtime if self.backend is not None else None)
 
     def authorize(self, request: Request) -> str | None:
         """The key's name (None: a keyless request the policy allows), or a 401. Where keyless
