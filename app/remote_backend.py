@@ -245,7 +245,8 @@ class _Reply:
         text = ""
         for choice in data.get("choices") or []:
             delta = choice.get("delta") or {}
-            if "content" in delta:  # one token a chunk, with servers that stream (even "": a partial character)
+            closing = choice.get("finish_reason") is not None and not delta.get("content")
+            if "content" in delta and not closing:  # one token a chunk (even "": a partial character)
                 self.chunks += 1
                 self.first = self.first or time.monotonic()
             text += delta.get("content") or ""
