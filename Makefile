@@ -87,29 +87,50 @@ bench: $(STAMP)
 	$(BIN)/python bench/library.py
 
 # Distribution (installers/README.md). Not part of `make test`: several minutes.
-#   make package       dist/Enclave/ (PyInstaller), the .deb and the portable .tar.gz
+#   make package       dist/Enclave/ (PyInstaller), the .deb, the portable .tar.gz, the SBOM and SHA256SUMS
 #   make package-test  smoke test of all three in a clean environment
-# Packages are built in their own .venv-package, with llama.cpp compiled for any x86-64 CPU
-# with AVX2 (pip's default build targets this machine's CPU, and would crash elsewhere with
-# "Illegal instruction"). --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS.
+#   make lock          rewrite installers/requirements-lock.txt (the exact inputs make package installs)
+# Packages are built in their own .venv-package from the lock file: every shipped Python distribution at
+# one version, checked against its sha256 (pip --require-hashes). llama.cpp is compiled for any x86-64 CPU
+# with AVX2 (pip's default build targets this machine's CPU, and would crash elsewhere with "Illegal
+# instruction"). --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS.
 PKG_VENV := .venv-package
 PKG_BIN := $(PKG_VENV)/bin
 PACKAGE_STAMP := $(PKG_VENV)/.installed
 PORTABLE_CMAKE_ARGS := -DGGML_RPC=on -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+PACKAGE_CMAKE_ARGS := $(strip $(PORTABLE_CMAKE_ARGS) $(CMAKE_ARGS))
+LOCK := installers/requirements-lock.txt
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
+SBOM := dist/enclave-$(VERSION)-sbom.cdx.json
+.PHONY: lock
 
-$(PACKAGE_STAMP): pyproject.toml
+# The lock pins what .venv (where the tests pass) has installed; `scripts/lock_package.py --upgrade`
+# takes the newest versions pyproject.toml allows instead.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock_package.py --cmake-args "$(PORTABLE_CMAKE_ARGS)" -o $(LOCK)
+
+# The build tools (PyInstaller, Pillow; the dev extra for the smoke test) come after the lock and are not
+# shipped; the last step fails if installing them changed a locked distribution.
+$(PACKAGE_STAMP): pyproject.toml $(LOCK)
 	test -x $(PKG_BIN)/python || $(PYTHON) -m venv $(PKG_VENV)
 	$(PKG_BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(PORTABLE_CMAKE_ARGS) $(CMAKE_ARGS)" $(PKG_BIN)/python -m pip install --quiet --no-cache-dir \
-		"llama-cpp-python>=0.3.36"
+	CMAKE_ARGS="$(PACKAGE_CMAKE_ARGS)" $(PKG_BIN)/python -m pip install --quiet --no-cache-dir \
+		--require-hashes --no-deps -r $(LOCK)
+	$(PKG_BIN)/python -m pip install --quiet --no-deps -e .
 	$(PKG_BIN)/python -m pip install --quiet -e '.[package,dev]'
+	$(PKG_BIN)/python scripts/lock_package.py --check -o $(LOCK)
 	touch $(PACKAGE_STAMP)
 
+# The SBOM is made first (it fails if .venv-package is not the lock's), THIRD_PARTY_LICENSES from it, and
+# it ships beside the program (dist/Enclave/sbom.cdx.json: `Enclave doctor --json` gives its sha256).
 package: $(PACKAGE_STAMP)
-	$(PKG_BIN)/python scripts/third_party_licenses.py
+	$(PKG_BIN)/python scripts/sbom.py --lock $(LOCK) --cmake-args "$(PACKAGE_CMAKE_ARGS)" -o $(SBOM)
+	$(PKG_BIN)/python scripts/third_party_licenses.py --sbom $(SBOM)
 	$(PKG_BIN)/pyinstaller --noconfirm --clean --log-level WARN build.spec
+	cp $(SBOM) dist/Enclave/sbom.cdx.json
 	installers/linux/build_deb.sh
 	installers/linux/build_tarball.sh
+	cd dist && sha256sum $(notdir $(SBOM)) enclave_$(VERSION)_*.deb Enclave-$(VERSION)-linux-*.tar.gz > SHA256SUMS
 
 package-test: $(PACKAGE_STAMP)
 	ENCLAVE_PYTHON=$(PKG_BIN)/python installers/linux/smoke_test.sh

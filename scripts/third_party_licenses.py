@@ -1,26 +1,28 @@
-"""Write assets/THIRD_PARTY_LICENSES: every distribution the app ships, with its licence.
+"""Write assets/THIRD_PARTY_LICENSES: every component the app ships, with its licence.
 
+    .venv-package/bin/python scripts/third_party_licenses.py --sbom dist/enclave-<v>.cdx.json   (make package)
     .venv/bin/python scripts/third_party_licenses.py [-o assets/THIRD_PARTY_LICENSES]
 
-The list is the runtime dependency closure of the installed ``enclave`` distribution
-(its requirements, recursively, without extras; dev and packaging tools are not shipped),
-read with importlib.metadata: name, version, licence (License-Expression, License, or the
-classifiers) and the text of every licence file the distribution ships. llama.cpp (vendored
-in llama-cpp-python's shared libraries) and Qt (bundled with PySide6) get notes of their own.
-Run it in the environment the app is built from; the output is committed and bundled.
+The list of components is the bill of materials scripts/sbom.py writes (one source for both):
+every shipped Python distribution with its version and the licence its metadata declares,
+llama.cpp (the commit, vendored in llama-cpp-python's shared libraries), Qt, SQLCipher and
+the Python interpreter. Without ``--sbom`` the SBOM is made in memory from this environment
+(no lock needed: the other platforms' build scripts call it so). The text of every licence
+file a distribution ships is read from the installed distribution; llama.cpp and Qt get notes
+of their own. Run it in the environment the app is built from; the output is bundled.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from package_inputs import LockError
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "assets" / "THIRD_PARTY_LICENSES"
@@ -65,8 +67,6 @@ versions named below; on request we provide it too. The PySide6 wheels ship no l
 file; the text of the LGPL-3.0 follows (also at https://www.gnu.org/licenses/lgpl-3.0.txt),
 and of the GPL-3.0 it builds on at https://www.gnu.org/licenses/gpl-3.0.txt.
 """
-# Required by a dependency's metadata but never imported, so not in the frozen app.
-NOT_SHIPPED = {"pip"}  # sqlite-utils requires it for its `install` command only
 LGPL3 = ROOT / "installers" / "licenses" / "LGPL-3.0.txt"  # the licence text (from Debian's common-licenses)
 
 BUNDLED_NOTE = """\
@@ -75,49 +75,6 @@ License) and shared libraries copied from the build system (for example the C++ 
 OpenMP runtimes, ICU, OpenSSL, libffi, X11/XCB and font libraries), each under its own
 licence as published by its authors and by the distribution it was built on.
 """
-
-
-def runtime_closure(root: str = "enclave") -> list[metadata.Distribution]:
-    """``root`` and everything it requires at run time, recursively (markers evaluated, no extras)."""
-    env = default_environment()
-    seen: dict[str, metadata.Distribution] = {}
-    todo = [(root, frozenset())]
-    while todo:
-        name, extras = todo.pop()
-        key = canonicalize_name(name)
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            print(f"warning: {name} is required but not installed", file=sys.stderr)
-            continue
-        if key in seen and not extras:
-            continue
-        seen[key] = dist
-        for spec in dist.requires or []:
-            req = Requirement(spec)
-            if req.marker is not None and not any(
-                req.marker.evaluate({**env, "extra": extra}) for extra in (extras or {""})
-            ):
-                continue
-            todo.append((req.name, frozenset(req.extras)))
-    seen.pop(canonicalize_name(root), None)
-    for name in NOT_SHIPPED:
-        seen.pop(canonicalize_name(name), None)
-    return sorted(seen.values(), key=lambda d: canonicalize_name(d.metadata["Name"]))
-
-
-def licence_of(dist: metadata.Distribution) -> str:
-    meta = dist.metadata
-    expression = meta.get("License-Expression")
-    if expression:
-        return expression.strip()
-    text = (meta.get("License") or "").strip()
-    if text and len(text) < 100 and "\n" not in text:
-        return text
-    classifiers = [c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
-    if classifiers:
-        return "; ".join(classifiers)
-    return "see the licence text below" if text else "unknown (no licence metadata)"
 
 
 def licence_texts(dist: metadata.Distribution) -> list[tuple[str, str]]:
@@ -141,25 +98,56 @@ def licence_texts(dist: metadata.Distribution) -> list[tuple[str, str]]:
     return texts
 
 
-def render() -> str:
-    from app import __version__
+def licence_named(component: dict[str, Any]) -> str:
+    """The licence a CycloneDX component declares: its SPDX expression or licence name(s)."""
+    names = []
+    for entry in component.get("licenses", []):
+        if "expression" in entry:
+            names.append(entry["expression"])
+        elif "license" in entry:
+            names.append(entry["license"].get("id") or entry["license"].get("name") or "")
+    return "; ".join(n for n in names if n) or "unknown (no licence metadata)"
 
-    dists = runtime_closure()
+
+def python_components(sbom: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
+
+
+def other_component(sbom: dict[str, Any], ref: str) -> dict[str, Any] | None:
+    return next((c for c in sbom["components"] if c.get("bom-ref") == ref), None)
+
+
+def installed(name: str) -> metadata.Distribution | None:
+    try:
+        return metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def render(sbom: dict[str, Any]) -> str:
+    """THIRD_PARTY_LICENSES for the components ``sbom`` lists (licence texts from this environment)."""
+    version = sbom["metadata"]["component"]["version"]
+    packages = python_components(sbom)
+    llama = other_component(sbom, "llama.cpp")
+    extras = [c for c in (other_component(sbom, ref) for ref in ("qt", "sqlcipher", "cpython")) if c]
     out = [
-        f"Enclave {__version__} — third-party software",
+        f"Enclave {version} — third-party software",
         RULE,
         "",
         "Enclave itself is licensed under the Apache License 2.0. It ships the following",
         "third-party software, each under its own licence. This file is generated by",
-        "scripts/third_party_licenses.py from the installed packages' metadata.",
+        "scripts/third_party_licenses.py from the package's bill of materials (scripts/sbom.py).",
         "",
         "Summary",
         "-------",
     ]
-    width = max(len(d.metadata["Name"]) for d in dists) + 2
-    out.append(f"{'llama.cpp / ggml':<{width}}(in llama-cpp-python)  MIT")
-    out += [f"{d.metadata['Name']:<{width}}{d.version:<22}{licence_of(d)}" for d in dists]
+    width = max(len(c["name"]) for c in [*packages, *extras, {"name": "llama.cpp / ggml"}]) + 2
+    llama_version = llama["version"][:12] if llama else "(in llama-cpp-python)"
+    out.append(f"{'llama.cpp / ggml':<{width}}{llama_version:<22}MIT")
+    out += [f"{c['name']:<{width}}{c['version']:<22}{licence_named(c)}" for c in [*extras, *packages]]
     out += ["", RULE, "llama.cpp and ggml (https://github.com/ggml-org/llama.cpp)", RULE, ""]
+    if llama:
+        out += [f"Commit {llama['version']}.", ""]
     out += [
         "llama-cpp-python compiles llama.cpp and ggml into the shared libraries libllama,",
         "libggml, libggml-base, libggml-cpu (and GPU backends) shipped in llama_cpp/lib.",
@@ -177,16 +165,14 @@ def render() -> str:
         "",
         BUNDLED_NOTE,
     ]
-    for dist in dists:
-        meta = dist.metadata
-        out += [RULE, f"{meta['Name']} {dist.version} — {licence_of(dist)}"]
-        home = meta.get("Home-page") or next(
-            (u.split(",", 1)[1].strip() for u in meta.get_all("Project-URL") or [] if "," in u), None
-        )
+    for component in packages:
+        out += [RULE, f"{component['name']} {component['version']} — {licence_named(component)}"]
+        home = next((r["url"] for r in component.get("externalReferences", []) if r.get("type") == "website"), None)
         if home:
             out.append(home)
         out += [RULE, ""]
-        texts = licence_texts(dist)
+        dist = installed(component["name"])
+        texts = licence_texts(dist) if dist is not None else []
         if not texts:
             out += ["(The distribution ships no licence file; its licence is named above.)", ""]
         for name, text in texts:
@@ -197,8 +183,19 @@ def render() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=OUT)
+    parser.add_argument("--sbom", type=Path, help="the CycloneDX JSON scripts/sbom.py wrote (default: made now)")
     args = parser.parse_args()
-    text = render()
+    if args.sbom is not None:
+        sbom = json.loads(args.sbom.read_text(encoding="utf-8"))
+    else:
+        from sbom import build
+
+        try:
+            sbom = build(lock=None)
+        except LockError as exc:  # pragma: no cover - only raised with a lock
+            print(f"third_party_licenses: {exc}", file=sys.stderr)
+            return 1
+    text = render(sbom)
     args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output} ({len(text):,} characters)")
     return 0

@@ -48,6 +48,8 @@ def doctor(as_json: bool, check_db: bool) -> None:
         click.echo(f"  {name:<9} {path}")
     click.echo(f"Database encryption: {describe_encryption(report['encryption'])}")
     click.echo("Policy: " + "\n".join(policy_lines(policy_in_force())))
+    sbom = report["sbom"]
+    click.echo(f"SBOM: sha256 {sbom['sha256']}  ({sbom['path']})" if sbom["sha256"] else f"SBOM: {sbom['note']}")
 
 
 @cli.group(invoke_without_command=True)

@@ -3,6 +3,7 @@
 #
 #   .venv/bin/pyinstaller --noconfirm build.spec && installers/linux/build_deb.sh
 #   (or: make package)
+#   installers/linux/build_deb.sh --control-only    print DEBIAN/control and stop (no dist/ needed)
 #
 # Installs to /opt/enclave, with /usr/bin/enclave, the desktop entry and hicolor icons.
 # ENCLAVE_VARIANT=cuda12 (installers/gpu/build_cuda.sh) names the package enclave-cuda12,
@@ -10,13 +11,20 @@
 # bundled libraries need that distribution's glibc or newer (Depends says which).
 set -eu
 
+CONTROL_ONLY=""
+case "${1:-}" in
+    --control-only) CONTROL_ONLY=1 ;;
+    "") ;;
+    *) echo "usage: build_deb.sh [--control-only]" >&2; exit 2 ;;
+esac
+
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DIST=${ENCLAVE_DIST:-$ROOT/dist}  # ENCLAVE_DIST: another PyInstaller output folder
 APPDIR="$DIST/Enclave"
-[ -x "$APPDIR/Enclave" ] || { echo "build_deb: $APPDIR/Enclave is missing; run pyinstaller build.spec first" >&2; exit 1; }
+[ -n "$CONTROL_ONLY" ] || [ -x "$APPDIR/Enclave" ] || { echo "build_deb: $APPDIR/Enclave is missing; run pyinstaller build.spec first" >&2; exit 1; }
 
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/app/__init__.py")
-ARCH=$(dpkg --print-architecture)
+ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 PACKAGE="enclave${ENCLAVE_VARIANT:+-$ENCLAVE_VARIANT}"
 VARIANT_FIELDS=""
 [ -n "${ENCLAVE_VARIANT:-}" ] && VARIANT_FIELDS="Provides: enclave
@@ -24,9 +32,50 @@ Conflicts: enclave
 Replaces: enclave
 "
 # The newest glibc symbol version any bundled binary asks for (e.g. 2.36 on Debian 12).
-GLIBC=$(find "$APPDIR" -type f \( -name '*.so*' -o -name Enclave \) -exec objdump -T {} + 2>/dev/null \
+GLIBC=""
+[ -d "$APPDIR" ] && GLIBC=$(find "$APPDIR" -type f \( -name '*.so*' -o -name Enclave \) -exec objdump -T {} + 2>/dev/null \
     | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
 GLIBC=${GLIBC:-2.36}
+
+# Qt's platform plugins load these from the system (PyInstaller does not bundle the graphics
+# stack); fontconfig and xkbcommon are bundled but bring the font and keymap data. The xcb
+# (X11) plugin's packages are read from XCB_LIBRARIES in ui/qt_requirements.py, the one list
+# (the app checks the same list at start and names a missing package in one line); the rest
+# are the Wayland and DRM pieces that list does not cover.
+XCB_PACKAGES=$(sed -n '/^XCB_LIBRARIES/,/^}/s/^ *"[^"]*": *"\([^"]*\)",\{0,1\}$/\1/p' "$ROOT/ui/qt_requirements.py")
+[ -n "$XCB_PACKAGES" ] || { echo "build_deb: no XCB_LIBRARIES found in ui/qt_requirements.py" >&2; exit 1; }
+DEPENDS="libc6 (>= $GLIBC)"
+for pkg in $XCB_PACKAGES libdrm2 libwayland-client0 libwayland-cursor0 libwayland-egl1; do
+    case ", $DEPENDS," in *", $pkg,"*) ;; *) DEPENDS="$DEPENDS, $pkg" ;; esac
+done
+
+control() {  # DEBIAN/control, with Installed-Size $1 (KiB)
+    cat <<EOF
+Package: $PACKAGE
+Version: $VERSION
+Architecture: $ARCH
+Maintainer: Enclave maintainers <enclave@localhost>
+Installed-Size: $1
+Depends: $DEPENDS
+${VARIANT_FIELDS}Recommends: gnome-keyring | kwalletmanager | keepassxc
+Section: utils
+Priority: optional
+Description: run open-weight AI models entirely on your own machine
+ Enclave runs quantized Mixture-of-Experts GGUF models locally through llama.cpp,
+ on the CPU, with no network connection: chat, document libraries with citations,
+ and a planner that places every tensor in the memory you have.
+ .
+ This package ships a self-contained build (Python, Qt and llama.cpp included)
+ in /opt/enclave. Command line: enclave --help. Desktop: the Enclave menu entry.
+EOF
+}
+
+if [ -n "$CONTROL_ONLY" ]; then
+    size=0
+    [ -d "$APPDIR" ] && size=$(du -sk --apparent-size "$APPDIR" | cut -f1)
+    control "$size"
+    exit 0
+fi
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
@@ -52,7 +101,8 @@ License: Apache-2.0
  On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
 Comment: Enclave bundles third-party software (Python, Qt/PySide6 under LGPL-3.0,
  llama.cpp under MIT, and others). Their licences are listed in full in
- /opt/enclave/_internal/assets/THIRD_PARTY_LICENSES.
+ /opt/enclave/_internal/assets/THIRD_PARTY_LICENSES, and every component with its
+ version and sha256 in the CycloneDX bill of materials /opt/enclave/sbom.cdx.json.
 EOF
 
 # Debian policy: directories 755, files 644 unless executable.
@@ -61,28 +111,7 @@ find "$PKG/opt" -type f ! -perm -u+x -exec chmod 644 {} +
 find "$PKG/opt" -type f -perm -u+x -exec chmod 755 {} +
 
 INSTALLED_SIZE=$(du -sk --apparent-size "$PKG" | cut -f1)
-# Qt's platform plugins load these from the system (PyInstaller does not bundle the
-# graphics stack); fontconfig and xkbcommon are bundled but bring the font and keymap data.
-# The xcb (X11) plugin's are all of ui/qt_requirements.py's XCB_LIBRARIES (a test checks):
-# PyInstaller bundles only those installed on the build machine.
-cat > "$PKG/DEBIAN/control" <<EOF
-Package: $PACKAGE
-Version: $VERSION
-Architecture: $ARCH
-Maintainer: Enclave maintainers <enclave@localhost>
-Installed-Size: $INSTALLED_SIZE
-Depends: libc6 (>= $GLIBC), libgl1, libegl1, libdrm2, libx11-6, libx11-xcb1, libxcb1, libxcb-cursor0, libxcb-icccm4, libxcb-image0, libxcb-keysyms1, libxcb-randr0, libxcb-render0, libxcb-render-util0, libxcb-shape0, libxcb-shm0, libxcb-sync1, libxcb-util1, libxcb-xfixes0, libxcb-xkb1, libxkbcommon0, libxkbcommon-x11-0, libfontconfig1, libfreetype6, libdbus-1-3, libwayland-client0, libwayland-cursor0, libwayland-egl1
-${VARIANT_FIELDS}Recommends: gnome-keyring | kwalletmanager | keepassxc
-Section: utils
-Priority: optional
-Description: run open-weight AI models entirely on your own machine
- Enclave runs quantized Mixture-of-Experts GGUF models locally through llama.cpp,
- on the CPU, with no network connection: chat, document libraries with citations,
- and a planner that places every tensor in the memory you have.
- .
- This package ships a self-contained build (Python, Qt and llama.cpp included)
- in /opt/enclave. Command line: enclave --help. Desktop: the Enclave menu entry.
-EOF
+control "$INSTALLED_SIZE" > "$PKG/DEBIAN/control"
 
 cat > "$PKG/DEBIAN/postinst" <<'EOF'
 #!/bin/sh

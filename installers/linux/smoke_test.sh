@@ -71,6 +71,19 @@ if command -v objdump >/dev/null && [ -f "$CPU_LIB" ]; then
 fi
 if [ -s "$DIST/Enclave/_internal/assets/THIRD_PARTY_LICENSES" ]; then ok "THIRD_PARTY_LICENSES bundled"; else bad "THIRD_PARTY_LICENSES missing"; fi
 
+# The bill of materials beside the program: every shipped Python distribution with the lock's
+# sha256 (scripts/sbom.py --verify), and `doctor --json` reporting the file's digest.
+SBOM="$DIST/Enclave/sbom.cdx.json"
+if [ -s "$SBOM" ]; then
+    if out=$(cd "$ROOT" && "$PY" scripts/sbom.py --verify "$SBOM" 2>&1); then ok "SBOM lists every locked distribution with its sha256"
+    else bad "SBOM differs from the lock"; echo "$out" | sed 's/^/        /'; fi
+    want=$(sha256sum "$SBOM" | cut -d' ' -f1)
+    if clean "$APP" doctor --json 2>/dev/null | grep -q "\"sha256\": \"$want\""; then ok "doctor --json gives the SBOM's sha256 ($(echo "$want" | cut -c1-12)…)"
+    else bad "doctor --json does not report the SBOM's sha256 $want"; fi
+else
+    bad "no $SBOM (make package writes it)"
+fi
+
 # A real model through the real worker process (multiprocessing spawn of the frozen exe).
 MODEL="$TMP/tiny-moe.gguf"
 if (cd "$ROOT" && "$PY" -m tests.tiny_models "$MODEL" >/dev/null 2>&1); then
@@ -170,6 +183,13 @@ if [ -f "$DEB" ]; then
     dpkg-deb -x "$DEB" "$R"
     control=$(dpkg-deb -f "$DEB")
     if echo "$control" | grep -q "^Version: $VERSION$" && echo "$control" | grep -q "^Depends: .*libegl1"; then ok "control: Version $VERSION, Depends"; else bad "control file"; fi
+    # Depends is what build_deb.sh derives from ui/qt_requirements.py's XCB_LIBRARIES.
+    if [ "$(dpkg-deb -f "$DEB" Depends)" = "$("$ROOT/installers/linux/build_deb.sh" --control-only | sed -n 's/^Depends: //p')" ]; then
+        ok "Depends: the Qt (xcb, OpenGL, Wayland) libraries of ui/qt_requirements.py"
+    else
+        bad "Depends is not what build_deb.sh --control-only derives"
+    fi
+    [ -s "$R/opt/enclave/sbom.cdx.json" ] && ok "/opt/enclave/sbom.cdx.json" || bad "the .deb has no /opt/enclave/sbom.cdx.json"
     for f in opt/enclave/Enclave opt/enclave/_internal/assets/catalog.json opt/enclave/_internal/assets/THIRD_PARTY_LICENSES \
         opt/enclave/_internal/llama_cpp/lib/libllama.so usr/share/applications/enclave.desktop \
         usr/share/icons/hicolor/scalable/apps/enclave.svg usr/share/doc/enclave/copyright; do

@@ -1,0 +1,324 @@
+"""What a package is built from and what it says it ships: the committed lock file
+(installers/requirements-lock.txt), the CycloneDX SBOM scripts/sbom.py writes for this
+environment, THIRD_PARTY_LICENSES derived from it, the digest `enclave doctor --json` reports,
+the .deb's Qt dependencies and the tarball launcher's library check. Nothing is downloaded:
+the lock is read as committed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from app.diagnostics import SBOM_NAME, shipped_sbom
+from ui.about import license_rows
+from ui.qt_requirements import XCB_LIBRARIES, check_qt_requirements
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from package_inputs import LOCK, LockError, parse_lock, read_lock, runtime_closure  # noqa: E402
+from sbom import verify  # noqa: E402
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+INSTALLERS = sorted((ROOT / "installers").rglob("*.sh"))
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def sbom_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sbom") / "enclave.cdx.json"
+    result = run_script("scripts/sbom.py", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def sbom(sbom_file: Path) -> dict:
+    return json.loads(sbom_file.read_text(encoding="utf-8"))
+
+
+def pypi_components(document: dict) -> list[dict]:
+    return [c for c in document["components"] if c.get("purl", "").startswith("pkg:pypi/")]
+
+
+# ------------------------------------------------------------------------------ the lock
+
+
+def test_the_lock_pins_each_distribution_to_one_file_and_records_the_llama_build() -> None:
+    lock = read_lock()
+    assert len(lock.pins) > 40
+    for pin in lock.pins.values():
+        assert SHA256.match(pin.sha256), pin
+        assert pin.filename.endswith((".whl", ".tar.gz")) and pin.version in pin.filename, pin
+    assert lock.get("llama-cpp-python").filename == f"llama_cpp_python-{lock.get('llama-cpp-python').version}.tar.gz"
+    inputs = lock.build_inputs
+    assert inputs["llama-cpp-python.version"] == lock.get("llama-cpp-python").version
+    assert re.fullmatch(r"[0-9a-f]{40}", inputs["llama.cpp.commit"])
+    assert "-DGGML_RPC=on" in inputs["llama-cpp-python.cmake-args"]
+    assert inputs["python"].startswith("CPython 3.") and inputs["platform"] == "linux x86_64"
+
+
+def test_every_runtime_dependency_and_theirs_is_locked_at_the_version_installed() -> None:
+    lock = read_lock()
+    env = default_environment()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        pin = lock.get(req.name)
+        assert pin is not None, f"{req.name} is not in the lock"
+        assert req.specifier.contains(pin.version, prereleases=True), (spec, pin.version)
+    shipped = {canonicalize_name(d.metadata["Name"]): d.version for d in runtime_closure()}
+    assert {key: pin.version for key, pin in lock.pins.items()} == shipped  # nothing missing, nothing extra
+    assert "pip" not in lock.pins  # required by sqlite-utils' metadata, never shipped
+
+
+# pip's own requirements parser, run in a child (pip is the build's tool, not a dependency to import).
+PIP_PARSE = """
+import json, sys
+from pip._internal.network.session import PipSession
+from pip._internal.req.req_file import parse_requirements
+print(json.dumps([[r.requirement, r.options.get("hashes", {})]
+                  for r in parse_requirements(sys.argv[1], session=PipSession())]))
+"""
+
+
+def test_pip_reads_the_lock_as_the_same_pins() -> None:
+    result = subprocess.run([sys.executable, "-c", PIP_PARSE, str(LOCK)], capture_output=True, text=True, check=True)
+    parsed = {canonicalize_name(Requirement(line).name): (str(Requirement(line).specifier), hashes)
+              for line, hashes in json.loads(result.stdout)}
+    lock = read_lock()
+    assert set(parsed) == set(lock.pins)
+    for key, pin in lock.pins.items():
+        assert parsed[key] == (f"=={pin.version}", {"sha256": [pin.sha256]})
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("numpy>=1.26 \\\n    --hash=sha256:" + "a" * 64 + "\n", "not an exact pin"),
+    ("numpy==2.0\n", "expected one --hash"),
+    ("numpy==2.0 --hash=sha256:" + "a" * 64 + " --hash=sha256:" + "b" * 64 + "\n", "expected one --hash"),
+    ("numpy==2.0 --hash=sha256:" + "a" * 64 + "\nNumPy==2.0 --hash=sha256:" + "a" * 64 + "\n", "pinned twice"),
+])
+def test_a_malformed_lock_is_refused(text: str, error: str) -> None:
+    with pytest.raises(LockError, match=error):
+        parse_lock(text)
+
+
+# ------------------------------------------------------------------------------ the SBOM
+
+
+def test_the_sbom_is_cyclonedx_with_a_purl_for_every_component(sbom: dict) -> None:
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] in ("1.5", "1.6") and sbom["version"] == 1
+    assert re.fullmatch(r"urn:uuid:[0-9a-f-]{36}", sbom["serialNumber"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", sbom["metadata"]["timestamp"])
+    assert sbom["metadata"]["component"]["name"] == "Enclave"
+    refs = [sbom["metadata"]["component"]["bom-ref"]]
+    for component in sbom["components"]:
+        assert component["type"] in ("library", "framework", "platform", "application")
+        assert component["name"] and component["version"] and component["purl"].startswith("pkg:")
+        assert component["licenses"], component["name"]
+        refs += [component["bom-ref"], *(f["bom-ref"] for f in component.get("components", []))]
+    assert len(refs) == len(set(refs))
+    for node in sbom["dependencies"]:
+        assert node["ref"] in refs and set(node["dependsOn"]) <= set(refs)
+
+
+def test_the_sbom_lists_every_shipped_distribution_with_the_lock_hash(sbom: dict) -> None:
+    lock = read_lock()
+    listed = {canonicalize_name(c["name"]): c for c in pypi_components(sbom)}
+    assert set(listed) == {canonicalize_name(d.metadata["Name"]) for d in runtime_closure()}
+    for key, component in listed.items():
+        pin = lock.pins[key]
+        assert component["version"] == pin.version
+        assert component["hashes"] == [{"alg": "SHA-256", "content": pin.sha256}]
+        assert component["purl"] == f"pkg:pypi/{component['name'].lower().replace('_', '-')}@{pin.version}"
+    assert verify(sbom, lock) == []
+    assert "LGPL" in json.dumps(listed["pyside6"]["licenses"])  # from PySide6's own metadata
+
+
+def test_the_sbom_names_llama_cpp_its_backends_and_library_hashes(sbom: dict) -> None:
+    import llama_cpp
+
+    llama = next(c for c in sbom["components"] if c["bom-ref"] == "llama.cpp")
+    assert llama["version"] == read_lock().build_inputs["llama.cpp.commit"]
+    properties = {p["name"]: p["value"] for p in llama["properties"]}
+    assert {"cpu", "rpc"} <= set(properties["enclave:ggml-backends"].split(", "))
+    assert llama["version"].startswith(properties["enclave:ggml-commit-built"].split("-")[0])
+    # No --cmake-args given (make package gives them): only what the lock says to build with, named so.
+    assert properties["enclave:cmake-args-locked"] == read_lock().build_inputs["llama-cpp-python.cmake-args"]
+    assert "enclave:cmake-args" not in properties
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    files = {f["name"]: f["hashes"][0]["content"] for f in llama["components"]}
+    assert "llama_cpp/lib/libllama.so" in files and "llama_cpp/lib/libggml-cpu.so" in files
+    for name, digest in files.items():
+        assert hashlib.sha256((lib / Path(name).name).read_bytes()).hexdigest() == digest
+
+
+def test_the_sbom_names_qt_sqlcipher_and_python(sbom: dict) -> None:
+    from PySide6 import QtCore
+
+    by_ref = {c["bom-ref"]: c for c in sbom["components"]}
+    assert by_ref["qt"]["version"] == QtCore.qVersion()
+    assert by_ref["qt"]["licenses"] == [{"expression": "LGPL-3.0-only"}]
+    assert by_ref["cpython"]["version"] == ".".join(map(str, sys.version_info[:3]))
+    import sqlcipher3
+
+    connection = sqlcipher3.connect(":memory:")
+    cipher = connection.execute("PRAGMA cipher_version").fetchone()[0]
+    connection.close()
+    assert cipher.startswith(by_ref["sqlcipher"]["version"])
+
+
+def test_verify_names_what_differs_from_the_lock(sbom: dict) -> None:
+    lock = read_lock()
+    changed = json.loads(json.dumps(sbom))
+    numpy = next(c for c in changed["components"] if c["name"] == "numpy")
+    numpy["hashes"] = [{"alg": "SHA-256", "content": "0" * 64}]
+    changed["components"] = [c for c in changed["components"] if c["name"] != "idna"]
+    problems = verify(changed, lock)
+    assert len(problems) == 2
+    assert problems[0].startswith(f"numpy {numpy['version']}: the SBOM's sha256 {'0' * 64} is not the lock's")
+    assert problems[1] == f"idna {lock.get('idna').version} is in the lock but not in the SBOM"
+
+
+def test_the_sbom_refuses_an_environment_that_is_not_the_lock(tmp_path: Path) -> None:
+    text = LOCK.read_text(encoding="utf-8")
+    pin = read_lock().get("numpy")
+    stale = tmp_path / "lock.txt"
+    stale.write_text(text.replace(f"numpy=={pin.version} ", "numpy==1.0.0 "), encoding="utf-8")
+    result = run_script("scripts/sbom.py", "--lock", str(stale), "-o", str(tmp_path / "sbom.json"))
+    assert result.returncode == 1
+    assert f"numpy is {pin.version} here but 1.0.0 in the lock" in result.stderr
+    assert not (tmp_path / "sbom.json").exists()
+
+
+def test_third_party_licenses_are_derived_from_the_sbom(sbom: dict, sbom_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "THIRD_PARTY_LICENSES"
+    result = run_script("scripts/third_party_licenses.py", "--sbom", str(sbom_file), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text(encoding="utf-8")
+    rows = {name: version for name, version, _ in license_rows(text)}
+    for component in sbom["components"]:
+        if component["bom-ref"] == "llama.cpp":
+            assert rows["llama.cpp / ggml"] == component["version"][:12]
+        else:
+            assert rows[component["name"]] == component["version"]
+    for component in pypi_components(sbom):
+        assert f"\n{component['name']} {component['version']} — " in text
+    assert "GNU LESSER GENERAL PUBLIC LICENSE" in text
+
+
+# ------------------------------------------------------------------------------ doctor
+
+
+def test_doctor_gives_the_sha256_of_the_sbom_beside_the_packaged_program(tmp_path: Path) -> None:
+    (tmp_path / "Enclave").write_bytes(b"")
+    (tmp_path / SBOM_NAME).write_text('{"bomFormat": "CycloneDX"}', encoding="utf-8")
+    report = shipped_sbom(frozen=True, executable=str(tmp_path / "Enclave"))
+    assert report == {"path": str(tmp_path / SBOM_NAME),
+                      "sha256": hashlib.sha256(b'{"bomFormat": "CycloneDX"}').hexdigest()}
+
+
+def test_doctor_says_when_there_is_no_sbom(tmp_path: Path) -> None:
+    missing = shipped_sbom(frozen=True, executable=str(tmp_path / "Enclave"))
+    assert missing["sha256"] is None and missing["note"] == "this package's SBOM is missing from its folder"
+    source = shipped_sbom()  # the tests run from the source tree
+    assert source["path"] is None and source["sha256"] is None and "source checkout" in source["note"]
+
+
+# ------------------------------------------------------------------------------ the installers
+
+
+@pytest.mark.parametrize("script", INSTALLERS, ids=[str(p.relative_to(ROOT)) for p in INSTALLERS])
+def test_every_installer_script_parses(script: Path) -> None:
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def control_fields(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "ENCLAVE_DIST": str(tmp_path)}  # no PyInstaller folder there
+    result = subprocess.run(["sh", "installers/linux/build_deb.sh", "--control-only"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return dict(re.findall(r"^([\w-]+): (.*)$", result.stdout, re.MULTILINE))
+
+
+def test_the_deb_control_depends_on_the_qt_libraries(tmp_path: Path) -> None:
+    fields = control_fields(tmp_path)
+    from app import __version__
+
+    assert fields["Package"] == "enclave" and fields["Version"] == __version__
+    depends = [part.strip() for part in fields["Depends"].split(",")]
+    assert depends[0].startswith("libc6 (>= 2.")
+    names = [part.split(" ")[0] for part in depends]
+    assert len(names) == len(set(names))
+    assert set(XCB_LIBRARIES.values()) <= set(names)
+    assert {"libwayland-client0", "libwayland-egl1"} <= set(names)
+
+
+def launcher(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
+    text = subprocess.run(["sh", "installers/linux/build_tarball.sh", "--launcher-only"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    if replace is not None:
+        assert replace[0] in text
+        text = text.replace(replace[0], replace[1])
+    (tmp_path / "lib").mkdir()
+    app = tmp_path / "lib" / "Enclave"
+    app.write_text('#!/bin/sh\necho "the app ran with: $*"\n', encoding="utf-8")
+    app.chmod(0o755)
+    script = tmp_path / "Enclave"
+    script.write_text(text, encoding="utf-8")
+    script.chmod(0o755)
+    return script
+
+
+def run_launcher(script: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(script), *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_the_launcher_carries_the_one_list(tmp_path: Path) -> None:
+    text = launcher(tmp_path).read_text(encoding="utf-8")
+    for soname, package in XCB_LIBRARIES.items():
+        assert f"\n{soname} {package}\n" in text
+
+
+def test_the_launcher_names_a_missing_library_and_its_package_in_one_line(tmp_path: Path) -> None:
+    script = launcher(tmp_path, ("\nlibxcb-cursor.so.0 libxcb-cursor0\n", "\nlibenclave-none.so.0 libxcb-cursor0\n"))
+    result = run_launcher(script, DISPLAY=":0")
+    assert result.returncode == 2 and result.stdout == ""
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("Enclave needs the system librar")
+    assert "libenclave-none.so.0" in line and "libxcb-cursor0" in line.split("sudo apt install ", 1)[1]
+    # The commands, and other platforms, are not held back by the window's libraries.
+    assert run_launcher(script, "doctor", DISPLAY=":0").stdout == "the app ran with: doctor\n"
+    assert run_launcher(script, QT_QPA_PLATFORM="offscreen", DISPLAY=":0").returncode == 0
+    assert run_launcher(script, WAYLAND_DISPLAY="wayland-0", DISPLAY=":0").returncode == 0
+
+
+def test_the_launcher_agrees_with_the_apps_own_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    result = run_launcher(launcher(tmp_path), DISPLAY=":0")
+    expected = check_qt_requirements({"DISPLAY": ":0"})
+    if expected is None:
+        assert result.returncode == 0 and result.stdout == "the app ran with: \n"
+    else:
+        assert result.returncode == 2 and result.stderr.strip() == expected
