@@ -3,6 +3,8 @@ lists that repeat ui/qt_requirements.py's map."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 import shutil
 import subprocess
@@ -105,9 +107,11 @@ def test_readme_lists_every_package() -> None:
     assert sorted(set(XCB_LIBRARIES.values()) - words) == []
 
 
-def test_the_deb_depends_on_every_package() -> None:
-    script = (ROOT / "installers" / "linux" / "build_deb.sh").read_text(encoding="utf-8")
-    depends = re.search(r"^Depends: (.*)$", script, re.MULTILINE)
+def test_the_deb_depends_on_every_package(tmp_path: Path) -> None:
+    control = subprocess.run(["sh", "installers/linux/build_deb.sh", "--control-only"], cwd=ROOT,
+                             env={**os.environ, "ENCLAVE_DIST": str(tmp_path)},
+                             capture_output=True, text=True, check=True).stdout
+    depends = re.search(r"^Depends: (.*)$", control, re.MULTILINE)
     assert depends is not None
     packages = {part.strip().split(" ")[0] for part in depends.group(1).split(",")}
     assert sorted(set(XCB_LIBRARIES.values()) - packages) == []
@@ -129,3 +133,21 @@ def test_the_map_covers_what_the_xcb_plugin_needs_from_the_system() -> None:
                    if not (qt / "lib" / soname).exists() and not BASE_SYSTEM.match(soname)}
     assert from_system - set(XCB_LIBRARIES) == set()
     assert set(XCB_LIBRARIES) - from_system == set()
+
+
+def test_the_gui_command_names_a_missing_library_before_qt_is_imported(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import ui.qt_requirements
+    from app.cli.common import launch_gui
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(ui.qt_requirements, "check_qt_requirements",
+                        lambda: "Qt needs libxcb-cursor0: sudo apt install libxcb-cursor0")
+    imported: list[str] = []
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name: imported.append(name) or real_import(name))
+    with pytest.raises(SystemExit) as exited:
+        launch_gui()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "enclave: error: Qt needs libxcb-cursor0: sudo apt install libxcb-cursor0\n"
+    assert "ui.app" not in imported  # stopped before Qt's GUI module could fail without naming a package

@@ -164,6 +164,10 @@ def launch_gui() -> int:
         fail("there is no display to open Enclave's window on (neither DISPLAY nor WAYLAND_DISPLAY is set). "
              "The commands work without one: 'enclave --help' lists them.")
     try:
+        # before ui.app: importing Qt's GUI module without libGL/libEGL fails with no package named
+        missing = importlib.import_module("ui.qt_requirements").check_qt_requirements()
+        if missing:
+            fail(missing)
         ui_app = importlib.import_module("ui.app")
     except ImportError as exc:
         fail(f"the desktop app cannot start: {exc}. Reinstall Enclave with its dependencies (PySide6), or use "
