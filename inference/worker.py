@@ -600,8 +600,8 @@ class _Handler:
                 if closing and not batcher.busy:
                     self._conn.send(BatchClosed())
                     return True
-                if self._cancelled():
-                    self._send_batch(batcher.withdraw_all())
+                # (the shared cancel flag is not read here: a batch's replies stop by Withdraw, each
+                # its own; one flag would stop them all, and every later one, until the next request)
                 self._send_batch(batcher.step())
         except (EOFError, OSError):
             return False

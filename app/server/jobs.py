@@ -28,6 +28,7 @@ from typing import Protocol
 from app.server.backend import Emit, Finished, Piece, item_of
 from app.server.errors import ApiError
 from app.server.queue import ALONE, FairQueue
+from inference.errors import EnclaveError
 from inference.protocol import Done, Failed, Generate
 from inference.worker import BatchSession
 
@@ -101,6 +102,9 @@ class _Batch:
     def submit(self, job: Job, request: Generate) -> None:
         rid = next(self._ids)
         with self._lock:
+            if not self.alive:  # the worker died since this batch was chosen: nobody would answer
+                raise ApiError(503, "The model's worker stopped just now; send the request again.",
+                               code="model_not_loaded")
             self._jobs[rid] = job
         job.on_stop = lambda: self.session.withdraw(rid)
         self.session.submit(rid, request)
@@ -110,13 +114,8 @@ class _Batch:
     def _read(self) -> None:
         for rid, event in self.session.events():
             if rid is None:  # the worker died: every request of the batch ends with it
-                self.alive = False
                 assert isinstance(event, Failed)
-                with self._lock:
-                    jobs, self._jobs = list(self._jobs.values()), {}
-                for job in jobs:
-                    job.emit(ApiError(503, event.message, code="generation_failed"))
-                    self._finished(job)
+                self._end_all(ApiError(503, event.message, code="generation_failed"))
                 continue
             with self._lock:
                 job = self._jobs.get(rid)
@@ -129,7 +128,17 @@ class _Batch:
                 with self._lock:
                     self._jobs.pop(rid, None)
                 self._finished(job)
-        self.alive = False
+        self._end_all(ApiError(503, "The model's batch ended before this reply did; send the request again.",
+                               code="generation_failed"))
+
+    def _end_all(self, error: ApiError) -> None:
+        """No more events will come: every job still waiting for one ends with ``error``."""
+        with self._lock:
+            self.alive = False
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            job.emit(error)
+            self._finished(job)
 
     def close(self) -> None:
         try:
@@ -206,6 +215,9 @@ class Runner:
                 self._batch.submit(job, request)
             except ApiError as error:
                 job.emit(error)
+                finished(job)
+            except EnclaveError as exc:  # no model, or its reload after a crash refused: said, not a 500
+                job.emit(ApiError(503, str(exc), code="model_not_loaded"))
                 finished(job)
             except Exception as exc:
                 log.exception("a request failed")
