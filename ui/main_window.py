@@ -358,6 +358,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_layout()
         self.chat.stop()  # a reply still streaming stops and keeps its text
+        self.settings_page.serve.shutdown()  # after: its batch may be waiting for the worker that reply holds
         super().closeEvent(event)
 
     def show_about(self) -> None:

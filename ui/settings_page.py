@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QCloseEvent, QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
@@ -208,6 +208,11 @@ class SettingsPage(QWidget):
     def _typing(self, name: str) -> None:
         self.typed_errors.pop(name, None)
         self.errors[name].hide()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Shown as a window of its own (not inside the main window, which stops it itself)."""
+        self.serve.shutdown()
+        super().closeEvent(event)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """Before a spin box corrects a number it does not accept, note what was typed."""

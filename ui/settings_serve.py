@@ -15,11 +15,10 @@ getting a few seconds to end.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtNetwork import QAbstractSocket, QNetworkInterface
 from PySide6.QtWidgets import (
@@ -83,7 +82,6 @@ class ServeSection(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
-        self._watched: QWidget | None = None
         self._form: QFormLayout | None = None
         self._build()
         app = QApplication.instance()
@@ -100,7 +98,6 @@ class ServeSection(QObject):
         self.switch.setToolTip("Start or stop the OpenAI-compatible API. Other programs then use "
                                "/v1/models, /v1/chat/completions and /v1/completions at the URL below.")
         self.switch.toggled.connect(self._switched)
-        self.switch.installEventFilter(self)  # shown: the window it is in is known
         self.address = QComboBox()
         self.address.setToolTip(DESCRIPTIONS["serve_host"])
         self.address.currentIndexChanged.connect(self._check)
@@ -272,7 +269,6 @@ class ServeSection(QObject):
 
     def start(self) -> None:
         config = self.config()
-        self.watch_window(self.switch.window())
         self.show_status(ServeStatus(ServeState.STARTING))
         self.timer.start()
 
@@ -289,7 +285,9 @@ class ServeSection(QObject):
         self.tasks.run(self.server.stop, on_result=self.show_status, on_error=self._failed)
 
     def shutdown(self) -> None:
-        """The window closes: stop serving now (blocking for at most the grace)."""
+        """The window closes (its owner calls this, after stopping its own reply: the server's
+        last requests may be waiting for the worker it holds), or the app quits: stop serving
+        now (blocking for at most the grace)."""
         self.timer.stop()
         if self.server.status().running:
             self.server.stop()
@@ -298,7 +296,6 @@ class ServeSection(QObject):
         self.show_status(ServeStatus(ServeState.FAILED, reason=message))
 
     def poll(self) -> None:
-        self.watch_window(self.switch.window())  # by now the section is in the window
         self.show_status(self.server.status())
 
     def show_status(self, status: ServeStatus) -> None:
@@ -314,21 +311,3 @@ class ServeSection(QObject):
         self.switch.setChecked(status.running)
         self.switch.blockSignals(False)
         self._check()
-
-    # The window closing --------------------------------------------------------------------
-
-    def watch_window(self, window: QWidget) -> None:
-        """Stop serving when ``window`` closes (also on quitting: ``aboutToQuit``)."""
-        if self._watched is not window:
-            if self._watched is not None:
-                with contextlib.suppress(RuntimeError):  # that window is gone already
-                    self._watched.removeEventFilter(self)
-            window.installEventFilter(self)
-            self._watched = window
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self._watched and event.type() == QEvent.Type.Close:
-            self.shutdown()
-        elif watched is self.switch and event.type() == QEvent.Type.Show:
-            self.watch_window(self.switch.window())
-        return super().eventFilter(watched, event)

@@ -132,9 +132,9 @@ class EmbeddedServer:
     def start(self, asked: ServeConfig) -> ServeStatus:
         """Check, bind and serve; returns once it serves or failed (blocking: call it off the GUI
         thread). Never raises for what a user can cause: that is a FAILED status with its reason."""
-        if self.status().running:
-            return self.status()
-        with self._lock:
+        with self._lock:  # checked and claimed at once: a second start returns what the first does
+            if self._status.running:
+                return replace(self._status, served=self._served)
             self._served = 0
             self._status = ServeStatus(ServeState.STARTING)
         self._started.clear()
@@ -155,12 +155,12 @@ class EmbeddedServer:
         with self._lock:
             abandoned = self._abandoned.is_set()  # checked where stop() looks: no stop falls in between
             if not abandoned:
+                thread.start()  # before stop() can see it: it joins it
                 self._launch, self._uvicorn, self._thread = launch, server, thread
         if abandoned:
             sock.close()
             finish(self.services, launch)
             return self._set(state=ServeState.STOPPED)
-        thread.start()
         self._started.wait(START_SECONDS)
         if self.status().state == ServeState.STARTING:
             self._set(state=ServeState.SERVING, url=shared_url(launch.config), warning=launch.warning,
