@@ -17,6 +17,7 @@ The server gets a temporary ENCLAVE_HOME and listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -76,10 +77,11 @@ def enclave(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           check=True)
 
 
-def start_server(home: Path, model: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, model: str, port: int, parallel: int) -> subprocess.Popen[bytes]:
     log = (home / "serve.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--model", model,
-                               "--max-per-key", "64"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                               "--max-per-key", "64", "--parallel", str(parallel)],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                               env={**os.environ, "ENCLAVE_HOME": str(home)})
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -145,14 +147,15 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,8", help="Numbers of concurrent clients, comma-separated.")
     parser.add_argument("--requests", type=int, default=3, help="Requests per client in each round.")
     parser.add_argument("--gen-tokens", type=int, default=64, help="max_tokens of each request.")
+    parser.add_argument("--parallel", type=int, default=4, help="enclave serve --parallel.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="enclave-bench-serve-") as folder:
         home = Path(folder) / "home"
         model_path = args.model or write_tiny_model(Path(folder) / "bench-moe.gguf", KINDS["bench"])
         enclave(home, "models", "import", "--in-place", str(model_path))
-        name = model_path.stem
+        name = json.loads(enclave(home, "models", "list", "--json").stdout)[0]["name"]
         port = free_port()
-        server = start_server(home, name, port)
+        server = start_server(home, name, port, args.parallel)
         url = f"http://127.0.0.1:{port}/v1"
         try:
             run_round(url, name, 1, 1, 8)  # warm: the first request's prompt and caches
@@ -161,7 +164,8 @@ def main() -> None:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=60)
     base = rounds[0].tokens_per_second
-    print(f"enclave serve, {model_path.name}, {args.requests} requests per client, {args.gen_tokens} tokens each")
+    print(f"enclave serve --parallel {args.parallel}, {model_path.name}, {args.requests} requests per client, "
+          f"{args.gen_tokens} tokens each")
     print(f"{'clients':>7} {'tokens/s':>9} {'× one':>6} {'TTFT p50':>9} {'TTFT p95':>9}")
     for r in rounds:
         print(f"{r.clients:>7} {r.tokens_per_second:>9.1f} {r.tokens_per_second / base:>6.2f} "
