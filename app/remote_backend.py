@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
@@ -31,6 +33,8 @@ READ_SECONDS = 120.0  # between two chunks of a reply (a long prompt is read bef
 ESTIMATE_CHARS_PER_TOKEN = 4  # when the server cannot count: an estimate, said as one
 
 _STOP_REASONS = {"stop": "eog", "length": "length"}
+# httpcore's trace events whose return value is the connection's network stream (its socket: what cancel shuts)
+_CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 
 
 class RemoteError(EnclaveError):
@@ -67,7 +71,9 @@ def served_model(entry: dict[str, Any]) -> ServedModel:
 
 
 class RemoteClient:
-    """One remote model's server. ``cancel`` (from any thread) closes the reply being streamed."""
+    """One remote model's server. ``cancel`` (from any thread) shuts the reply's connection down at
+    once — a read blocked waiting for the server wakes — and a cancel that came before the
+    request began stops it before it is sent."""
 
     def __init__(self, model: RemoteModel, enforcer: Enforcer, *, offline: bool,
                  read_seconds: float = READ_SECONDS) -> None:
@@ -76,7 +82,8 @@ class RemoteClient:
         self.offline = offline
         self._timeout = httpx2.Timeout(read_seconds, connect=CONNECT_SECONDS)
         self._cancelled = threading.Event()
-        self._response: httpx2.Response | None = None
+        self._socket: socket.socket | None = None  # the reply's connection, once connected
+        self._socket_lock = threading.Lock()
         self._tokenize_path: str | None = None  # which tokenize endpoint answered ("": none does)
 
     @property
@@ -101,6 +108,8 @@ class RemoteClient:
                 response = http.get(f"{self.model.url}/models")
             self._raise_for(response)
             data = response.json().get("data", [])
+            if not isinstance(data, list):
+                raise ValueError("'data' is not a list")
         except (httpx2.HTTPError, ValueError, AttributeError) as exc:
             self._audit("models", "error")
             raise self._translated(exc) from exc
@@ -112,7 +121,8 @@ class RemoteClient:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Each text's tokens as the server's tokenizer counts them (llama-server ``/tokenize``,
-        llama-cpp-python ``/extras/tokenize``); None when it has neither."""
+        llama-cpp-python ``/extras/tokenize``); None when it has neither. Each request is audited,
+        a failed one too (it sent the texts): counts, never content."""
         if self._tokenize_path == "":
             return None
         admit(self.model.url, offline=self.offline, enforcer=self.enforcer, what=self.what)
@@ -123,6 +133,7 @@ class RemoteClient:
                 try:
                     counts = [self._tokenize(http, root + path, text) for text in texts]
                 except (httpx2.HTTPError, ValueError, KeyError, TypeError):
+                    self._audit("tokenize", "error", texts=len(texts))
                     continue
                 self._tokenize_path = path
                 self._audit("tokenize", "ok", texts=len(texts), tokens_in=sum(counts))
@@ -141,17 +152,25 @@ class RemoteClient:
         """``POST /v1/chat/completions`` streamed: ``Token``s, then ``Done`` (tokens from the
         server's ``usage`` when it gives them; else ``prompt_tokens``, counted by the caller, and
         the chunks streamed) or ``Failed`` with the reason. A ``cancel`` closes the stream and
-        ends it with ``Done(stop_reason="cancelled")``."""
+        ends it with ``Done(stop_reason="cancelled")``; a cancel that came before this call (a Stop
+        while the prompt was prepared) ends it so before anything is sent."""
         admit(self.model.url, offline=self.offline, enforcer=self.enforcer, what=self.what)
-        self._cancelled.clear()
         reply = _Reply(time.monotonic(), prompt_tokens or 0)
         try:
+            if self._cancelled.is_set():
+                yield Done(reply.stats(cancelled=True))  # nothing was sent: nothing to audit
+                return
+            yield from self._stream(reply, messages, sampling)
+        finally:
+            with self._socket_lock:
+                self._socket = None
+            self._cancelled.clear()  # the next request starts afresh
+
+    def _stream(self, reply: _Reply, messages: Sequence[ChatMessage], sampling: Sampling) -> Iterator[Event]:
+        try:
             with httpx2.Client(timeout=self._timeout, headers=self._headers()) as http, \
-                    http.stream("POST", f"{self.model.url}/chat/completions",
-                                json=self._body(messages, sampling)) as response:
-                self._response = response
-                if response.status_code >= 400:
-                    response.read()
+                    http.stream("POST", f"{self.model.url}/chat/completions", json=self._body(messages, sampling),
+                                extensions={"trace": self._on_connection}) as response:
                 self._raise_for(response)
                 for data in _sse_data(response.iter_lines()):
                     if self._cancelled.is_set():
@@ -165,18 +184,33 @@ class RemoteClient:
                 self._audit("chat", "error", tokens_in=reply.prompt_tokens, tokens_out=reply.generated)
                 yield Failed(str(error))
                 return
-        finally:
-            self._response = None
-        status = "cancelled" if self._cancelled.is_set() else "ok"
-        self._audit("chat", status, tokens_in=reply.prompt_tokens, tokens_out=reply.generated)
-        yield Done(reply.stats(cancelled=self._cancelled.is_set()))
+        cancelled = self._cancelled.is_set()
+        self._audit("chat", "cancelled" if cancelled else "ok", tokens_in=reply.prompt_tokens,
+                    tokens_out=reply.generated)
+        yield Done(reply.stats(cancelled=cancelled))
 
     def cancel(self) -> None:
+        """Stop the reply (from any thread): its connection is shut down, so a read waiting for
+        the server returns now; before the connection is made, it is shut as soon as it is."""
         self._cancelled.set()
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(httpx2.HTTPError, RuntimeError):  # closed under the reading thread
-                response.close()
+        with self._socket_lock:
+            sock = self._socket
+        if sock is not None:
+            _shut_down(sock)
+
+    def _on_connection(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's ``trace`` extension: keeps the reply's socket for ``cancel`` (the TLS one
+        replaces the TCP one); a cancel that came while connecting shuts it at once."""
+        if event not in _CONNECTED:
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._socket_lock:
+            self._socket = sock
+        if self._cancelled.is_set():
+            _shut_down(sock)
 
     def _body(self, messages: Sequence[ChatMessage], sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -197,11 +231,19 @@ class RemoteClient:
     # Errors -------------------------------------------------------------------------------
 
     def _raise_for(self, response: httpx2.Response) -> None:
+        """A RemoteError for any answer but 2xx. A redirect is never followed: the model is
+        added again with the address it names (its host said, never its query)."""
         code = response.status_code
-        if code < 400:
-            return
-        said = _error_text(response)
         where = self.model.where
+        if 300 <= code < 400:
+            target = urljoin(str(response.url), response.headers.get("location", ""))
+            shown = netloc(target) if netloc(target) != where else f"{where}{urlsplit(target).path}"
+            raise RemoteError(f"The server at {where} redirects to {shown} (HTTP {code}); Enclave does not follow "
+                              "redirects: add the model again with that address.")
+        if code < 300:
+            return
+        response.read()  # a streamed answer's body: the reason
+        said = _error_text(response)
         if code in (401, 403):
             how = (f"the key in ${self.model.key_env} was refused" if self.model.key_env
                    else "it needs an API key: add the model again with --key-env VAR")
@@ -235,22 +277,34 @@ class _Reply:
         self.completion_tokens: int | None = None
         self.finish: str | None = None
 
-    def take(self, data: dict[str, Any]) -> str:
+    def take(self, data: object) -> str:
+        """One chunk's text. A chunk not shaped as OpenAI's raises ValueError (the caller's
+        "not an OpenAI-compatible answer")."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a chunk is {_glimpse(data)}, not an object")
         if isinstance(data.get("error"), dict):
             raise RemoteError(f"The server stopped the reply: {data['error'].get('message', data['error'])}.")
         usage = data.get("usage")
         if isinstance(usage, dict):
-            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.prompt_tokens = _count(usage.get("prompt_tokens"))
+            self.completion_tokens = _count(usage.get("completion_tokens"))
+        choices = data.get("choices") or []
+        if not isinstance(choices, list):
+            raise ValueError(f"'choices' is {_glimpse(choices)}, not a list")
         text = ""
-        for choice in data.get("choices") or []:
-            delta = choice.get("delta") or {}
-            closing = choice.get("finish_reason") is not None and not delta.get("content")
+        for choice in choices:
+            delta = (choice.get("delta") or {}) if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                raise ValueError(f"a choice is {_glimpse(choice)}, not an object with a 'delta'")
+            content, finish = delta.get("content"), choice.get("finish_reason")
+            if not isinstance(content, str | None) or not isinstance(finish, str | None):
+                raise ValueError(f"a choice is {_glimpse(choice)}: its content and finish_reason are not text")
+            closing = finish is not None and not content
             if "content" in delta and not closing:  # one token a chunk (even "": a partial character)
                 self.chunks += 1
                 self.first = self.first or time.monotonic()
-            text += delta.get("content") or ""
-            self.finish = choice.get("finish_reason") or self.finish
+            text += content or ""
+            self.finish = finish or self.finish
         return text
 
     @property
@@ -265,7 +319,30 @@ class _Reply:
         return Stats(self.prompt_tokens, 0, self.generated, first - self.started, now - first, reason)  # type: ignore[arg-type]
 
 
-def _sse_data(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+def _count(value: object) -> int:
+    """A token count in ``usage`` (null: 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"a token count in 'usage' is {_glimpse(value)}")
+    return value
+
+
+def _glimpse(value: object) -> str:
+    """A bit of what the server sent, to name it in an error (never long)."""
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """Shut ``sock`` down for both directions: a read blocked on it in another thread returns at
+    once (closing it would not wake that read). The plain socket's method, also for a TLS
+    socket: its own would drop the TLS state under the reading thread."""
+    with contextlib.suppress(OSError):  # already closed, or never connected
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[object]:
     """The JSON of each ``data:`` line of a server-sent event stream, up to ``[DONE]``."""
     for line in lines:
         if not line.startswith("data:"):

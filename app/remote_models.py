@@ -58,18 +58,30 @@ def netloc(url: str) -> str:
 
 def base_url(url: str) -> str:
     """``url`` as the API's base: scheme, host and port checked, "/v1" added when it is not there.
-    The policy's ``remote_host_refusal`` checks the same address first."""
+    The policy's ``remote_host_refusal`` checks the same address first. An address with a user
+    name or password is refused (it would be stored, listed and audited): a key goes in an
+    environment variable, named with --key-env; no message repeats what came before the "@"."""
+    shown = without_userinfo(url.strip())
     try:
         parts = urlsplit(url.strip())
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError as exc:
-        raise EnclaveError(f"{url!r} is not a server's address ({exc}).") from exc
+        raise EnclaveError(f"{shown!r} is not a server's address ({exc}).") from None
+    if "@" in parts.netloc:
+        raise EnclaveError("Do not put a user name or password in the server's address: Enclave would store and "
+                           "show them. Put the key in an environment variable and add the model with --key-env VAR "
+                           f"(the variable's name) and the address {shown}.")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EnclaveError(f"{url!r} is not a server's address: give it as http://HOST:PORT or https://HOST:PORT.")
+        raise EnclaveError(f"{shown!r} is not a server's address: give it as http://HOST:PORT or https://HOST:PORT.")
     path = parts.path.rstrip("/")
     if not path.endswith("/v1"):
         path += "/v1"
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any "user:password@" before its host taken out, to be shown."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@", lambda m: m.group(1) or "", url, count=1)
 
 
 def check_name(name: str) -> str:

@@ -18,6 +18,7 @@ from app.remote_models import (
     base_url,
     check_env_name,
     check_name,
+    netloc,
 )
 from inference.errors import EnclaveError
 
@@ -33,18 +34,19 @@ class RemoteAdded:
 
 def add_remote(registry: RemoteModelRegistry, enforcer: Enforcer, *, offline: bool, name: str, url: str,
                key_env: str | None = None, model_id: str | None = None, context: int | None = None,
-               taken: bool = False) -> RemoteAdded:
-    """``taken``: a local model already has ``name``."""
+               taken: str | None = None) -> RemoteAdded:
+    """``taken``: the local model that already answers to ``name`` (None: none does)."""
     check_name(name)
     check_env_name(key_env)
     url = base_url(url)
     if taken:
-        raise EnclaveError(f"A local model is already called {name!r}: choose another name for the remote one.")
+        raise EnclaveError(f"The local model {taken} already answers to {name!r}: choose another name for the "
+                           "remote one, so that a prompt for one is never sent to the other.")
     if context is not None and context < 256:
         raise EnclaveError(f"--context {context} is too small for a conversation: give at least 256 tokens.")
     refusal = enforcer.policy.remote_host_refusal(url)
     if refusal is not None:
-        enforcer.refuse("remote_hosts", refusal, host=url)
+        enforcer.refuse("remote_hosts", refusal, host=netloc(url))
     draft = RemoteModel(name, url, model_id or "", key_env, context or DEFAULT_CONTEXT,
                         "given" if context else "default")
     if offline:

@@ -40,7 +40,7 @@ from app.warming import WarmReport, Warmth
 from inference.chat_formats import built_in_formats
 from inference.devices import Machine, SimulatedHost, simulated_machine
 from inference.errors import EnclaveError
-from inference.gguf_info import GGUFInfo
+from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.planner import Plan, PlanRequest
 from inference.protocol import KvCacheType, default_threads
 from inference.speed import PredictedSpeed, predict
@@ -148,13 +148,30 @@ class Services:
         return RemoteModelRegistry(self.store)
 
     def remote_model(self, ref: str | None) -> RemoteModel | None:
-        """The remote model ``ref`` names (None: a local model or file)."""
-        return self.remote_models.find(ref)
+        """The remote model ``ref`` names (None: a local model or file). A local model registered
+        under that exact name or id, or a file of that path, wins: a name two models share must
+        never send a prompt off this machine (adding or importing such a name is refused, but a
+        model found or downloaded elsewhere could still bring one)."""
+        remote = self.remote_models.find(ref)
+        if remote is None or ref is None or self._local_answers_to(ref) or Path(ref).expanduser().is_file():
+            return None
+        return remote
+
+    def _local_answers_to(self, ref: str) -> bool:
+        try:
+            local = self.models.find(ref)
+        except EnclaveError:  # an id prefix of several models: none is named so
+            return False
+        return local is not None and ref in (local.id, local.name)
 
     def add_remote_model(self, name: str, url: str, *, key_env: str | None = None, model_id: str | None = None,
                          context: int | None = None) -> RemoteAdded:
         """``enclave models add-remote``: checked, the policy applied, the server asked once unless offline."""
-        taken = self.models.find(name) is not None
+        try:
+            local = self.models.find(name)
+        except EnclaveError:  # an id prefix of several local models
+            local = next(m for m in self.models.all() if m.id.startswith(name))
+        taken = f"{local.name} ({local.id})" if local is not None else None
         return add_remote(self.remote_models, self.enforcer, offline=self.offline, name=name, url=url,
                           key_env=key_env, model_id=model_id, context=context, taken=taken)
 
@@ -286,11 +303,36 @@ class Services:
                      cancelled: Cancelled = lambda: False) -> ImportReport:
         """A ``.gguf`` file (with its shards), a folder of them, or a folder exported with a
         manifest (every file checked against it). A file that cannot be imported raises; in
-        a folder, each refused file is listed with why and the rest goes in."""
+        a folder, each refused file is listed with why and the rest goes in. A model whose name
+        or id a remote model has is refused: one name must not mean two models, one of them
+        elsewhere."""
         if path.is_dir():
-            return transfer.import_folder(self.models, path, mode, on_progress, cancelled)
-        return ImportReport(imported=[self.models.import_files([path], mode, on_progress=on_progress,
-                                                               cancelled=cancelled)])
+            report = transfer.import_folder(self.models, path, mode, on_progress, cancelled)
+            for model in list(report.imported):
+                clash = self._remote_clash(model.name, model.id)
+                if clash is not None:
+                    self.models.remove(model, delete_files=True)  # its copy or link here; never a file in place
+                    report.imported.remove(model)
+                    report.refused.append((model.files[0].path if model.files else model.name, clash))
+            return report
+        clash = self._remote_clash(inspect_gguf(path).name)  # before a byte is copied
+        if clash is not None:
+            raise EnclaveError(clash)
+        model = self.models.import_files([path], mode, on_progress=on_progress, cancelled=cancelled)
+        clash = self._remote_clash(model.id)
+        if clash is not None:
+            self.models.remove(model, delete_files=True)
+            raise EnclaveError(clash)
+        return ImportReport(imported=[model])
+
+    def _remote_clash(self, *names: str) -> str | None:
+        """Why a local model answering to ``names`` cannot be registered: a remote model has one."""
+        remote = next((r for r in map(self.remote_models.find, names) if r is not None), None)
+        if remote is None:
+            return None
+        return (f"The remote model {remote.name!r} (on {remote.where}) already has this model's name, so it was "
+                f"not imported: remove the remote one first ('enclave models remove {remote.name}') and add it "
+                "again under another name; one name must never mean a model here and one elsewhere.")
 
     def remove_model(self, ref: str, *, delete_files: bool = False, delete_external: bool = False) -> ModelRemoval:
         """Forget a model (its files as ``ModelRegistry.remove`` says) and its profile. If the
