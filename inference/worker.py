@@ -265,20 +265,13 @@ class Worker:
             self.info = None  # the child unloads the old model before loading a new one
         self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
 
-    def _drain(self) -> None:
-        self._cancel.value = 1
+    def _drain(self, until: type | tuple[type, ...] = TERMINAL) -> None:
+        """Read and drop what the child still sends for a request no one listens to, up to
+        its ``until`` event (a request's terminal event; ``BatchClosed`` for a batch)."""
+        if until is TERMINAL:
+            self._cancel.value = 1
         try:
-            while self._conn is not None and not isinstance(self._conn.recv(), TERMINAL):
-                pass
-        except (EOFError, OSError):
-            self._reap()
-            self.state = WorkerState.CRASHED
-            return
-        self.state = WorkerState.LOADED if self.info is not None else WorkerState.READY
-
-    def _drain_batch(self) -> None:
-        try:
-            while self._conn is not None and not isinstance(self._conn.recv(), BatchClosed):
+            while self._conn is not None and not isinstance(self._conn.recv(), until):
                 pass
         except (EOFError, OSError):
             self._reap()
@@ -444,7 +437,7 @@ class BatchSession:
         finally:
             if not ended:  # the reader stopped early: close the batch, so the worker is usable again
                 self.close()
-                worker._drain_batch()
+                worker._drain(BatchClosed)
             with self._send_lock:
                 self._ended = True
             worker._lock.release()

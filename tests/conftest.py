@@ -3,6 +3,7 @@ its own ``ENCLAVE_HOME``, and an audit hook refuses any outbound connection."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -89,6 +90,24 @@ def dense_model(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def aborting_model(models_dir: Path) -> Path:
     return write_aborting_model(models_dir / "tiny-abort.gguf")
+
+
+@pytest.fixture
+def audited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A policy that turns the audit log on at a path of the administrator's choosing."""
+    log = tmp_path / "var-log" / "audit.jsonl"
+    policy = tmp_path / "admin" / "policy.toml"
+    policy.parent.mkdir()
+    policy.write_text(f'audit_log = "{log}"\n')
+    monkeypatch.setenv("ENCLAVE_POLICY", str(policy))
+    return log
+
+
+def audit_records(log: Path, event: str) -> list[dict]:
+    """The details of every ``event`` record in the audit log at ``log`` (none yet: [])."""
+    if not log.exists():
+        return []
+    return [r["details"] for r in map(json.loads, log.read_text().splitlines()) if r["event"] == event]
 
 
 def settings_for(path: Path, **overrides: object) -> ModelSettings:

@@ -28,17 +28,6 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture
-def audited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A policy that turns the audit log on at a path of the administrator's choosing."""
-    log = tmp_path / "var-log" / "audit.jsonl"
-    policy = tmp_path / "admin" / "policy.toml"
-    policy.parent.mkdir()
-    policy.write_text(f'audit_log = "{log}"\n')
-    monkeypatch.setenv("ENCLAVE_POLICY", str(policy))
-    return log
-
-
 def test_records_chain_and_verify_finds_edits_insertions_and_removals(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
     for n in range(4):

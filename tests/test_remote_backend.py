@@ -4,7 +4,6 @@ One server for the module; every wait is bounded."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from app.services import Services
 from inference.protocol import ChatMessage, Done, Failed, Sampling, Token
 from tests import test_ui_chat
 from tests.cli import enclave
+from tests.conftest import audit_records
 from ui import theme
 
 START_SECONDS = 90
@@ -85,16 +85,6 @@ def server(dense_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process.kill()
 
 
-@pytest.fixture
-def audited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A policy with an audit log, in force for this process and the commands it runs."""
-    log = tmp_path / "audit.jsonl"
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f'audit_log = "{log}"\n')
-    monkeypatch.setenv("ENCLAVE_POLICY", str(policy))
-    return log
-
-
 def _greedy(services: Services) -> None:
     services.settings.save(replace(services.settings.load(), temperature=0.0, max_tokens=REPLY_TOKENS,
                                    system_prompt=""))
@@ -103,10 +93,6 @@ def _greedy(services: Services) -> None:
 def _greedy_settings(home: Path) -> None:
     with Services.open() as services:
         _greedy(services)
-
-
-def _records(log: Path, event: str) -> list[dict]:
-    return [r["details"] for r in map(json.loads, log.read_text().splitlines()) if r["event"] == event]
 
 
 def _add(home: Path, server: LlamaCppServer, name: str = "box", *extra: str) -> subprocess.CompletedProcess[str]:
@@ -129,7 +115,7 @@ def test_add_remote_asks_the_server_once_and_registers_it(enclave_home: Path, se
 
     listed = enclave("models", "list", home=enclave_home)
     assert f"remote: tiny on {where}" in listed.stdout
-    assert _records(audited, "remote.added") == [{"name": "box", "host": where, "model": "tiny", "checked": True}]
+    assert audit_records(audited, "remote.added") == [{"name": "box", "host": where, "model": "tiny", "checked": True}]
 
     unknown = _add(enclave_home, server, "other", "--model", "not-served")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
@@ -151,7 +137,7 @@ def test_run_streams_the_servers_greedy_reply_and_audits_it_without_content(
     expected = server.greedy([{"role": "user", "content": prompt}])
     assert expected and ran.stdout == expected + "\n"
 
-    (record,) = [r for r in _records(audited, "remote.request") if r["action"] == "chat"]
+    (record,) = [r for r in audit_records(audited, "remote.request") if r["action"] == "chat"]
     assert record["host"] == server.url.removeprefix("http://") and record["model"] == "tiny"
     assert record["status"] == "ok" and record["tokens_out"] == REPLY_TOKENS
     assert prompt not in audited.read_text() and expected not in audited.read_text()  # never content

@@ -19,6 +19,7 @@ from app.remote_models import RemoteModel, base_url
 from app.services import Services
 from inference.errors import EnclaveError
 from inference.protocol import ChatMessage, Done, Failed, Sampling, Token
+from tests.conftest import audit_records
 
 SECRET = "s3cret-pass"
 Handler = Callable[[BaseHTTPRequestHandler], None]
@@ -80,21 +81,6 @@ def server() -> Iterator[FakeServer]:
     fake.http.server_close()
 
 
-@pytest.fixture
-def audit_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    log = tmp_path / "audit.jsonl"
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f'audit_log = "{log}"\n')
-    monkeypatch.setenv("ENCLAVE_POLICY", str(policy))
-    return log
-
-
-def _records(log: Path, event: str) -> list[dict]:
-    if not log.exists():
-        return []
-    return [r["details"] for r in map(json.loads, log.read_text().splitlines()) if r["event"] == event]
-
-
 def _client(services: Services, server: FakeServer, **options: float) -> RemoteClient:
     model = services.add_remote_model("box", server.url).model
     return RemoteClient(model, services.enforcer, offline=False, **options)
@@ -107,7 +93,7 @@ def _ask(client: RemoteClient) -> list:
 # 1. Credentials in an address ------------------------------------------------------------------
 
 def test_an_address_with_a_password_is_refused_and_never_stored_shown_or_audited(
-        server: FakeServer, audit_log: Path) -> None:
+        server: FakeServer, audited: Path) -> None:
     with pytest.raises(EnclaveError, match="--key-env") as refused:
         base_url(f"http://alice:{SECRET}@127.0.0.1:8080")
     assert SECRET not in str(refused.value) and "alice" not in str(refused.value)
@@ -118,21 +104,21 @@ def test_an_address_with_a_password_is_refused_and_never_stored_shown_or_audited
             services.add_remote_model("box", server.url.replace("http://", f"http://alice:{SECRET}@"))
         assert services.remote_models.all() == []
     assert server.posts == []
-    assert audit_log.exists() and SECRET not in audit_log.read_text() and "alice" not in audit_log.read_text()
+    assert audited.exists() and SECRET not in audited.read_text() and "alice" not in audited.read_text()
 
 
-def test_a_policy_refusal_audits_the_host_and_port_only(tmp_path: Path, audit_log: Path) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f'audit_log = "{audit_log}"\nremote_hosts = ["gpu.corp.example"]\n')
+def test_a_policy_refusal_audits_the_host_and_port_only(tmp_path: Path, audited: Path) -> None:
+    policy = tmp_path / "admin" / "policy.toml"  # the one ``audited`` put in force
+    policy.write_text(f'audit_log = "{audited}"\nremote_hosts = ["gpu.corp.example"]\n')
     with Services.open() as services, pytest.raises(EnclaveError, match="does not allow connecting"):
         services.add_remote_model("r", "https://evil.example/v1?token=abc")
-    (refusal,) = _records(audit_log, "policy.refused")
-    assert refusal["host"] == "evil.example:443" and "token" not in audit_log.read_text()
+    (refusal,) = audit_records(audited, "policy.refused")
+    assert refusal["host"] == "evil.example:443" and "token" not in audited.read_text()
 
 
 # 2. Stop, at once -----------------------------------------------------------------------------
 
-def test_stop_while_the_server_is_silent_ends_the_reply_at_once(server: FakeServer, audit_log: Path) -> None:
+def test_stop_while_the_server_is_silent_ends_the_reply_at_once(server: FakeServer, audited: Path) -> None:
     def silent_after_headers(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
@@ -148,7 +134,7 @@ def test_stop_while_the_server_is_silent_ends_the_reply_at_once(server: FakeServ
         events = _ask(client)
     assert time.monotonic() - started < 3  # not READ_SECONDS
     assert len(events) == 1 and isinstance(events[0], Done) and events[0].stats.stop_reason == "cancelled"
-    assert [r["status"] for r in _records(audit_log, "remote.request") if r["action"] == "chat"] == ["cancelled"]
+    assert [r["status"] for r in audit_records(audited, "remote.request") if r["action"] == "chat"] == ["cancelled"]
 
 
 def test_stop_before_the_answers_headers_ends_the_reply_at_once(server: FakeServer) -> None:
@@ -215,19 +201,19 @@ def test_a_registered_local_model_wins_over_a_remote_one_of_its_name(tmp_path: P
 
 @pytest.mark.parametrize("chunk", ["[1,2]", '{"choices":["x"]}', '{"choices":[{"delta":{"content":[1]}}]}',
                                    '{"choices":{"a":1}}', '{"usage":{"prompt_tokens":"many"}}', '"text"'])
-def test_a_malformed_chunk_is_one_sentence_and_audited_as_an_error(server: FakeServer, audit_log: Path,
+def test_a_malformed_chunk_is_one_sentence_and_audited_as_an_error(server: FakeServer, audited: Path,
                                                                    chunk: str) -> None:
     server.stream('{"choices":[{"delta":{"content":"hi"}}]}', chunk, "[DONE]")
     with Services.open() as services:
         events = _ask(_client(services, server))
     assert isinstance(events[-1], Failed) and "not an OpenAI-compatible answer" in events[-1].message
-    (record,) = [r for r in _records(audit_log, "remote.request") if r["action"] == "chat"]
-    assert record["status"] == "error" and "secret plan" not in audit_log.read_text()
+    (record,) = [r for r in audit_records(audited, "remote.request") if r["action"] == "chat"]
+    assert record["status"] == "error" and "secret plan" not in audited.read_text()
 
 
 # 5. Redirects ---------------------------------------------------------------------------------
 
-def test_a_redirect_is_never_followed_and_names_where_it_points(server: FakeServer, audit_log: Path) -> None:
+def test_a_redirect_is_never_followed_and_names_where_it_points(server: FakeServer, audited: Path) -> None:
     elsewhere = "http://gpu-elsewhere.example:9/v1/chat/completions?key=abc"  # following it fails the test
     server.on_post = lambda handler: _send(handler, 302, "", Location=elsewhere)
     with Services.open() as services:
@@ -235,18 +221,18 @@ def test_a_redirect_is_never_followed_and_names_where_it_points(server: FakeServ
     assert [type(e) for e in events] == [Failed]
     assert "redirects to gpu-elsewhere.example:9" in events[0].message and "add the model again" in events[0].message
     assert "key=abc" not in events[0].message
-    assert [r["status"] for r in _records(audit_log, "remote.request") if r["action"] == "chat"] == ["error"]
+    assert [r["status"] for r in audit_records(audited, "remote.request") if r["action"] == "chat"] == ["error"]
 
 
 # 6. Tokenize requests that fail -----------------------------------------------------------------
 
-def test_failed_tokenize_requests_are_audited_without_content(server: FakeServer, audit_log: Path) -> None:
+def test_failed_tokenize_requests_are_audited_without_content(server: FakeServer, audited: Path) -> None:
     server.on_post = lambda handler: _send(handler, 500, '{"error":{"message":"no"}}')
     with Services.open() as services:
         client = _client(services, server)
         assert client.count_tokens(["the secret plan", "more"]) is None
         assert client.count_tokens(["again"]) is None  # known now: not asked again
     assert server.posts == ["/extras/tokenize", "/tokenize"]
-    records = [r for r in _records(audit_log, "remote.request") if r["action"] == "tokenize"]
+    records = [r for r in audit_records(audited, "remote.request") if r["action"] == "tokenize"]
     assert [(r["status"], r["texts"]) for r in records] == [("error", 2), ("error", 2)]
-    assert "secret plan" not in audit_log.read_text()
+    assert "secret plan" not in audited.read_text()

@@ -38,6 +38,7 @@ from ui.settings_fields import GROUPS, LABELS, Control, SliderSpin, make_control
 from ui.settings_serve import ServeSection
 from ui.tasks import TaskRunner
 from ui.theme import SPACE, colors, error_color, font, icon
+from ui.widgets import left_aligned
 
 NO_DEFAULT_MODEL = "(none: choose per conversation)"
 
@@ -128,7 +129,7 @@ class SettingsPage(QWidget):
         note.hide()
         cell = QVBoxLayout()
         cell.setSpacing(SPACE.XS)
-        cell.addWidget(editor if not self._fixed_width(editor) else self._left(editor))
+        cell.addWidget(editor if not self._fixed_width(editor) else left_aligned(editor))
         cell.addWidget(error)
         cell.addWidget(note)
         if isinstance(editor, QCheckBox):
@@ -147,15 +148,6 @@ class SettingsPage(QWidget):
     def _fixed_width(editor: Control) -> bool:
         """Spin boxes keep their own width: a number needs no 700 px field."""
         return isinstance(editor, QAbstractSpinBox)
-
-    @staticmethod
-    def _left(editor: QWidget) -> QWidget:
-        holder = QWidget()
-        row = QHBoxLayout(holder)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(editor)
-        row.addStretch(1)
-        return holder
 
     def _add_storage_rows(self, form: QFormLayout) -> None:
         self.data_label = QLabel()

@@ -43,6 +43,7 @@ from app.settings import DESCRIPTIONS
 from ui.settings_serve_keys import ServeKeys
 from ui.tasks import TaskRunner
 from ui.theme import colors, error_color, icon
+from ui.widgets import left_aligned
 
 TITLE = "Serve on this network"
 ABOUT = ("Let other programs and computers use your models and libraries through an OpenAI-compatible API "
@@ -154,7 +155,7 @@ class ServeSection(QObject):
         form.addRow(self.policy_note)
         form.addRow("", self.switch)
         form.addRow("Address", self.address)
-        form.addRow("Port", self._left(self.port))
+        form.addRow("Port", left_aligned(self.port))
         form.addRow("TLS certificate", self.cert_row)
         form.addRow("TLS key", self.key_row)
         form.addRow("", self.insecure)
@@ -168,15 +169,6 @@ class ServeSection(QObject):
         form.addRow("Requests", self.counts)
         form.addRow("API keys", self.keys)
         self.load()
-
-    @staticmethod
-    def _left(widget: QWidget) -> QWidget:
-        holder = QWidget()
-        row = QHBoxLayout(holder)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(widget)
-        row.addStretch(1)
-        return holder
 
     # Values -------------------------------------------------------------------------------
 
