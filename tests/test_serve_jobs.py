@@ -105,3 +105,27 @@ def test_no_model_to_batch_is_a_503_saying_why_not_a_500() -> None:
     items = asyncio.run(scenario())
     assert len(items) == 1 and isinstance(items[0], ApiError)
     assert items[0].status == 503 and items[0].message == "No model is loaded. Load a model first."
+
+
+def test_a_store_that_cannot_be_read_is_a_503_saying_so_not_a_bare_500() -> None:
+    from starlette.testclient import TestClient
+
+    from app.enforcement import Enforcer
+    from app.policy import Policy
+    from app.server.config import ServeConfig
+    from app.server.routes import Server, build_app
+
+    class BrokenKeys:
+        def verify(self, secret: str) -> None:
+            raise EnclaveError("The database is locked by another program; try again.")
+
+    server = Server(backend=None, config=ServeConfig(keys_required=True),  # type: ignore[arg-type]
+                    enforcer=Enforcer(Policy()), keys=BrokenKeys())  # type: ignore[arg-type]
+    try:
+        answer = TestClient(build_app(server)).post(
+            "/v1/chat/completions", headers={"Authorization": "Bearer enc-x"},
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        server.runner.shutdown()
+    assert answer.status_code == 503
+    assert answer.json()["error"]["message"] == "The database is locked by another program; try again."

@@ -25,6 +25,7 @@ from app.server.config import ServeConfig
 from app.server.errors import ApiError
 from app.server.jobs import Item, Job, Runner
 from app.server.queue import FairQueue, QueueFull
+from inference.errors import EnclaveError
 
 DISCONNECT_POLL_SECONDS = 0.5
 
@@ -138,6 +139,9 @@ async def answer(server: Server, request: Request, *, chat: bool) -> Response:
     except QueueFull as full:
         exchange.close(server, 429)
         return ApiError(429, str(full), code="rate_limit_exceeded").response()
+    except EnclaveError as exc:  # the store could not be read (a key, a model's name): said, not a bare 500
+        exchange.close(server, 503)
+        return ApiError(503, str(exc), code="server_error").response()
     try:
         return await _answer_queued(server, request, exchange, asked, target)
     except BaseException as exc:
