@@ -258,6 +258,23 @@ def test_a_client_that_leaves_mid_stream_frees_the_server(served: Served) -> Non
     assert left, served.log_lines()[-5:]
 
 
+def test_a_client_that_leaves_while_waiting_in_line_leaves_the_line(served: Served) -> None:
+    client = served.client(timeout=60)
+    stream = client.chat.completions.create(model="tiny-moe", messages=[{"role": "user", "content": "Tell a story."}],
+                                            temperature=0, max_tokens=LONG_REPLY, stream=True)
+    next(iter(stream))  # a model's batch runs: a library question waits for the worker alone
+    with pytest.raises(openai.APITimeoutError):
+        served.client(timeout=1.5).chat.completions.create(
+            model="library/contracts", messages=[{"role": "user", "content": "How long is the lease?"}])
+    deadline = time.monotonic() + 10
+    left: list[str] = []
+    while not left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [ln for ln in served.log_lines() if ln.startswith("499 POST") and "library/contracts" in ln]
+    stream.close()
+    assert left and "tokens=0+0" in left[0]  # out of the line while the story still streamed: nothing ran
+
+
 def test_a_library_answers_with_its_sources(served: Served) -> None:
     question = [{"role": "user", "content": "How long is the lease?"}]
     status, body = served.http("/chat/completions", {"model": "library/contracts", "max_tokens": 6,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -153,10 +153,15 @@ async def answer(server: Server, request: Request, *, chat: bool) -> Response:
 async def _answer_queued(server: Server, request: Request, exchange: Exchange, asked: ApiRequest,
                          target: Target) -> Response:
     if target.library_id is None:
-        job = await server.runner.start_batched(
+        starting = server.runner.start_batched(
             target.ref, lambda load: server.backend.generate_request(asked, target, load=load))
     else:
-        job = await server.runner.start(lambda emit, stopped: server.backend.answer(asked, target, emit, stopped))
+        starting = server.runner.start(lambda emit, stopped: server.backend.answer(asked, target, emit, stopped))
+    job = await _unless_gone(request, starting)
+    if job is None:  # the client left while it waited in line: it leaves the line, nothing runs
+        exchange.leave()
+        exchange.close(server, 499)
+        return Response(status_code=499)
     watch = asyncio.ensure_future(_watch(request, job))
     try:
         response = await _reply(server, exchange, job, asked, watch)
@@ -184,11 +189,38 @@ async def _reply(server: Server, exchange: Exchange, job: Job, asked: ApiRequest
     return await _whole(server, exchange, job, first, items, reply)
 
 
-async def _watch(request: Request, job: Job) -> None:
-    """Stop ``job`` when its client goes away (polled: uvicorn says so only when asked)."""
+async def _gone(request: Request) -> None:
+    """Returns when the client has gone away (polled: uvicorn says so only when asked)."""
     while not await request.is_disconnected():
         await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+
+
+async def _watch(request: Request, job: Job) -> None:
+    """Stop ``job`` when its client goes away."""
+    await _gone(request)
     job.stop()
+
+
+async def _unless_gone(request: Request, starting: Coroutine[object, object, Job]) -> Job | None:
+    """The job ``starting`` gives once its turn comes, or None when the client went away first."""
+    started = asyncio.ensure_future(starting)
+    gone = asyncio.ensure_future(_gone(request))
+    try:
+        await asyncio.wait({started, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not started.done():
+        started.cancel()  # out of the line (FairQueue.acquire hands on a place it was just given)
+    try:
+        job = await started
+    except asyncio.CancelledError:
+        if not gone.done() or gone.cancelled():
+            raise  # this request itself was cancelled, not left by its client
+        return None
+    if gone.done() and not gone.cancelled():
+        job.stop()  # its turn came just as the client left
+        return None
+    return job
 
 
 async def _whole(server: Server, exchange: Exchange, job: Job, first: Item,
