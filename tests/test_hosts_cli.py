@@ -35,8 +35,11 @@ def test_a_loopback_host_lists_its_device_and_takes_layers(enclave_home: Path, m
     assert listed["reachable"] and listed["devices"][0]["id"] == f"RPC0[{endpoint}]"
     assert listed["link"]["bytes_per_s"] > 10e6 and 0 < listed["link"]["latency_s"] < 0.05
 
-    data = json.loads(enclave("plan", str(moe_model), "--ctx", "1024", "--margin", "0", "--json",
-                              home=enclave_home).stdout)
+    for _ in range(3):  # a CPU busy while its speed is measured gives no speed, and is measured again next time
+        data = json.loads(enclave("plan", str(moe_model), "--ctx", "1024", "--margin", "0", "--json",
+                                  home=enclave_home).stdout)
+        if data["speed"] is not None:
+            break
     host = next(d for d in data["devices"] if d["host"] == endpoint)
     assert host["budget"] == 4 * 2**30 and host["layers"] == 4  # the whole model fits there
     assert data["rpc_hosts"] == [endpoint] and data["tensor_split"] == [5]
