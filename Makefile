@@ -17,14 +17,19 @@ LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_RPC=on $(CMAKE_ARGS)
 WHEEL_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/enclave/wheels/$(shell printf '%s' '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
 
-$(STAMP): pyproject.toml
+# The shipped distributions are installed at the versions of the package's lock file (its pins as
+# constraints, without the hashes: the dev tools are not in it), so the tests run what ships.
+LOCK := installers/requirements-lock.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
 		"llama-cpp-python==$(LLAMA_VERSION)" -w $(WHEEL_CACHE)
 	$(BIN)/python -m pip install --quiet $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' $(LOCK) > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -91,15 +96,21 @@ bench: $(STAMP)
 #   make package-test  smoke test of all three in a clean environment
 #   make lock          rewrite installers/requirements-lock.txt (the exact inputs make package installs)
 # Packages are built in their own .venv-package from the lock file: every shipped Python distribution at
-# one version, checked against its sha256 (pip --require-hashes). llama.cpp is compiled for any x86-64 CPU
-# with AVX2 (pip's default build targets this machine's CPU, and would crash elsewhere with "Illegal
-# instruction"). --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS.
+# one version, checked against its sha256 (pip --require-hashes). llama.cpp is compiled for every x86-64
+# CPU: its backends are libraries loaded at run time (GGML_BACKEND_DL), the CPU one in a variant per
+# instruction-set level (GGML_CPU_ALL_VARIANTS: x64, sse42, sandybridge, … haswell, skylakex, … zen4,
+# sapphirerapids), of which llama.cpp loads the best for the machine (pip's default build targets this
+# machine's CPU, and would crash elsewhere with "Illegal instruction"). CMAKE_INSTALL_BINDIR puts those
+# libraries beside libllama in llama_cpp/lib (ggml would install them in site-packages/bin, where nothing
+# looks). About 28 minutes on 2 shared cores (measured). --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS.
 PKG_VENV := .venv-package
 PKG_BIN := $(PKG_VENV)/bin
-PACKAGE_STAMP := $(PKG_VENV)/.installed
-PORTABLE_CMAKE_ARGS := -DGGML_RPC=on -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+PORTABLE_CMAKE_ARGS := -DGGML_RPC=on -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+	-DCMAKE_INSTALL_BINDIR=llama_cpp/lib
 PACKAGE_CMAKE_ARGS := $(strip $(PORTABLE_CMAKE_ARGS) $(CMAKE_ARGS))
-LOCK := installers/requirements-lock.txt
+# one stamp per set of arguments: other arguments rebuild llama-cpp-python (pip alone would keep the
+# installed build of the same version)
+PACKAGE_STAMP := $(PKG_VENV)/.installed-$(shell printf '%s' '$(PACKAGE_CMAKE_ARGS)' | sha256sum | cut -c1-16)
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
 SBOM := dist/enclave-$(VERSION)-sbom.cdx.json
 .PHONY: lock
@@ -114,11 +125,14 @@ lock: $(STAMP)
 $(PACKAGE_STAMP): pyproject.toml $(LOCK)
 	test -x $(PKG_BIN)/python || $(PYTHON) -m venv $(PKG_VENV)
 	$(PKG_BIN)/python -m pip install --quiet --upgrade pip
+	test "$$(cat $(PKG_VENV)/.llama-cmake-args 2>/dev/null)" = "$(PACKAGE_CMAKE_ARGS)" || \
+		$(PKG_BIN)/python -m pip uninstall --quiet --yes llama-cpp-python
 	CMAKE_ARGS="$(PACKAGE_CMAKE_ARGS)" $(PKG_BIN)/python -m pip install --quiet --no-cache-dir \
 		--require-hashes --no-deps -r $(LOCK)
 	$(PKG_BIN)/python -m pip install --quiet --no-deps -e .
 	$(PKG_BIN)/python -m pip install --quiet -e '.[package,dev]'
 	$(PKG_BIN)/python scripts/lock_package.py --check -o $(LOCK)
+	printf '%s' "$(PACKAGE_CMAKE_ARGS)" > $(PKG_VENV)/.llama-cmake-args
 	touch $(PACKAGE_STAMP)
 
 # The SBOM is made first (it fails if .venv-package is not the lock's), THIRD_PARTY_LICENSES from it, and

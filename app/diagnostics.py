@@ -55,12 +55,15 @@ def _devices(paths: AppPaths) -> dict[str, Any]:
     try:
         report = probe_report(paths.llama_log)
     except EnclaveError as exc:
-        return {"backends": [], "gpu_offload": False, "system_info": "", "devices": [], "probe_error": str(exc)}
+        return {"backends": [], "gpu_offload": False, "system_info": "", "devices": [], "backend_libraries": None,
+                "probe_error": str(exc)}
     return {
         "backends": list(report.backends),
         "gpu_offload": report.gpu_offload,
         "system_info": report.system_info,
         "devices": [asdict(d) for d in report.devices],
+        # how the build carries its backends and, for each library beside libllama, loaded or why not
+        "backend_libraries": asdict(report.loading) if report.loading else None,
     }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from inference.backends import init_backends
 from inference.chat_formats import ChatFormatChoice, check_format_name, choose_chat_format, reply_stops
 from inference.chat_template import chat_renderer
 from inference.errors import EnclaveError, ModelLoadError, PromptTooLong
@@ -113,7 +114,7 @@ class Engine:
     def __init__(self, settings: ModelSettings, log: LlamaLog) -> None:
         global _backend_ready
         if not _backend_ready:
-            llama_cpp.llama_backend_init()
+            init_backends()  # llama_backend_init, after loading a backend-DL build's libraries
             _backend_ready = True
         self.settings = settings
         self._log = log

@@ -18,6 +18,7 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
+from inference.backends import init_backends
 from inference.errors import EnclaveError
 
 DeviceType = Literal["cpu", "gpu", "igpu", "accel", "meta"]
@@ -39,10 +40,9 @@ class BackendDevice:
 
 @functools.cache
 def _lib() -> ctypes.CDLL:
-    import llama_cpp
     from llama_cpp._ggml import libggml
 
-    llama_cpp.llama_backend_init()  # registers the backends
+    init_backends()  # registers the backends (loads them, in a backend-DL build)
     p = ctypes.c_void_p
     signatures: dict[str, tuple[list[type], type | None]] = {
         "ggml_backend_dev_count": ([], ctypes.c_size_t),

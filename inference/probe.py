@@ -10,21 +10,27 @@ dies or hangs becomes an ``EnclaveError`` quoting what it wrote last.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from inference.backends import BackendsReport
 from inference.device_speed import DeviceSpeed, LinkSpeed
 from inference.devices import Machine
 from inference.errors import EnclaveError
 from inference.ggml_backend import BackendDevice
 from inference.orphans import exit_with_parent
 from inference.worker import crash_cause, how_it_ended, log_lines_since, redirect_output
+
+if TYPE_CHECKING:
+    from inference.llama_log import LlamaLog
 
 PROBE_TIMEOUT = 60.0  # seconds; a CUDA driver's first initialisation can take several
 HOST_TIMEOUT = 20.0  # an RPC host's devices and a measure of the link to it
@@ -42,6 +48,7 @@ class MachineReport:
     devices: tuple[BackendDevice, ...]
     gpu_offload: bool
     system_info: str  # llama.cpp's CPU features line
+    loading: BackendsReport | None = None  # the backend libraries: linked in, or loaded and why not
 
 
 def _child(conn: Connection, log_path: str, task: Callable[..., object], args: tuple[object, ...]) -> None:
@@ -95,16 +102,31 @@ def run_in_child(task: Callable[..., T], args: tuple[object, ...], log_path: Pat
 def _report() -> MachineReport:
     import llama_cpp
 
+    from inference.backends import backends_report
     from inference.devices import detect_machine
     from inference.ggml_backend import backend_names, list_devices
 
+    log = _llama_log()
     return MachineReport(
         machine=detect_machine(),
         backends=tuple(backend_names()),
         devices=tuple(list_devices()),
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
         system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        loading=backends_report(log.since(0)),
     )
+
+
+def _llama_log() -> LlamaLog:
+    """llama.cpp's lines kept (which backend library it loaded, where the loader cannot say)
+    and written to the log file as the worker writes them."""
+    from inference.llama_log import LlamaLog
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s [{os.getpid()}] %(name)s: %(message)s")
+    log = LlamaLog()
+    log.install()
+    return log
 
 
 def probe_report(log_path: Path, timeout: float = PROBE_TIMEOUT) -> MachineReport:

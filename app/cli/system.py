@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 import click
 
@@ -37,6 +38,8 @@ def doctor(as_json: bool, check_db: bool) -> None:
     click.echo(f"llama.cpp backends: {', '.join(report['backends'])}  (GPU offload: "
                f"{'yes' if report['gpu_offload'] else 'no'})")
     click.echo(f"CPU features: {report['system_info']}")
+    for line in backend_library_lines(report["backend_libraries"]):
+        click.echo(line)
     if "probe_error" in report:
         click.echo(report["probe_error"])
     click.echo("Devices:")
@@ -50,6 +53,25 @@ def doctor(as_json: bool, check_db: bool) -> None:
     click.echo("Policy: " + "\n".join(policy_lines(policy_in_force())))
     sbom = report["sbom"]
     click.echo(f"SBOM: sha256 {sbom['sha256']}  ({sbom['path']})" if sbom["sha256"] else f"SBOM: {sbom['note']}")
+
+
+def backend_library_lines(libraries: dict[str, Any] | None) -> list[str]:
+    """The backend libraries beside libllama: how the build carries them, then each file,
+    loaded or not and why."""
+    if libraries is None:
+        return []
+    registered = ", ".join(libraries["registered"]) or "none"
+    if libraries["loading"] == "static":
+        head = f"Backend libraries: static build, backends linked in ({registered}) in {libraries['directory']}"
+    else:
+        variant = f"; CPU variant: {libraries['cpu_variant']}" if libraries["cpu_variant"] else ""
+        head = f"Backend libraries: loaded at run time from {libraries['directory']}{variant}"
+    lines = [head]
+    width = max((len(f["file"]) for f in libraries["files"]), default=0)
+    for f in libraries["files"]:
+        state = ("linked in" if libraries["loading"] == "static" else "loaded") if f["loaded"] else "not loaded"
+        lines.append(f"  {state:<10}  {f['file']:<{width}}  {f['reason']}".rstrip())
+    return lines
 
 
 @cli.group(invoke_without_command=True)
