@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean package package-test
+.PHONY: run test lint bench clean package package-test portable-cmake-args
 
 # llama.cpp is built with its RPC backend (enclave host, enclave hosts) in every build, beside
 # any GPU backend CMAKE_ARGS names. pip's wheel cache ignores CMAKE_ARGS, so the wheel is built
@@ -107,6 +107,8 @@ PKG_VENV := .venv-package
 PKG_BIN := $(PKG_VENV)/bin
 PORTABLE_CMAKE_ARGS := -DGGML_RPC=on -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
 	-DCMAKE_INSTALL_BINDIR=llama_cpp/lib
+portable-cmake-args:  # for installers/linux/portable_llama.sh: one list of the package's build arguments
+	@echo '$(PORTABLE_CMAKE_ARGS)'
 PACKAGE_CMAKE_ARGS := $(strip $(PORTABLE_CMAKE_ARGS) $(CMAKE_ARGS))
 # one stamp per set of arguments: other arguments rebuild llama-cpp-python (pip alone would keep the
 # installed build of the same version)

@@ -140,22 +140,27 @@ _SetThreads = ctypes.CFUNCTYPE(None, _P, ctypes.c_int)
 _ExtraBufts = ctypes.CFUNCTYPE(ctypes.POINTER(_P), _P)
 
 
-def _declare(signatures: dict[str, tuple[list[Any], Any]]) -> ctypes.CDLL:
-    import llama_cpp
+def _declare(signatures: dict[str, tuple[list[Any], Any]], backend: str | None = None) -> ctypes.CDLL:
+    """``signatures`` declared on libggml, or on ``backend``'s own library (in a backend-DL build
+    its functions are not reachable through libggml)."""
     from llama_cpp._ggml import libggml
 
-    llama_cpp.llama_backend_init()
-    missing = [name for name in signatures if not hasattr(libggml, name)]
+    from inference.backends import backend_library, init_backends, loading
+
+    init_backends()  # never llama_backend_init alone: a backend-DL build would have no backends
+    dynamic = backend is not None and loading() == "dynamic"  # linked in: through libggml, as llama.cpp does
+    library = (backend_library(backend) if dynamic else None) or libggml
+    missing = [name for name in signatures if not hasattr(library, name)]
     if missing:
         raise EnclaveError(
             f"This llama.cpp build lacks {', '.join(missing)}, which the speed probe needs; "
             "reinstall Enclave's llama-cpp-python."
         )
     for name, (argtypes, restype) in signatures.items():
-        fn = getattr(libggml, name)
+        fn = getattr(library, name)
         fn.argtypes = argtypes
         fn.restype = restype
-    return libggml
+    return library
 
 
 @functools.cache
@@ -166,7 +171,7 @@ def _lib() -> ctypes.CDLL:
 @functools.cache
 def _rpc_lib() -> ctypes.CDLL:
     _lib()
-    return _declare(_RPC_SIGNATURES)
+    return _declare(_RPC_SIGNATURES, "RPC")
 
 
 def _type_id(name: str) -> int:

@@ -3,17 +3,17 @@
 #
 # pip builds llama.cpp with GGML_NATIVE=ON by default, i.e. for every instruction set of
 # the build machine's CPU (AVX-512 on a recent server). A package built from that crashes
-# with "Illegal instruction" on CPUs without them. This builds for x86-64-v3 instead
-# (AVX2, FMA, F16C, BMI2: Intel Haswell 2013+, AMD Zen+). About 4 minutes on 2 cores.
+# with "Illegal instruction" on CPUs without them. This builds it as `make package` does:
+# its backends as libraries loaded at run time and every x86-64 CPU variant (llama.cpp picks
+# the best one where it runs), with the RPC backend. About 28 minutes on 2 cores.
 #
 #   installers/linux/portable_llama.sh && make package
 #
 # --no-cache-dir matters: pip's wheel cache does not know about CMAKE_ARGS and would hand
-# back the native build. llama.cpp's RPC backend is in every build (enclave host, hosts). To
-# return to the native (faster on this machine) build: rm .venv/.installed && make.
+# back the native build. To return to the native (faster to build) one: rm .venv/.installed && make.
 set -eu
 cd "$(dirname "$0")/../.."
 LLAMA=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
-CMAKE_ARGS="-DGGML_RPC=on -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON ${CMAKE_ARGS:-}" \
+CMAKE_ARGS="$(make -s portable-cmake-args) ${CMAKE_ARGS:-}" \
     .venv/bin/python -m pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$LLAMA"
-.venv/bin/python -c "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
+.venv/bin/enclave doctor | sed -n '/Backend libraries/,/^$/p'  # the CPU variant chosen here, and the others
