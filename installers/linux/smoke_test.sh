@@ -107,6 +107,27 @@ else
     bad "could not write the tiny model with $PY -m tests.tiny_models"
 fi
 
+# llama.cpp's CPU variant (backends loaded at run time): the best one for this machine, and with
+# its file taken away, a lower one that still answers.
+variant_of() { clean "$1" doctor --json 2>/dev/null | "$PY" -c 'import json, sys
+print((json.load(sys.stdin).get("backend_libraries") or {}).get("cpu_variant") or "")'; }
+VARIANT=$(variant_of "$APP")
+if [ -n "$VARIANT" ]; then
+    ok "llama.cpp loads its CPU variant '$VARIANT' here ($(ls "$DIST/Enclave/_internal/llama_cpp/lib/" | grep -c '^libggml-cpu-') variants shipped)"
+    cp -r "$DIST/Enclave" "$TMP/fallback"
+    rm -f "$TMP/fallback/_internal/llama_cpp/lib/libggml-cpu-$VARIANT.so"
+    LOWER=$(variant_of "$TMP/fallback/Enclave")
+    answer=$(clean "$TMP/fallback/Enclave" run "$MODEL" "hello world" --max-tokens 8 --temperature 0 2>"$TMP/fallback.err")
+    if [ -n "$LOWER" ] && [ "$LOWER" != "$VARIANT" ] && [ -n "$answer" ]; then
+        ok "without libggml-cpu-$VARIANT.so, '$LOWER' loads and the tiny model answers"
+    else
+        bad "without libggml-cpu-$VARIANT.so: variant '$LOWER', answer '$answer'"; sed 's/^/        /' "$TMP/fallback.err" | tail -5
+    fi
+    rm -rf "$TMP/fallback"
+else
+    bad "doctor --json names no CPU variant: llama.cpp is not built with every CPU variant (make package does it)"
+fi
+
 # The GUI: started offscreen, terminated with SIGTERM, must go without a crash.
 if clean "$APP" gui --help >/dev/null 2>&1; then
     # Not through clean(): $! must be the app itself, not a subshell.
