@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,13 +213,21 @@ def test_background_tasks_do_not_open_a_connection_each(qapp, store: Store) -> N
     def read() -> None:
         counts.append(store.read().execute("SELECT count(*) FROM conversations").fetchone()[0])
 
+    def until(n: int) -> None:
+        # not tasks.wait(): QThreadPool.waitForDone retires the pool's threads, and the next task's new
+        # thread may or may not get the old one's id; the test is about tasks on one living thread
+        deadline = time.monotonic() + 30
+        while len(counts) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     for _ in range(3):
         tasks.run(read, serial=True)
-    assert tasks.wait()
+    until(3)
     before = open_fds()
     assert before >= 1  # the writer and this thread's reader hold the file: the count sees connections
     for _ in range(30):
         tasks.run(read, serial=True)
-    assert tasks.wait()
+    until(33)
     assert counts == [0] * 33
     assert open_fds() == before
+    assert tasks.wait()
