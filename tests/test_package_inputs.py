@@ -322,3 +322,18 @@ def test_the_launcher_agrees_with_the_apps_own_check(tmp_path: Path, monkeypatch
         assert result.returncode == 0 and result.stdout == "the app ran with: \n"
     else:
         assert result.returncode == 2 and result.stderr.strip() == expected
+
+
+def test_the_cuda_backend_add_on_builds_from_the_locked_llama_cpp_for_this_version() -> None:
+    """It cannot run here (hours of nvcc); its dry run shows what it would do."""
+    result = subprocess.run(["sh", str(ROOT / "installers/gpu/build_cuda_backend.sh"), "--dry-run"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    from app import __version__ as version
+    llama = read_lock().get("llama-cpp-python")
+    assert llama is not None
+    assert f"llama-cpp-python=={llama.version} --hash=sha256:{llama.sha256}" in out and "--require-hashes" in out
+    assert "-DGGML_BACKEND_DL=ON -DGGML_CUDA=ON" in out and "--target ggml-cuda" in out
+    assert f"Depends: enclave (= {version})" in out and "libcuda.so" not in out  # the driver's is never shipped
+    assert f"Enclave-{version}/lib/_internal/llama_cpp/lib" in out  # where the portable folder keeps llama.cpp

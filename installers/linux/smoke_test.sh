@@ -253,5 +253,16 @@ else
 fi
 
 echo
+# The GPU add-on cannot be built here (hours of nvcc): its dry run must show the locked llama.cpp,
+# the CUDA backend alone, and a package for exactly this version.
+echo "installers/gpu/build_cuda_backend.sh (dry run)"
+out=$("$ROOT/installers/gpu/build_cuda_backend.sh" --dry-run 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q -- "-DGGML_BACKEND_DL=ON -DGGML_CUDA=ON" \
+        && echo "$out" | grep -q "Depends: enclave (= $VERSION)" && echo "$out" | grep -q -- "--require-hashes"; then
+    ok "enclave-cuda12 would build from the locked llama.cpp, for Enclave $VERSION"
+else
+    bad "build_cuda_backend.sh --dry-run: rc=$rc"; echo "$out" | tail -5 | sed 's/^/        /'
+fi
+
 if [ $FAILED -eq 0 ]; then echo "smoke test passed"; else echo "smoke test: $FAILED check(s) failed"; fi
 exit $FAILED
