@@ -86,6 +86,12 @@ class ModelLoading:
 
 
 @dataclass(frozen=True)
+class WorkerBusy:
+    """Another front end has the model worker now (the API server's requests, served from the
+    window): this turn waits for it, then goes on."""
+
+
+@dataclass(frozen=True)
 class ModelLoaded:
     model: str
     seconds: float
@@ -109,8 +115,8 @@ class ReplyFinished:
     message: Message
 
 
-ChatEvent = (UserMessageSaved | LibraryCounting | ModelLoading | ModelLoaded | ContextTrimmed | ContextRaised
-             | LibraryNote | PromptProgress | ReplyDelta | ReplyFinished)
+ChatEvent = (UserMessageSaved | LibraryCounting | WorkerBusy | ModelLoading | ModelLoaded | ContextTrimmed
+             | ContextRaised | LibraryNote | PromptProgress | ReplyDelta | ReplyFinished)
 
 
 def reply_reserve(sampling: Sampling, n_ctx: int) -> int:
@@ -419,6 +425,8 @@ class ChatService:
         source = self._source(model)
         self._active = source
         try:
+            if source is self._local and self.runtime.turn_taken():
+                yield WorkerBusy()
             with self._worker_turn() if source is self._local else contextlib.nullcontext():
                 turn = yield from source.prepare(conversation, model, sampling)
                 yield from self._stream_reply(source, conversation, model, turn, sampling, alternative_of)

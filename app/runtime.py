@@ -139,6 +139,14 @@ class Runtime:
         with self._turn:
             yield
 
+    def turn_taken(self) -> bool:
+        """Whether another thread holds the worker's turn now (a hint for what to say: it may
+        end the next moment)."""
+        if self._turn.acquire(blocking=False):
+            self._turn.release()
+            return False
+        return True
+
     def load(self, model: str, settings: ModelSettings | None = None, *, planned: PlanRequest | None = None,
              extra_overrides: tuple[TensorOverride, ...] = ()) -> LoadOutcome:
         """Load ``model``. With ``planned`` (the default is a plan at the settings'

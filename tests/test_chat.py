@@ -54,6 +54,9 @@ class FakeRuntime:
     def turn(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
+    def turn_taken(self) -> bool:
+        return False
+
     def loads_anew(self, model: str, profile: object, defaults: object, **_: object) -> bool:
         return self.loaded != model
 

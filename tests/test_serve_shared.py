@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.chat import ReplyFinished
+from app.chat import ReplyFinished, WorkerBusy
 from app.server.config import ServeConfig
 from app.server.embedded import EmbeddedServer
 from app.services import Services
@@ -65,9 +65,11 @@ class Turn(threading.Thread):
         super().__init__()
         self.services, self.conversation_id = services, conversation_id
         self.finished: ReplyFinished | None = None
+        self.events: list[object] = []
 
     def run(self) -> None:
         for event in self.services.chat.send(self.conversation_id, "hello"):
+            self.events.append(event)
             if isinstance(event, ReplyFinished):
                 self.finished = event
 
@@ -96,6 +98,7 @@ def test_a_chat_turn_waits_for_the_servers_batch_then_answers(serving: tuple[Ser
     assert stream.usage["completion_tokens"] == SERVER_TOKENS
     assert turn.finished is not None and turn.finished.message.status == "complete"
     assert turn.finished.message.content
+    assert any(isinstance(e, WorkerBusy) for e in turn.events)  # the window says why it waits
 
 
 def test_the_windows_stop_while_it_waits_ends_only_its_own_turn(serving: tuple[Services, str]) -> None:

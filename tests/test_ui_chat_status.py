@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from app.chat import ChatEvent, ModelLoaded, ModelLoading, ReplyDelta
+from app.chat import ChatEvent, ModelLoaded, ModelLoading, ReplyDelta, WorkerBusy
 from app.conversations import Message
 from app.services import Services
 from tests import test_ui_chat
@@ -69,6 +69,18 @@ def test_the_loading_seconds_count_while_the_model_loads(qtbot, make_page, with_
     assert page.progress.label.text() == "Reading the prompt…"
     page._finished(page.conversation_id, None)
     assert not page.progress.isVisible()
+
+
+def test_a_turn_waiting_for_the_api_servers_requests_says_so(qtbot, make_page, with_model: Services) -> None:
+    page = make_page()
+    [model] = with_model.models.all()
+    page._busy = True
+    page._on_event(page.conversation_id, WorkerBusy())
+    assert page.progress.isVisible()
+    assert page.progress.label.text() == "Waiting for the API server's requests to finish…"
+    page._on_event(page.conversation_id, ModelLoading(model.id))  # its turn came
+    assert page.progress.label.text().startswith(f"Loading {model.name}")
+    page._finished(page.conversation_id, None)
 
 
 def test_stop_says_stopping_at_once_until_the_worker_confirms(qtbot, make_page, with_model: Services) -> None:

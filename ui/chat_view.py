@@ -39,6 +39,7 @@ from app.chat import (
     ReplyDelta,
     ReplyFinished,
     UserMessageSaved,
+    WorkerBusy,
 )
 from app.conversations import Conversation
 from app.library_chat import LibraryCounting
@@ -493,8 +494,12 @@ class ChatPage(QWidget):
                 self._drafts.pop(cid, None)
             self._sent_text = None
             self.conversationsChanged.emit()
-        elif self._stopping and isinstance(event, LibraryCounting | ModelLoading | ModelLoaded | PromptProgress):
+        elif self._stopping and isinstance(event, LibraryCounting | WorkerBusy | ModelLoading | ModelLoaded
+                                           | PromptProgress):
             pass  # "Stopping…" stays until the turn ends
+        elif isinstance(event, WorkerBusy):
+            if here:
+                self.progress.show_status("Waiting for the API server's requests to finish…")
         elif isinstance(event, LibraryCounting):
             if here and event.done < event.total:
                 self.progress.show_step(event.done, event.total, event.describe())
