@@ -31,9 +31,9 @@ esac
 [ -x "$PY" ] || { echo "build_cuda: run make package once first (it creates .venv)" >&2; exit 1; }
 "$PY" -m pip install --quiet -e '.[package]'
 LLAMA=$("$PY" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
-# Portable CPU code too (see installers/README.md), plus CUDA.
-CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-61;70;75;80;86;89;90} \
--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+# Built as make package builds (backends loaded at run time, every CPU variant), plus CUDA.
+# (For the CPU package plus a CUDA add-on instead: installers/gpu/build_cuda_backend.sh.)
+CMAKE_ARGS="$(make -s portable-cmake-args) -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-61;70;75;80;86;89;90}" \
     "$PY" -m pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$LLAMA"
 
 LIB=$("$PY" -c "import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parent / 'lib')")
