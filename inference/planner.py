@@ -599,6 +599,8 @@ def placement_sentence(p: Plan, shape: ModelShape) -> str:
     GPU, experts of 20 layers in RAM"."""
     on_gpu = sum(1 for where in p.layer_devices if where != RAM_DEVICE)
     where = _layer_holders(p)
+    if on_gpu == 0:  # llama.cpp offloads the output head first: with room for nothing more, only it
+        return f"the output head on the GPU, all {shape.n_layer} layers on the CPU"
     layers = (f"all {shape.n_layer} layers on {where}" if on_gpu == shape.n_layer
               else f"{on_gpu} of {shape.n_layer} layers on {where}, the rest on the CPU")
     if not shape.is_moe:
