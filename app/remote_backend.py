@@ -299,8 +299,9 @@ class _Reply:
             content, finish = delta.get("content"), choice.get("finish_reason")
             if not isinstance(content, str | None) or not isinstance(finish, str | None):
                 raise ValueError(f"a choice is {_glimpse(choice)}: its content and finish_reason are not text")
-            closing = finish is not None and not content
-            if "content" in delta and not closing:  # one token a chunk (even "": a partial character)
+            # the opening chunk (the role) and the closing one (the finish reason) carry no token
+            framing = not content and (finish is not None or "role" in delta)
+            if "content" in delta and not framing:  # one token a chunk (even "": a partial character)
                 self.chunks += 1
                 self.first = self.first or time.monotonic()
             text += content or ""

@@ -159,7 +159,10 @@ def test_a_library_question_answers_and_is_stored_with_its_sources(enclave_home:
         events = list(services.chat.send(conversation.id, "When does the tide turn?"))
         reply = events[-1].message
         assert reply.status == "complete", reply.error
-        assert reply.content and reply.model == "box" and reply.completion_tokens == REPLY_TOKENS
+        assert reply.content and reply.model == "box"
+        # llama-cpp-python's server streams no usage: the tokens are counted as its chunks, which is
+        # close (a chunk may carry no token) but not exact
+        assert REPLY_TOKENS <= (reply.completion_tokens or 0) <= REPLY_TOKENS + 2
         assert reply.context_note.startswith("Read the whole library: 2 documents")
         assert "estimates" not in reply.context_note  # counted with the server's own tokenizer
         assert sorted(s.title for s in reply.sources if not s.left_out) == ["boats.txt", "tides.txt"]
