@@ -84,8 +84,8 @@ def serving(services: Services, moe_model: Path) -> Iterator[tuple[Services, str
     server.stop()
 
 
-def test_a_chat_turn_waits_for_the_servers_batch_then_answers(serving: tuple[Services, str]) -> None:
-    services, url = serving
+def waiting_turn(services: Services, url: str) -> tuple[Stream, Turn]:
+    """A server reply streaming, and a window's chat turn started meanwhile, waiting for the worker."""
     stream = Stream(url)
     stream.start()
     assert stream.started_streaming.wait(60)
@@ -93,6 +93,11 @@ def test_a_chat_turn_waits_for_the_servers_batch_then_answers(serving: tuple[Ser
     turn.start()
     turn.join(0.3)
     assert turn.is_alive() and stream.is_alive()  # the turn waits while the batch streams
+    return stream, turn
+
+
+def test_a_chat_turn_waits_for_the_servers_batch_then_answers(serving: tuple[Services, str]) -> None:
+    stream, turn = waiting_turn(*serving)
     stream.join(120)
     turn.join(60)
     assert stream.usage["completion_tokens"] == SERVER_TOKENS
@@ -102,14 +107,8 @@ def test_a_chat_turn_waits_for_the_servers_batch_then_answers(serving: tuple[Ser
 
 
 def test_the_windows_stop_while_it_waits_ends_only_its_own_turn(serving: tuple[Services, str]) -> None:
-    services, url = serving
-    stream = Stream(url)
-    stream.start()
-    assert stream.started_streaming.wait(60)
-    turn = Turn(services, services.chat.start(model="tiny-moe").id)
-    turn.start()
-    turn.join(0.3)
-    assert turn.is_alive()
+    services, _url = serving
+    stream, turn = waiting_turn(*serving)
     services.chat.cancel()  # the window's Stop, while its turn waits for the worker
     stream.join(120)
     turn.join(60)
