@@ -24,6 +24,8 @@ import llama_cpp
 from inference.backends import init_backends
 from inference.chat_formats import ChatFormatChoice, check_format_name, choose_chat_format, reply_stops
 from inference.chat_template import chat_renderer
+from inference.draft import DraftModel
+from inference.draft_length import DraftLength
 from inference.errors import EnclaveError, ModelLoadError, PromptTooLong
 from inference.fingerprint import model_fingerprint
 from inference.gguf_header import check_is_gguf
@@ -42,6 +44,7 @@ from inference.protocol import (
 )
 from inference.reply import ReplyText
 from inference.rpc import add_host
+from inference.speculate import Proposer
 
 _KV_TYPES = {
     "f32": llama_cpp.GGML_TYPE_F32,
@@ -127,6 +130,8 @@ class Engine:
         self._control_pattern: re.Pattern[str] | None = None
         self._model = None
         self._ctx = None
+        self._draft_model: DraftModel | None = None
+        self._draft_length = DraftLength()  # what checking proposals costs and yields, learnt
         started = time.perf_counter()
         mark = log.mark()
         path = Path(settings.path)
@@ -147,6 +152,8 @@ class Engine:
             eos_token=self.token_text(llama_cpp.llama_vocab_eos(self._vocab)),
         )
         self.reply_stops = reply_stops(self.chat_format, self.is_special_token)
+        if settings.draft_path and self._ctx is not None:
+            self._draft_model = self._load_draft(Path(settings.draft_path), path.name)
         self.info = ModelInfo(
             path=str(path),
             description=self._model_desc(),
@@ -218,7 +225,27 @@ class Engine:
             raise _load_error(Path(s.path), self._log.since(mark))
         return ctx
 
+    def _load_draft(self, path: Path, model_name: str) -> DraftModel:
+        """The draft model beside this one; on any failure the model is freed as well."""
+        s = self.settings
+        draft = None
+        try:
+            draft = DraftModel(path, n_ctx=llama_cpp.llama_n_ctx(self._ctx), n_batch=s.n_batch, n_ubatch=s.n_ubatch,
+                               n_threads=s.n_threads, n_gpu_layers=s.draft_gpu_layers, device=s.draft_device,
+                               type_k=_KV_TYPES[s.type_k], type_v=_KV_TYPES[s.type_v],
+                               flash_attn=_FLASH_ATTN[s.flash_attn])
+            draft.check_vocabulary(self._vocab, model_name)
+        except EnclaveError:
+            if draft is not None:
+                draft.close()
+            self.close()
+            raise
+        return draft
+
     def close(self) -> None:
+        if self._draft_model is not None:
+            self._draft_model.close()
+            self._draft_model = None
         if self._ctx:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
@@ -571,7 +598,7 @@ class Engine:
         finally:
             llama_cpp.llama_memory_seq_rm(self._memory, 1, -1, -1)
 
-    def _decode_at(self, seq: int, tokens: Sequence[int], first_pos: int) -> None:
+    def _decode_at(self, seq: int, tokens: Sequence[int], first_pos: int, *, all_logits: bool = False) -> None:
         batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
         try:
             batch.n_tokens = len(tokens)
@@ -580,12 +607,13 @@ class Engine:
                 batch.pos[i] = first_pos + i
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = seq
-                batch.logits[i] = i == len(tokens) - 1
+                batch.logits[i] = all_logits or i == len(tokens) - 1
             rc = llama_cpp.llama_decode(self._ctx, batch)
         finally:
             llama_cpp.llama_batch_free(batch)
         if rc != 0:
-            raise EnclaveError(f"llama.cpp could not evaluate a document (llama_decode returned {rc}).")
+            llama_cpp.llama_memory_seq_rm(self._memory, seq, first_pos, -1)
+            raise EnclaveError(f"llama.cpp could not evaluate {len(tokens)} tokens (llama_decode returned {rc}).")
 
     def compose(self, head: Sequence[int], blocks: Sequence[tuple[Path, Sequence[int]]]) -> int:
         """Make sequence 0 hold ``head`` then each block (saved by ``encode_block`` after
@@ -648,21 +676,9 @@ class Engine:
 
         sampler = self._sampler(sampling, self._tokens)
         reply = ReplyText(self, sampling, n_ctx)
+        proposer = self._proposer(prompt, sampling)
         try:
-            while not reply.ended:
-                if cancelled():
-                    reply.end("cancelled")
-                    break
-                token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
-                event = reply.take(token)
-                if event is not None:
-                    yield event
-                if reply.ended:
-                    break
-                if len(self._tokens) + 1 >= n_ctx:
-                    reply.end("context")
-                    break
-                self._decode([token])
+            yield from self._reply(sampler, reply, proposer, cancelled, n_ctx)
         finally:
             llama_cpp.llama_sampler_free(sampler)
         if (tail := reply.tail()) is not None:
@@ -674,7 +690,98 @@ class Engine:
             prompt_seconds=prompt_done - started,
             generation_seconds=time.perf_counter() - prompt_done,
             stop_reason=reply.reason,
+            drafted_tokens=proposer.drafted if proposer else 0,
+            accepted_tokens=proposer.accepted if proposer else 0,
         )
+
+    def _proposer(self, prompt: Sequence[int], sampling: Sampling) -> Proposer | None:
+        """Where this reply's proposals come from; None: plain decoding (drafting turned
+        off, or a recurrent model, whose state cannot drop the rejected tokens)."""
+        if not sampling.draft or not self.cells_shareable:
+            return None
+        return Proposer(prompt, self._draft_length, self._draft_model)
+
+    def _reply(self, sampler: ctypes.c_void_p, reply: ReplyText, proposer: Proposer | None,
+               cancelled: Callable[[], bool], n_ctx: int) -> Iterator[Token]:
+        """Sample the reply's tokens into ``reply``. Each step decodes the token just taken,
+        with the tokens proposed to follow it when there are any worth checking."""
+        if reply.ended:  # max_tokens 0: nothing to sample
+            return
+        token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
+        while True:
+            if cancelled():
+                reply.end("cancelled")
+                return
+            event = reply.take(token)
+            if event is not None:
+                yield event
+            if reply.ended:
+                return
+            if len(self._tokens) + 1 >= n_ctx:
+                reply.end("context")
+                return
+            draft = None
+            if proposer is not None:
+                proposer.add(token)
+                room = min(n_ctx - len(self._tokens) - 2, reply.limit - reply.generated - 1)
+                draft = proposer.propose(room)
+            checked = self._check(token, draft.tokens, sampler) if draft is not None else None
+            if checked is None:  # nothing proposed, or llama.cpp found no room for the batch
+                started = time.perf_counter()
+                self._decode([token])
+                llama_cpp.llama_synchronize(self._ctx)  # a GPU's decode returns before it is done
+                self._draft_length.record_decode(1, time.perf_counter() - started)
+                token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
+                continue
+            assert proposer is not None and draft is not None
+            kept = checked[:-1]  # proposals the model agreed with; the last is its own next token
+            proposer.checked(draft, len(kept))
+            for taken, accepted in enumerate(kept):  # already decoded: the cache holds them
+                if cancelled():
+                    reply.end("cancelled")
+                elif (event := reply.take(accepted)) is not None:
+                    yield event
+                if reply.ended:  # as plain decoding: what ended the reply is not in the cache
+                    self._rollback(len(self._tokens) - (len(kept) - taken))
+                    return
+                proposer.add(accepted)
+            token = checked[-1]
+
+    def _check(self, token: int, proposed: Sequence[int], sampler: ctypes.c_void_p) -> list[int] | None:
+        """Decode ``token`` and the ``proposed`` ones after it in one batch and sample each
+        position in turn while the sample equals the proposal. Returns the proposals kept
+        and then the sampled token that follows them; the cache keeps ``token`` and the
+        kept proposals, the rest of the batch is removed from it. None: llama.cpp could not
+        evaluate the batch (no room for it in the cache), which is then left as it was."""
+        batch = [token, *proposed]
+        first = len(self._tokens)
+        started = time.perf_counter()
+        try:
+            self._decode_at(0, batch, first, all_logits=True)
+        except EnclaveError:
+            return None
+        llama_cpp.llama_synchronize(self._ctx)
+        self._draft_length.record_decode(len(batch), time.perf_counter() - started)
+        if self._joint == len(self._tokens):
+            self._joint += len(batch)
+        self._tokens.extend(batch)
+        sampled = [llama_cpp.llama_sampler_sample(sampler, self._ctx, 0)]
+        for position, proposal in enumerate(proposed, start=1):
+            if sampled[-1] != proposal:
+                break
+            sampled.append(llama_cpp.llama_sampler_sample(sampler, self._ctx, position))
+        self._rollback(first + len(sampled))
+        return sampled
+
+    def _rollback(self, keep: int) -> None:
+        """Remove the cells of tokens from ``keep`` on: tokens decoded ahead of the reply
+        (rejected proposals). Sliding-window layers keep the whole context (``swa_full``),
+        so nothing the kept tokens attend to was dropped."""
+        if keep < len(self._tokens):
+            if not llama_cpp.llama_memory_seq_rm(self._memory, 0, keep, -1):
+                raise EnclaveError("llama.cpp could not remove rejected draft tokens from the cache.")
+            del self._tokens[keep:]
+            self._joint = min(self._joint, keep)
 
     def _sampler(self, s: Sampling, history: Sequence[int]) -> ctypes.c_void_p:
         """A sampler chain for ``s``; ``history``: the tokens before the reply (the repeat

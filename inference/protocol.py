@@ -60,6 +60,16 @@ class ModelSettings:
     # None: the model's own chat template, or without one the built-in format for its
     # vocabulary or architecture (inference/chat_formats.py); a built-in name forces that format
     chat_format: str | None = None
+    # a small model of the same vocabulary that proposes tokens for this one to check
+    # (speculative decoding); None: prompt lookup only. Its layers on the GPU: -1 all, 0 none
+    draft_path: str | None = None
+    draft_gpu_layers: int = 0
+    draft_device: str | None = None  # the one device it goes on (None: llama.cpp's choice)
+
+
+# A draft model's context: it drafts for chats, not whole libraries (those are left to prompt
+# lookup), and its KV cache at a 128K-token context would outweigh a small model many times
+DRAFT_MAX_CONTEXT = 32_768
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,9 @@ class Sampling:
     # into one by llama.cpp's own converter in the worker
     grammar: str | None = None
     json_schema: str | None = None
+    # propose tokens (from the prompt, or the draft model) and check several in one batch;
+    # the reply is the same either way, only faster when proposals are accepted
+    draft: bool = True
 
     @property
     def greedy(self) -> bool:
@@ -290,6 +303,8 @@ class Stats:
     prompt_seconds: float
     generation_seconds: float
     stop_reason: Literal["eog", "length", "stop", "cancelled", "context"]
+    drafted_tokens: int = 0  # proposed by prompt lookup or the draft model, then checked
+    accepted_tokens: int = 0  # of those, the ones the model agreed with
 
     @property
     def prompt_tokens_per_second(self) -> float:
