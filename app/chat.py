@@ -341,7 +341,8 @@ class ChatService:
     def _library_context(self, conversation: Conversation, model: str, minimum: int) -> LibraryContext:
         assert self.library_chat is not None and conversation.library_id is not None
         reserve = self._sampling(conversation).max_tokens or 2048
-        planned = load_request(self._profiles(model), self._settings()).planned
+        profile, settings = self._profiles(model), self._settings()
+        planned = load_request(profile, settings, draft=self.runtime.draft_for(profile, settings)).planned
         return self.library_chat.context_for(conversation.library_id, model, minimum, reserve, planned)
 
     def _context_wanted(self, model: str, conversation: Conversation) -> tuple[int | None, ContextRaised | None]:
@@ -573,6 +574,7 @@ class _ReplyWriter:
             stop_reason=s.stop_reason, prompt_tokens=s.prompt_tokens, completion_tokens=s.generated_tokens,
             cached_tokens=s.cached_tokens, prompt_seconds=s.prompt_seconds,
             generation_seconds=s.generation_seconds, reasoning_seconds=self._reasoning_seconds(),
+            drafted_tokens=s.drafted_tokens, accepted_tokens=s.accepted_tokens,
         )
 
     def fail(self, reason: str | None) -> None:

@@ -81,6 +81,8 @@ class Message:
     prompt_seconds: float | None = None
     generation_seconds: float | None = None
     reasoning_seconds: float | None = None
+    drafted_tokens: int = 0  # tokens proposed by drafting (the prompt, a draft model) and checked
+    accepted_tokens: int = 0  # of those, the ones the model agreed with
     model: str | None = None
     created_at: str = ""
     updated_at: str = ""

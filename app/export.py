@@ -19,7 +19,8 @@ FORMAT = "enclave-conversation"
 FORMAT_VERSION = 2  # 2: alternatives ("shown"; "alternative_of": the position of the group's first reply)
 _MESSAGE_KEEP = ("role", "content", "reasoning", "status", "error", "stop_reason", "prompt_tokens",
                  "completion_tokens", "cached_tokens", "prompt_seconds", "generation_seconds", "reasoning_seconds",
-                 "model", "created_at", "updated_at", "context_note")
+                 "drafted_tokens", "accepted_tokens", "model", "created_at", "updated_at", "context_note")
+_COUNTS = ("drafted_tokens", "accepted_tokens")  # whole numbers, 0 when absent (exports made before drafting)
 
 
 def export_json(conversation: Conversation, messages: list[Message]) -> str:
@@ -116,6 +117,9 @@ def _check(conv: object, messages: object) -> None:
             raise ValueError(f"message {number} has role {m.get('role')!r}; Enclave keeps system, user and assistant")
         if m.get("status", "complete") not in ("complete", "partial", "error"):
             raise ValueError(f"message {number} has status {m.get('status')!r}")
+        for key in _COUNTS:
+            if not isinstance(m.get(key, 0), int) or m.get(key, 0) < 0:
+                raise ValueError(f"message {number} has {key} {m.get(key)!r}, not a count")
         first = m.get("alternative_of")
         if first is not None and not (isinstance(first, int) and 0 <= first < number - 1):
             raise ValueError(f"message {number} is an alternative of {first!r}, not of an earlier message")

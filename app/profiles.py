@@ -1,12 +1,13 @@
 """Model profiles: one saved configuration per model, the one every load goes through.
 
 A profile holds how a model is loaded (context, KV cache types, flash attention, expert
-layers kept in RAM or the user's own tensor overrides, GPU layers, threads, chat format)
-and how it answers (sampling defaults, system prompt). Every field may be unset (None):
-then the app's settings or the planner decide. The Models page's plan view and
-``enclave models config`` edit it; chat, library questions, ``enclave run`` and the
-Models page's "Load with this plan" all load through ``load_request``, so the same
-profile always makes the same request and a loaded model is never loaded again for it.
+layers kept in RAM or the user's own tensor overrides, GPU layers, threads, chat format,
+the draft model that speeds up its replies) and how it answers (sampling defaults, system
+prompt). Every field may be unset (None): then the app's settings or the planner decide.
+The Models page's plan view and ``enclave models config`` edit it; chat, library
+questions, ``enclave run`` and the Models page's "Load with this plan" all load through
+``load_request``, so the same profile always makes the same request and a loaded model is
+never loaded again for it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from app.settings import Settings
 from app.store import Store
 from inference.chat_formats import check_format_name
 from inference.errors import EnclaveError
-from inference.planner import PlanRequest
+from inference.model_shape import ModelShape
+from inference.planner import PlanRequest, draft_size
 from inference.protocol import KvCacheType, ModelSettings, TensorOverride
 
 KV_CACHE_TYPES: tuple[str, ...] = get_args(KvCacheType)
@@ -39,6 +41,9 @@ class ModelProfile:
     tensor_overrides: tuple[TensorOverride, ...] = ()  # the user's own rules, before the plan's
     threads: int | None = None  # None: the settings' threads, else all cores but one
     chat_format: str | None = None  # a built-in format's name; None: the model's own template
+    # a small local model of the same vocabulary (a registered model's id or name, or a GGUF path)
+    # that proposes tokens for this one to check; None: drafting from the prompt only
+    draft_model: str | None = None
     # Answering. None: the settings' value.
     temperature: float | None = None
     top_k: int | None = None
@@ -95,10 +100,21 @@ def checked(profile: ModelProfile) -> ModelProfile:
                            "or 0 for the largest that fits.")
     if profile.chat_format is not None:
         check_format_name(profile.chat_format)
+    if profile.draft_model is not None and not profile.draft_model.strip():
+        raise EnclaveError("draft_model is empty: name a registered model or a GGUF file, or clear it "
+                           "(--reset draft_model).")
     for name in ("type_k", "type_v"):
         if getattr(profile, name) not in (None, *KV_CACHE_TYPES):
             raise EnclaveError(f"{name} must be one of {', '.join(KV_CACHE_TYPES)}, not {getattr(profile, name)!r}.")
     return profile
+
+
+@dataclass(frozen=True)
+class DraftModel:
+    """A profile's draft model as a load needs it: its file and its shape (for the plan)."""
+
+    path: str
+    shape: ModelShape
 
 
 @dataclass(frozen=True)
@@ -112,25 +128,28 @@ class LoadRequest:
 
 
 def load_request(profile: ModelProfile, defaults: Settings, *, trained_ctx: int = 0, n_ctx: int | None = None,
-                 margin_bytes: int | None = None) -> LoadRequest:
+                 margin_bytes: int | None = None, draft: DraftModel | None = None) -> LoadRequest:
     """The load that carries out ``profile``. ``n_ctx`` replaces the profile's context for
     this load (a library that needs more); a model is never given more than its trained
-    context, past which it only produces noise."""
+    context, past which it only produces noise. ``draft``: the profile's draft model, read
+    (``Runtime.draft_for``); it is left out when the drafting setting is off."""
+    draft = draft if defaults.drafting else None
     ctx = profile.context(defaults) if n_ctx is None else n_ctx
     if trained_ctx:
         ctx = min(ctx, trained_ctx) if ctx else ctx
     type_k, type_v = profile.type_k or "f16", profile.type_v or profile.type_k or "f16"
     threads = profile.threads or defaults.threads
     base = ModelSettings(path="", n_ctx=ctx, type_k=type_k, type_v=type_v, chat_format=profile.chat_format,
-                         **({"n_threads": threads} if threads else {}))
+                         draft_path=draft.path if draft else None, **({"n_threads": threads} if threads else {}))
     if profile.n_gpu_layers is not None:  # placed by hand: llama.cpp's own defaults, no planner
         flash = profile.flash_attn if profile.flash_attn is not None else (None if type_v == "f16" else True)
         manual = replace(base, n_gpu_layers=profile.n_gpu_layers, flash_attn=flash,
-                         tensor_overrides=profile.tensor_overrides)
+                         tensor_overrides=profile.tensor_overrides,
+                         draft_gpu_layers=-1 if draft and profile.n_gpu_layers != 0 else 0)
         return LoadRequest(manual, None, ())
     planned = PlanRequest(n_ctx=ctx or None, type_k=type_k, type_v=type_v,
                           flash_attn=True if profile.flash_attn is None else profile.flash_attn,
-                          cpu_moe_layers=profile.cpu_moe_layers,
+                          cpu_moe_layers=profile.cpu_moe_layers, draft=draft_size(draft.shape) if draft else None,
                           **({"margin_bytes": margin_bytes} if margin_bytes is not None else {}))
     return LoadRequest(base, planned, profile.tensor_overrides)
 

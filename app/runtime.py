@@ -19,7 +19,7 @@ from app.enforcement import Enforcer
 from app.hosts import Host, with_hosts
 from app.machine import MachineProbe
 from app.paths import AppPaths
-from app.profiles import LoadRequest, ModelProfile, load_request
+from app.profiles import DraftModel, LoadRequest, ModelProfile, load_request
 from app.settings import Settings
 from inference.devices import Machine
 from inference.errors import EnclaveError
@@ -165,6 +165,8 @@ class Runtime:
         gguf = self.inspect(model)  # validates; llama.cpp never sees a broken file
         path = gguf.path  # the first shard of a split model, which llama.cpp wants
         hashes = self._admit(gguf)
+        if settings is not None and settings.draft_path:  # llama.cpp reads it too: the same allow-list
+            self._admit(self.inspect(settings.draft_path))
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
         if planned is not None:
@@ -183,7 +185,8 @@ class Runtime:
             self.loading = None
         self._confirm_unchanged(gguf, hashes)
         self.enforcer.record("model.load", name=gguf.name, path=str(path), sha256=hashes,
-                             vocab_only=wanted.vocab_only)
+                             vocab_only=wanted.vocab_only,
+                             **({"draft": wanted.draft_path} if wanted.draft_path else {}))
         report = parse_load_log(info.log_lines)
         checks = check_estimates(chosen, report) if chosen is not None else ()
         for check in checks:
@@ -238,7 +241,29 @@ class Runtime:
     def _profile_request(self, model: str, profile: ModelProfile, defaults: Settings, n_ctx: int | None,
                          margin_bytes: int | None) -> LoadRequest:
         return load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx,
-                            margin_bytes=margin_bytes)
+                            margin_bytes=margin_bytes, draft=self.draft_for(profile, defaults))
+
+    def draft_for(self, profile: ModelProfile, defaults: Settings) -> DraftModel | None:
+        """The profile's draft model, found and read (None: it names none, or drafting is off).
+        Only a local GGUF file can be one; one that is not there is named in the error."""
+        ref = profile.draft_model
+        if not ref or not defaults.drafting:
+            return None
+        fix = ("Choose another ('enclave models config MODEL --draft-model OTHER', or the Models page) or clear "
+               "it ('--reset draft_model').")
+        try:
+            path = self.resolve(ref)
+        except EnclaveError as exc:
+            raise EnclaveError(f"The draft model {ref!r} cannot be used: {exc} Only a model on this machine can "
+                               f"draft. {fix}") from exc
+        if not path.is_file():
+            raise EnclaveError(f"The draft model {ref!r} is neither a registered model nor a model file here "
+                               f"({path} does not exist). {fix}")
+        try:
+            info = self.inspect(str(path))
+        except EnclaveError as exc:
+            raise EnclaveError(f"The draft model {ref!r} cannot be read: {exc}") from exc
+        return DraftModel(str(info.path), info.shape)
 
     def reload(self) -> LoadOutcome:
         """Load the last model again (after a crash), admitted by the policy as any load is."""
@@ -267,6 +292,8 @@ class Runtime:
         have been replaced since it was admitted."""
         gguf = self.inspect(settings.path)
         hashes = self._admit(gguf)
+        if settings.draft_path:
+            self._admit(self.inspect(settings.draft_path))
         self.enforcer.record("model.load", name=gguf.name, path=settings.path, sha256=hashes,
                              vocab_only=settings.vocab_only, after_crash=True)
 

@@ -263,3 +263,12 @@ def remote_models(db: Database) -> None:
             context_source TEXT NOT NULL,
             added_at TEXT NOT NULL
         )""")
+
+
+@MIGRATIONS(name="0015_message_drafting")
+def message_drafting(db: Database) -> None:
+    # Speculative decoding: a reply's tokens proposed by drafting (from the prompt, or a draft
+    # model) and checked in one batch, and how many of them the model accepted; 0 on replies
+    # written before (or without) drafting.
+    db.execute("ALTER TABLE messages ADD COLUMN drafted_tokens INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE messages ADD COLUMN accepted_tokens INTEGER NOT NULL DEFAULT 0")

@@ -41,7 +41,7 @@ from inference.chat_formats import built_in_formats
 from inference.devices import Machine, SimulatedHost, simulated_machine
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo, inspect_gguf
-from inference.planner import Plan, PlanRequest
+from inference.planner import DraftSize, Plan, PlanRequest, draft_size
 from inference.protocol import KvCacheType, default_threads
 from inference.speed import PredictedSpeed, predict
 
@@ -70,6 +70,8 @@ class Services:
     _chat: ChatService | None = field(default=None, repr=False)
     # The window asks for the runtime from pool threads: one worker, whoever asks first.
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Settings this process changes for itself only, never saved: a command's flags ("--no-draft")
+    session_settings: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def open(cls, paths: AppPaths | None = None, *, readonly: bool = False) -> Services:
@@ -219,9 +221,24 @@ class Services:
         if Path(key).is_absolute() and not Path(key).is_file():  # ids are never paths
             raise EnclaveError(f"There is no model file {key} and no registered model {ref!r}: nothing to configure. "
                                "'enclave models list' shows the registered ones.")
+        if str(changes.get("draft_model") or "").strip():  # an empty one is refused by checked()
+            changes["draft_model"] = self._draft_key(str(changes["draft_model"]))
+        elif profile is not None and (profile.draft_model or "").strip() and "draft_model" not in changes:
+            profile = replace(profile, draft_model=self._draft_key(profile.draft_model))
         if profile is not None:
             return self.profiles.save(key, replace(profile, **changes))
         return self.profiles.update(key, **changes)
+
+    def _draft_key(self, ref: str) -> str:
+        """How a profile names its draft model: the registered model's id, else the file's
+        absolute path (a relative one would mean another file from another folder)."""
+        if self.remote_model(ref) is not None:
+            raise EnclaveError(f"{ref} is a remote model; only a model on this machine can draft.")
+        key = self.profile_key(ref)
+        if Path(key).is_absolute() and not Path(key).is_file():
+            raise EnclaveError(f"There is no model file {key} and no registered model {ref!r} to draft with. "
+                               "'enclave models list' shows the registered ones.")
+        return key
 
     def profile_context(self, ref: str, info: GGUFInfo | None = None) -> int:
         """The context a load of ``ref`` by its profile asks for, as ``load_request`` caps it
@@ -234,7 +251,22 @@ class Services:
         """The plan request ``ref``'s profile makes (None: the profile places layers by hand),
         as a load by it would ask: what the side panel proposes before the model is loaded."""
         info = info or self.runtime.inspect(ref)
-        return load_request(self.profile(ref), self.current_settings(), trained_ctx=info.context_length).planned
+        profile, settings = self.profile(ref), self.current_settings()
+        return load_request(profile, settings, trained_ctx=info.context_length,
+                            draft=self.runtime.draft_for(profile, settings)).planned
+
+    def draft_choices(self, ref: str) -> list[tuple[str, str]]:
+        """The models that can draft for ``ref``, as (id, name): the other registered local models
+        (a draft must share its vocabulary: the load refuses one that does not)."""
+        own = self.profile_key(ref)
+        return [(m.id, m.name) for m in self.models.all() if m.id != own]
+
+    def draft_size(self, draft_model: str | None) -> DraftSize | None:
+        """What ``draft_model`` (an id, a name or a path; None: none) adds to a plan, as
+        ``PlanRequest.draft``; None when drafting is off. A draft that cannot be used raises."""
+        settings = self.current_settings()
+        draft = self.runtime.draft_for(ModelProfile(draft_model=draft_model), settings)
+        return draft_size(draft.shape) if draft is not None else None
 
     def chat_formats(self) -> tuple[str, ...]:
         """The built-in chat formats a profile can choose instead of a model's own template."""
@@ -248,8 +280,9 @@ class Services:
                                          margin_bytes=margin_bytes)
 
     def current_settings(self) -> Settings:
-        """The saved settings, with what the organisation's policy decides in their place."""
-        return replace(self.settings.load(), **self.policy.managed_settings())
+        """The saved settings, with this process's own changes (``session_settings``) and what
+        the organisation's policy decides in their place."""
+        return replace(self.settings.load(), **{**self.session_settings, **self.policy.managed_settings()})
 
     @property
     def offline(self) -> bool:
@@ -335,13 +368,17 @@ class Services:
                 "again under another name; one name must never mean a model here and one elsewhere.")
 
     def remove_model(self, ref: str, *, delete_files: bool = False, delete_external: bool = False) -> ModelRemoval:
-        """Forget a model (its files as ``ModelRegistry.remove`` says) and its profile. If the
+        """Forget a model (its files as ``ModelRegistry.remove`` says), its profile and any
+        profile's use of it as a draft model. If the
         default_model setting names it, by id, name or file, the setting is cleared: a default
         that is gone would fail every new chat."""
         model = self.models.get(ref)
         was_default = self._is_default_model(model)
         kept = self.models.remove(model, delete_files=delete_files, delete_external=delete_external)
         self.profiles.delete(model.id)
+        for key, profile in self.profiles.all().items():  # a draft that is gone would fail every load
+            if profile.draft_model in (model.id, model.name):
+                self.profiles.update(key, draft_model=None)
         if was_default:
             self.settings.set("default_model", None)
         return ModelRemoval(model, kept, was_default)

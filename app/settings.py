@@ -35,6 +35,7 @@ class Settings:
     max_tokens: int = 2048
     system_prompt: str = ""
     show_reasoning: bool = True
+    drafting: bool = True  # speculative decoding: tokens proposed (prompt lookup, a draft model) and checked at once
     max_document_mb: int = 50  # MiB (2**20 bytes); larger files are recorded with a reason, not read
     kv_cache_max_gb: float = 20.0  # GiB (2**30 bytes) of saved library prompt caches; least recently used go first
     offline: bool = False  # refuse even the commands that go online (pull, search); ENCLAVE_OFFLINE=1 too
@@ -51,7 +52,7 @@ class Settings:
 
     def sampling(self, **overrides: Any) -> Sampling:
         base = Sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
-                        repeat_penalty=self.repeat_penalty, max_tokens=self.max_tokens)
+                        repeat_penalty=self.repeat_penalty, max_tokens=self.max_tokens, draft=self.drafting)
         return replace(base, **overrides)
 
 
@@ -93,6 +94,10 @@ DESCRIPTIONS: dict[str, str] = {
                      "to answer in. A model's own profile can replace it.",
     "show_reasoning": "Reasoning models think before they answer. On: their thinking is shown, folded, above the "
                       "answer. Off: only the answer.",
+    "drafting": "Faster answers when the reply repeats text from the prompt (a library answer quoting its "
+                "documents) or when the model's draft model guesses right: several words are proposed and "
+                "checked at once. The model itself still chooses every word, so the reply says the same. Turn it off only to compare speeds or to "
+                "save the draft model's memory.",
     "max_document_mb": "Files larger than this are listed in the library with the reason, but not read. Raise it "
                        "for very large PDFs or data files.",
     "kv_cache_max_gb": "Disk space for saved library prompts, which let a library answer at once instead of being "

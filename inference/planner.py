@@ -14,6 +14,10 @@ The rules, in order:
 3. Every device keeps a safety margin (1 GiB by default). Host RAM is checked too:
    embeddings, CPU layers, experts left in RAM, their KV cache and the CPU compute buffer.
 4. Unified memory (Apple) is one pool: everything is "on the GPU" and counted once.
+5. A draft model (speculative decoding) runs for every token, so it goes wholly on one of
+   this machine's GPUs when it fits there beside the main model's layers (their attention,
+   shared weights and KV cache) — before the main model's experts, which run only in part,
+   claim the rest; else in RAM. Its weights, KV cache and compute buffer count on that device.
 
 Sizes of the KV cache and compute buffers follow llama.cpp's own arithmetic (cells are
 the context rounded up to 256, in every layer: Enclave loads with ``swa_full``);
@@ -29,7 +33,7 @@ from dataclasses import dataclass, replace
 from inference.devices import GiB, GpuDevice, Machine, format_size
 from inference.load_report import EstimateCheck, LoadReport
 from inference.model_shape import LayerShape, ModelShape
-from inference.protocol import KvCacheType, ModelSettings, TensorOverride
+from inference.protocol import DRAFT_MAX_CONTEXT, KvCacheType, ModelSettings, TensorOverride
 
 KV_CELL_PAD = 256
 MODEL_TOLERANCE, KV_TOLERANCE, COMPUTE_TOLERANCE = 0.03, 0.03, 0.25
@@ -47,6 +51,41 @@ MAX_DEVICES = 16  # llama.cpp's LLAMA_MAX_DEVICES: the most devices one model ma
 
 
 @dataclass(frozen=True)
+class DraftSize:
+    """A draft model's memory, read from its GGUF (``draft_size``): its weights, the K and V
+    elements its KV cache holds per token of context (bytes follow the request's KV types) and
+    its compute buffer for one ubatch. Its context is the main model's, up to DRAFT_MAX_CONTEXT."""
+
+    weights_bytes: int
+    k_elements_per_token: int
+    v_elements_per_token: int
+    compute_bytes: int = 0
+
+    def kv_bytes(self, n_ctx: int, req: PlanRequest) -> int:
+        cells = _pad(min(n_ctx, DRAFT_MAX_CONTEXT), KV_CELL_PAD)
+        return (math.ceil(cells * self.k_elements_per_token * BYTES_PER_ELEMENT[req.type_k])
+                + math.ceil(cells * self.v_elements_per_token * BYTES_PER_ELEMENT[req.type_v]))
+
+    def total_bytes(self, n_ctx: int, req: PlanRequest) -> int:
+        return self.weights_bytes + self.kv_bytes(n_ctx, req) + self.compute_bytes
+
+
+DRAFT_COMPUTE_CTX = 4096  # the context a draft's compute buffer is estimated at (it grows little with more)
+
+
+def draft_size(shape: ModelShape, n_ubatch: int = 512) -> DraftSize:
+    """What a draft model of ``shape`` needs beside the main model (``PlanRequest.draft``)."""
+    k = v = 0
+    for layer in shape.layers:
+        if layer.n_head_kv:
+            layer_k, layer_v = shape.kv_elements_per_token(layer)
+            k, v = k + layer_k, v + layer_v
+    compute = compute_buffer_bytes(shape, min(DRAFT_COMPUTE_CTX, shape.context_length or DRAFT_COMPUTE_CTX),
+                                   PlanRequest(n_ubatch=n_ubatch))
+    return DraftSize(shape.total_bytes, k, v, compute)
+
+
+@dataclass(frozen=True)
 class PlanRequest:
     n_ctx: int | None = None  # None: the largest context that fits, up to the trained one
     type_k: KvCacheType = "f16"
@@ -56,6 +95,7 @@ class PlanRequest:
     margin_bytes: int = GiB
     cpu_moe_layers: int | None = None  # manual: the experts of the first N layers stay in RAM
     min_ctx: int = 512
+    draft: DraftSize | None = None  # a draft model loaded beside this one (speculative decoding)
 
 
 @dataclass(frozen=True)
@@ -69,10 +109,11 @@ class DeviceUse:
     layers: int = 0  # how many of the model's layers it holds (the output head not counted)
     host: str | None = None  # the RPC host serving it
     label: str = ""  # for people: "CUDA0", "RPC0 on 10.0.0.5:50052", "RAM"
+    draft_bytes: int = 0  # the draft model (weights, KV cache, compute), when it is here
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.experts_bytes + self.kv_bytes + self.compute_bytes
+        return self.weights_bytes + self.experts_bytes + self.kv_bytes + self.compute_bytes + self.draft_bytes
 
     @property
     def unused_bytes(self) -> int:
@@ -105,6 +146,16 @@ class Plan:
     lifted_to: tuple[str, ...] = ()  # the device of each of gpu_expert_tensors
     layer_devices: tuple[str, ...] = ()  # each layer's device id ("RAM": the CPU)
     output_device: str = RAM_DEVICE
+    draft_device: str | None = None  # where the draft model goes: a device id or "RAM"; None: no draft
+    draft: DraftSize | None = None
+
+    @property
+    def draft_bytes(self) -> int:
+        return sum(d.draft_bytes for d in self.devices)
+
+    @property
+    def draft_on_gpu(self) -> bool:
+        return self.draft_device is not None and self.draft_device != RAM_DEVICE
 
     @property
     def offload_devices(self) -> tuple[DeviceUse, ...]:
@@ -167,11 +218,12 @@ class Plan:
             "tensor_overrides": [f"{o.pattern}={o.device}" for o in self.tensor_overrides],
             "tensor_split": list(self.tensor_split),
             "rpc_hosts": list(self.rpc_hosts),
+            "draft": None if self.draft_device is None else {"device": self.draft_device, "bytes": self.draft_bytes},
             "devices": [
                 {"device": d.device, "label": d.label, "host": d.host, "layers": d.layers,
                  "budget": d.budget_bytes, "weights": d.weights_bytes,
                  "experts": d.experts_bytes, "kv_cache": d.kv_bytes, "compute": d.compute_bytes,
-                 "total": d.total_bytes, "fits": d.fits}
+                 "draft": d.draft_bytes, "total": d.total_bytes, "fits": d.fits}
                 for d in self.devices
             ],
         }
@@ -290,16 +342,38 @@ def _check_request(shape: ModelShape, req: PlanRequest) -> None:
 def _plan_at(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int) -> Plan:
     kv = [layer_kv_bytes(shape, layer, n_ctx, req) for layer in shape.layers]
     compute = compute_buffer_bytes(shape, n_ctx, req)
+    draft = req.draft.total_bytes(n_ctx, req) if req.draft is not None else 0
     if not machine.gpus:
         ram = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
                         weights_bytes=shape.total_bytes - shape.expert_bytes, experts_bytes=shape.expert_bytes,
-                        kv_bytes=sum(kv), compute_bytes=compute, label=RAM_DEVICE)
-        return _finish(shape, machine, req, n_ctx, 0, None, (), (), (), (ram,), sum(kv))
+                        kv_bytes=sum(kv), compute_bytes=compute, label=RAM_DEVICE, draft_bytes=draft)
+        return _finish(shape, machine, req, n_ctx, 0, None, (), (), (), (ram,), sum(kv),
+                       draft_device=RAM_DEVICE if req.draft is not None else None)
     if machine.unified_memory:
-        return _plan_unified(shape, machine, req, n_ctx, kv, compute)
+        return _plan_unified(shape, machine, req, n_ctx, kv, compute, draft)
 
     layout = _layout(shape, machine.offload_order, req, kv, compute)
-    return _plan_from(shape, machine, req, n_ctx, kv, compute, layout)
+    draft_device = RAM_DEVICE if req.draft is not None else None
+    if req.draft is not None:
+        layout, draft_device = _place_draft(shape, machine.offload_order, req, kv, compute, layout, draft)
+    return _plan_from(shape, machine, req, n_ctx, kv, compute, layout, draft_device, draft)
+
+
+def _place_draft(shape: ModelShape, devices: tuple[GpuDevice, ...], req: PlanRequest, kv: list[int], compute: int,
+                 without: _Layout, draft_bytes: int) -> tuple[_Layout, str]:
+    """The layout with the draft model on one of this machine's GPUs (the one with the most
+    free memory first), when that GPU holds it and still as many of the main model's layers
+    as without it: only the experts give way. Else ``without`` and the draft in RAM."""
+    local = sorted((d for d in devices if not d.host), key=lambda d: -d.free_bytes)
+    for gpu in local:
+        if draft_bytes > _usable(gpu.free_bytes, req):
+            continue
+        less = tuple(replace(d, free_bytes=d.free_bytes - draft_bytes) if d.ident == gpu.ident else d
+                     for d in devices)
+        layout = _layout(shape, less, req, kv, compute)
+        if layout.n_gpu_layers >= without.n_gpu_layers:
+            return layout, gpu.ident
+    return without, RAM_DEVICE
 
 
 def _usable(free_bytes: int, req: PlanRequest) -> int:
@@ -472,7 +546,7 @@ def _with_experts(shape: ModelShape, devices: tuple[GpuDevice, ...], budgets: li
 
 
 def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, kv: list[int], compute: int,
-               layout: _Layout) -> Plan:
+               layout: _Layout, draft_device: str | None = None, draft_bytes: int = 0) -> Plan:
     devices = machine.offload_order
     layer_device = [RAM_DEVICE] * shape.n_layer
     output_device = RAM_DEVICE
@@ -492,7 +566,8 @@ def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int
             + (shape.output_head_bytes if shape.n_layer in held else 0),
             experts_bytes=expert_bytes, kv_bytes=sum(kv[u] for u in layers),
             compute_bytes=compute_buffer_bytes(shape, n_ctx, req, logits=shape.n_layer in held) if held else 0,
-            layers=len(layers), host=device.host, label=device.label))
+            layers=len(layers), host=device.host, label=device.label,
+            draft_bytes=draft_bytes if device.ident == draft_device else 0))
     placed_weights = sum(u.weights_bytes for u in uses)
     placed_experts = sum(u.experts_bytes for u in uses)
     duplicated = shape.output_head_bytes - shape.output_bytes if output_device != RAM_DEVICE else 0
@@ -501,14 +576,14 @@ def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int
                         experts_bytes=shape.expert_bytes - placed_experts,
                         kv_bytes=sum(kv) - sum(u.kv_bytes for u in uses),
                         compute_bytes=_ram_compute(shape, n_ctx, req, layout, layer_device, output_device),
-                        label=RAM_DEVICE)
+                        label=RAM_DEVICE, draft_bytes=draft_bytes if draft_device == RAM_DEVICE else 0)
     on_device = {i for i, where in enumerate(layer_device) if where != RAM_DEVICE}
     whole, partial, lifted = _summarise(shape.layers, on_device, layout.experts)
     holder = next((d.ident for d, held in zip(reversed(devices), reversed(layout.units), strict=True) if held), None)
     return _finish(shape, machine, req, n_ctx, layout.n_gpu_layers, holder, whole, partial,
                    tuple(name for name, _ in lifted), (*uses, ram_use), sum(kv),
                    lifted_to=tuple(device for _, device in lifted), layer_devices=tuple(layer_device),
-                   output_device=output_device)
+                   output_device=output_device, draft_device=draft_device)
 
 
 def _ram_compute(shape: ModelShape, n_ctx: int, req: PlanRequest, layout: _Layout, layer_device: list[str],
@@ -537,29 +612,31 @@ def _summarise(layers: tuple[LayerShape, ...], on_device: set[int], experts: dic
 
 
 def _plan_unified(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, kv: list[int],
-                  compute: int) -> Plan:
+                  compute: int, draft_bytes: int) -> Plan:
     gpu = machine.gpu
     assert gpu is not None
     pool = _usable(min(gpu.free_bytes, machine.ram_free_bytes), req)
     use = DeviceUse(gpu.ident, pool, shape.total_bytes - shape.expert_bytes, shape.expert_bytes, sum(kv), compute,
-                    layers=shape.n_layer, label=gpu.label)
+                    layers=shape.n_layer, label=gpu.label, draft_bytes=draft_bytes)
     return _finish(shape, machine, req, n_ctx, shape.n_layer + 1, gpu.ident, (), (), (), (use,), sum(kv),
-                   layer_devices=(gpu.ident,) * shape.n_layer, output_device=gpu.ident)
+                   layer_devices=(gpu.ident,) * shape.n_layer, output_device=gpu.ident,
+                   draft_device=gpu.ident if req.draft is not None else None)
 
 
 def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n_gpu_layers: int,
             gpu_name: str | None, cpu_layers: tuple[int, ...], cpu_tensors: tuple[str, ...],
             gpu_tensors: tuple[str, ...], devices: tuple[DeviceUse, ...], kv_bytes: int, *,
             lifted_to: tuple[str, ...] = (), layer_devices: tuple[str, ...] = (),
-            output_device: str = RAM_DEVICE) -> Plan:
+            output_device: str = RAM_DEVICE, draft_device: str | None = None) -> Plan:
     fits = all(d.fits for d in devices)
     result = Plan(n_ctx=n_ctx, n_layer=shape.n_layer, n_gpu_layers=n_gpu_layers, gpu_device=gpu_name,
                   cpu_expert_layers=cpu_layers, cpu_expert_tensors=cpu_tensors, gpu_expert_tensors=gpu_tensors,
                   devices=devices,
                   kv_bytes=kv_bytes, type_k=req.type_k, type_v=req.type_v, flash_attn=req.flash_attn,
                   fits=fits, verdict="", unified_memory=machine.unified_memory, lifted_to=lifted_to,
-                  layer_devices=layer_devices, output_device=output_device)
-    result = replace(result, placement=_placement(result, shape))
+                  layer_devices=layer_devices, output_device=output_device, draft_device=draft_device,
+                  draft=req.draft)
+    result = replace(result, placement=_placement(result, shape) + draft_words(result))
     if fits:
         return replace(result, verdict=_fits_verdict(result, shape))
     short = next(d for d in reversed(devices) if not d.fits)
@@ -575,11 +652,20 @@ def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n
 def _fits_verdict(p: Plan, shape: ModelShape) -> str:
     context = f"at a context of {p.n_ctx:,} tokens"
     if p.unified_memory:
-        return f"Fits in unified memory: {format_size(p.devices[0].total_bytes)} {context}."
+        return f"Fits in unified memory: {format_size(p.devices[0].total_bytes)}{draft_words(p)} {context}."
     if _on_cpu_only(p):
-        text = f"Fits: runs on the CPU, using {format_size(p.ram.total_bytes)} of RAM {context}."
+        text = f"Fits: runs on the CPU, using {format_size(p.ram.total_bytes)} of RAM{draft_words(p)} {context}."
         return text if p.gpu is None else text + " The GPU has too little free memory for this model."
     return f"Fits: {p.placement}, {context}."
+
+
+def draft_words(p: Plan) -> str:
+    """", draft model on CUDA0 (0.5 GiB)": where the draft model goes, for people ("" without one)."""
+    if p.draft_device is None:
+        return ""
+    where = "in RAM" if p.draft_device == RAM_DEVICE else "on " + next(
+        (d.label or d.device for d in p.devices if d.device == p.draft_device), p.draft_device)
+    return f", draft model {where} ({format_size(p.draft_bytes)})"
 
 
 def _on_cpu_only(p: Plan) -> bool:
@@ -699,6 +785,8 @@ def apply_plan(settings: ModelSettings, p: Plan, extra_overrides: tuple[TensorOv
         rpc_hosts=p.rpc_hosts,
         devices=tuple(d.device for d in p.load_devices),
         tensor_split=tuple(float(n) for n in p.tensor_split),
+        draft_gpu_layers=-1 if p.draft_on_gpu else 0,
+        draft_device=p.draft_device if p.draft_on_gpu else None,
     )
 
 
@@ -709,25 +797,40 @@ def check_estimates(p: Plan, report: LoadReport) -> tuple[EstimateCheck, ...]:
     # loaded onto devices in between included: with a model split, RAM's share is not comparable.
     mapped = any(name.endswith("_Mapped") for name in report.model_buffers) and bool(p.offload_devices)
     weighed = p.offload_devices if mapped else p.devices
+    weights, kv, compute = _draft_parts(p)  # llama.cpp logs the draft model's buffers with the main one's
+
+    def draft(d: DeviceUse, part: int) -> int:
+        return part if d.device == p.draft_device else 0
+
     checks = [
         EstimateCheck("model on devices" if mapped else "model",
-                      sum(d.weights_bytes + d.experts_bytes for d in weighed),
+                      sum(d.weights_bytes + d.experts_bytes + draft(d, weights) for d in weighed),
                       sum(_on(report.model_buffers, d.device) for d in weighed), MODEL_TOLERANCE),
-        EstimateCheck("kv", p.kv_bytes, report.kv_bytes, KV_TOLERANCE),
-        EstimateCheck("compute", sum(d.compute_bytes for d in p.devices), report.compute_bytes, COMPUTE_TOLERANCE),
+        EstimateCheck("kv", p.kv_bytes + kv, report.kv_bytes, KV_TOLERANCE),
+        EstimateCheck("compute", sum(d.compute_bytes for d in p.devices) + compute, report.compute_bytes,
+                      COMPUTE_TOLERANCE),
     ]
     used = [d for d in p.devices if d.total_bytes]
     if len(used) > 1:
         for d in used:
             checks += [] if mapped and d.device == RAM_DEVICE else [
-                EstimateCheck(f"model on {d.device}", d.weights_bytes + d.experts_bytes,
+                EstimateCheck(f"model on {d.device}", d.weights_bytes + d.experts_bytes + draft(d, weights),
                               _on(report.model_buffers, d.device), MODEL_TOLERANCE)]
             checks += [
-                EstimateCheck(f"kv on {d.device}", d.kv_bytes, _on(report.kv_buffers, d.device), KV_TOLERANCE),
-                EstimateCheck(f"compute on {d.device}", d.compute_bytes, _on(report.compute_buffers, d.device),
-                              DEVICE_COMPUTE_TOLERANCE),
+                EstimateCheck(f"kv on {d.device}", d.kv_bytes + draft(d, kv), _on(report.kv_buffers, d.device),
+                              KV_TOLERANCE),
+                EstimateCheck(f"compute on {d.device}", d.compute_bytes + draft(d, compute),
+                              _on(report.compute_buffers, d.device), DEVICE_COMPUTE_TOLERANCE),
             ]
     return tuple(checks)
+
+
+def _draft_parts(p: Plan) -> tuple[int, int, int]:
+    """The draft model's weights, KV cache and compute buffer in ``p`` (zeros without one)."""
+    if p.draft is None or p.draft_device is None:
+        return 0, 0, 0
+    kv = p.draft.kv_bytes(p.n_ctx, PlanRequest(type_k=p.type_k, type_v=p.type_v))  # type: ignore[arg-type]
+    return p.draft.weights_bytes, kv, p.draft.compute_bytes
 
 
 def _on(buffers: dict[str, int], device: str) -> int:

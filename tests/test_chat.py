@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -308,3 +308,30 @@ def test_a_real_conversation_with_the_tiny_model(repo: ConversationRepository, m
         assert follow.cached_tokens > 0  # the conversation so far stayed in the KV cache
     finally:
         runtime.close()
+
+
+@dataclass
+class DraftingRuntime(FakeRuntime):
+    """A model whose replies were drafted: six tokens proposed, four accepted."""
+
+    samplings: list[Sampling] = field(default_factory=list)
+
+    def chat(self, messages: Sequence[ChatMessage], sampling: Sampling) -> Iterator[Event]:
+        self.samplings.append(sampling)
+        for event in super().chat(messages, sampling):
+            yield (Done(replace(event.stats, drafted_tokens=6, accepted_tokens=4)) if isinstance(event, Done)
+                   else event)
+
+
+def test_a_replys_drafted_and_accepted_tokens_are_stored_and_the_setting_sent(
+        repo: ConversationRepository) -> None:
+    runtime = DraftingRuntime(["Quoted", " text."])
+    chat = service(repo, runtime)
+    c = chat.start()
+    reply = list(chat.send(c.id, "Quote it"))[-1].message
+    assert (reply.drafted_tokens, reply.accepted_tokens) == (6, 4)
+    assert (repo.message(reply.id).drafted_tokens, repo.message(reply.id).accepted_tokens) == (6, 4)
+    assert runtime.samplings[-1].draft is True
+    off = service(repo, runtime, drafting=False)
+    list(off.send(c.id, "Again, one token at a time"))
+    assert runtime.samplings[-1].draft is False

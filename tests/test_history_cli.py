@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from app.conversations import ConversationRepository
 from app.store import open_store
+from inference.errors import EnclaveError
 from tests.cli import enclave
 
 
@@ -131,3 +134,26 @@ def test_export_keeps_every_alternative_and_import_brings_them_back(enclave_home
         reply = repo.messages(copy.id)[-1]
         assert [m.content for m in repo.alternatives(reply.id)] == ["first answer", "second answer"]
         assert (reply.alternative, reply.alternatives) == (2, 2)
+
+
+def test_export_and_import_keep_the_drafted_and_accepted_counts(enclave_home: Path) -> None:
+    from app.export import export_json, import_json
+
+    with open_store(database(enclave_home)) as store:
+        repo = ConversationRepository(store)
+        conversation = repo.create(title="drafted")
+        repo.add_message(conversation.id, "user", "quote it")
+        reply = repo.add_message(conversation.id, "assistant", "quoted", drafted_tokens=52, accepted_tokens=40)
+        assert (reply.drafted_tokens, reply.accepted_tokens) == (52, 40)
+        exported = json.loads(export_json(conversation, repo.messages(conversation.id)))
+        assert exported["messages"][1]["drafted_tokens"] == 52 and exported["messages"][1]["accepted_tokens"] == 40
+        assert exported["messages"][0]["drafted_tokens"] == 0
+        copy = import_json(repo, json.dumps(exported))
+        assert [(m.drafted_tokens, m.accepted_tokens) for m in repo.messages(copy.id)] == [(0, 0), (52, 40)]
+        for m in exported["messages"]:  # an export made before drafting has no counts: they read as 0
+            del m["drafted_tokens"], m["accepted_tokens"]
+        older = import_json(repo, json.dumps(exported))
+        assert [m.drafted_tokens for m in repo.messages(older.id)] == [0, 0]
+        exported["messages"][1]["drafted_tokens"] = "many"
+        with pytest.raises(EnclaveError, match="message 2 has drafted_tokens 'many', not a count"):
+            import_json(repo, json.dumps(exported))

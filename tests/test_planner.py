@@ -11,8 +11,19 @@ from hypothesis import strategies as st
 
 from app.catalog import shape_from_config
 from inference.devices import GiB, format_size, simulated_machine
+from inference.load_report import LoadReport
 from inference.model_shape import ModelShape
-from inference.planner import KV_CELL_PAD, RAM_DEVICE, PlanError, PlanRequest, apply_plan, context_table, plan
+from inference.planner import (
+    KV_CELL_PAD,
+    RAM_DEVICE,
+    PlanError,
+    PlanRequest,
+    apply_plan,
+    check_estimates,
+    context_table,
+    draft_size,
+    plan,
+)
 from inference.protocol import ModelSettings
 from tests.model_shapes import real_shapes
 
@@ -245,3 +256,90 @@ def test_placement_sentences_speak_of_layers_and_experts() -> None:
     assert "all 36 layers on the GPU, experts of 5 layers in RAM" in manual.verdict
     whole = plan(SHAPES["Qwen3-30B-A3B"], MACHINES["24 GiB CUDA + 64 GiB RAM"], PlanRequest(n_ctx=8192))
     assert whole.verdict.startswith("Fits: all 48 layers on the GPU, experts included")
+
+
+# A draft model beside the main one (speculative decoding) -----------------------------------
+
+QWEN3_06B = {"model": "Qwen3-0.6B", "llama_cpp_arch": "qwen3", "n_layer": 28, "n_embd": 1024, "n_head": 16,
+             "n_head_kv": 8, "key_length": 128, "value_length": 128, "n_vocab": 151936, "context_length": 40960,
+             "expert_count": 0, "expert_used_count": 0, "n_ff_expert": 0, "expert_shared_count": 0,
+             "n_ff_shared": 0, "n_ff": 3072, "dense_layers": "all", "sliding_window": 0,
+             "tied_embeddings": True}  # Qwen/Qwen3-0.6B's published configuration, the 30B-A3B's vocabulary
+DRAFT = draft_size(shape_from_config(QWEN3_06B))
+EIGHT_GIB = simulated_machine(8 * GiB, 64 * GiB, gpu_name="CUDA0")
+
+
+def test_a_draft_models_size_is_its_weights_kv_cache_and_compute() -> None:
+    shape = shape_from_config(QWEN3_06B)
+    assert DRAFT.weights_bytes == shape.total_bytes
+    assert DRAFT.k_elements_per_token == DRAFT.v_elements_per_token == 28 * 8 * 128  # layers x KV heads x head
+    f16 = PlanRequest(n_ctx=8192)
+    assert DRAFT.kv_bytes(8192, f16) == 2 * 8192 * 28 * 8 * 128 * 2  # K and V, 2 bytes each
+    assert DRAFT.kv_bytes(8192, replace(f16, type_k="q8_0", type_v="q8_0")) < DRAFT.kv_bytes(8192, f16) * 0.6
+    assert DRAFT.compute_bytes > QWEN3_06B["n_vocab"] * 512 * 4  # at least the logits of one ubatch
+    assert DRAFT.total_bytes(8192, f16) == DRAFT.weights_bytes + DRAFT.kv_bytes(8192, f16) + DRAFT.compute_bytes
+
+
+def test_a_draft_goes_on_the_gpu_before_the_experts_and_is_counted() -> None:
+    main = SHAPES["Qwen3-30B-A3B"]
+    without = plan(main, EIGHT_GIB, PlanRequest(n_ctx=8192))
+    drafted = plan(main, EIGHT_GIB, PlanRequest(n_ctx=8192, draft=DRAFT))
+    assert without.draft_device is None and without.draft_bytes == 0 and "draft" not in without.verdict
+    assert drafted.fits and drafted.draft_device == "CUDA0" and drafted.draft_on_gpu
+    gpu = drafted.gpu
+    assert gpu is not None and gpu.draft_bytes == DRAFT.total_bytes(8192, PlanRequest(n_ctx=8192))
+    assert gpu.total_bytes <= gpu.budget_bytes  # the draft's bytes are in the device's total, within budget
+    assert drafted.n_gpu_layers == without.n_gpu_layers == main.n_layer + 1  # attention still all on the GPU
+    assert len(drafted.cpu_expert_layers) > len(without.cpu_expert_layers)  # the experts gave way
+    assert drafted.ram.experts_bytes > without.ram.experts_bytes
+    size = format_size(gpu.draft_bytes)
+    assert f"draft model on CUDA0 ({size})" in drafted.placement and f"draft model on CUDA0 ({size})" in drafted.verdict
+    assert apply_plan(ModelSettings(path="m.gguf"), drafted).draft_gpu_layers == -1
+    assert drafted.as_dict()["draft"] == {"device": "CUDA0", "bytes": gpu.draft_bytes}
+
+
+def test_a_draft_with_no_room_beside_the_layers_goes_to_ram() -> None:
+    main = SHAPES["Qwen3-30B-A3B"]
+    small = simulated_machine(int(4.5 * GiB), 64 * GiB, gpu_name="CUDA0")  # not even every layer's attention fits
+    without = plan(main, small, PlanRequest(n_ctx=32768))
+    drafted = plan(main, small, PlanRequest(n_ctx=32768, draft=DRAFT))
+    assert without.n_gpu_layers <= main.n_layer  # the case: layers already stay on the CPU
+    assert drafted.draft_device == RAM_DEVICE and not drafted.draft_on_gpu
+    assert drafted.n_gpu_layers == without.n_gpu_layers  # the draft took nothing from the main model's GPU share
+    assert drafted.ram.draft_bytes == DRAFT.total_bytes(32768, PlanRequest()) and drafted.gpu.draft_bytes == 0  # type: ignore[union-attr]
+    assert drafted.ram.total_bytes == without.ram.total_bytes + drafted.ram.draft_bytes
+    assert "draft model in RAM" in drafted.verdict
+    assert apply_plan(ModelSettings(path="m.gguf"), drafted).draft_gpu_layers == 0
+
+
+def test_a_draft_counts_on_cpu_only_and_unified_machines() -> None:
+    main = SHAPES["Llama-3.1-8B"]
+    cpu = plan(main, MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=8192, draft=DRAFT))
+    alone = plan(main, MACHINES["CPU only 64 GiB"], PlanRequest(n_ctx=8192))
+    assert cpu.draft_device == RAM_DEVICE and cpu.ram.total_bytes - alone.ram.total_bytes == cpu.draft_bytes
+    assert "of RAM, draft model in RAM (" in cpu.verdict
+    unified = plan(main, MACHINES["Apple unified 128 GiB"], PlanRequest(n_ctx=8192, draft=DRAFT))
+    assert unified.draft_on_gpu and unified.devices[0].draft_bytes == unified.draft_bytes > 0
+    assert "draft model on" in unified.verdict
+
+
+def test_the_largest_context_leaves_room_for_the_draft() -> None:
+    main = SHAPES["Qwen3-30B-A3B"]
+    alone = plan(main, EIGHT_GIB, PlanRequest(n_ctx=None))
+    drafted = plan(main, EIGHT_GIB, PlanRequest(n_ctx=None, draft=DRAFT))
+    assert drafted.fits and all(d.fits for d in drafted.devices)
+    assert drafted.n_ctx <= alone.n_ctx
+
+
+def test_the_estimates_check_counts_the_draft_models_buffers() -> None:
+    p = plan(SHAPES["Qwen3-30B-A3B"], EIGHT_GIB, PlanRequest(n_ctx=8192, draft=DRAFT))
+    draft_kv = DRAFT.kv_bytes(8192, PlanRequest())
+    gpu, ram = p.devices
+    report = LoadReport(  # as llama.cpp logs both loads: the main model's buffers and the draft's, summed
+        model_buffers={"CUDA0": gpu.weights_bytes + gpu.experts_bytes + DRAFT.weights_bytes,
+                       "CPU": ram.weights_bytes + ram.experts_bytes},
+        kv_buffers={"CUDA0": gpu.kv_bytes + draft_kv},
+        compute_buffers={"CUDA0": gpu.compute_bytes + DRAFT.compute_bytes, "CPU": ram.compute_bytes})
+    checks = {c.what: c for c in check_estimates(p, report)}
+    assert all(c.ok and c.error == 0 for c in checks.values()), [c.describe() for c in checks.values()]
+    assert {"model", "kv", "compute", "model on CUDA0", "kv on CUDA0"} <= set(checks)

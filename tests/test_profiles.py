@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
 from app.chat import ContextRaised, LibraryContextNeed, ReplyDelta
+from app.cli.run import describe_stats
 from app.ingest import ingest
-from app.profiles import ModelProfile, load_request
+from app.profiles import DraftModel, ModelProfile, load_request
 from app.services import Services
 from app.settings import Settings
 from inference.errors import EnclaveError
-from inference.protocol import TensorOverride
+from inference.gguf_info import inspect_gguf
+from inference.planner import draft_size
+from inference.protocol import Done, Stats, TensorOverride
 from tests.cli import enclave, one_error_line
 from ui.chat_view import ChatPage
 from ui.models_page import ModelsPage
@@ -252,3 +256,98 @@ def test_what_cannot_be_a_profile_is_refused_in_one_line(enclave_home: Path, moe
     assert both.returncode == 2 and "--gpu-layers places layers by hand" in both.stderr
     with Services.open() as services:
         assert services.profiles.all() == {}
+
+
+# The draft model (speculative decoding) ------------------------------------------------------
+
+
+def test_a_draft_model_is_a_profile_field_that_round_trips() -> None:
+    profile = ModelProfile(draft_model="qwen3-0.6b", n_ctx=2048)
+    assert ModelProfile.from_json(profile.to_json()) == profile
+    assert profile.changes() == {"draft_model": "qwen3-0.6b", "n_ctx": 2048}
+    assert ModelProfile.from_json("{}").draft_model is None
+
+
+def test_a_profiles_draft_goes_into_the_load_and_the_plan(dense_model: Path) -> None:
+    shape = inspect_gguf(dense_model).shape
+    draft = DraftModel(str(dense_model), shape)
+    planned = load_request(ModelProfile(draft_model="d"), Settings(), draft=draft)
+    assert planned.settings.draft_path == str(dense_model)
+    assert planned.planned is not None and planned.planned.draft == draft_size(shape)
+    manual = load_request(ModelProfile(draft_model="d", n_gpu_layers=-1), Settings(), draft=draft)
+    assert manual.settings.draft_path == str(dense_model) and manual.settings.draft_gpu_layers == -1
+    on_cpu = load_request(ModelProfile(draft_model="d", n_gpu_layers=0), Settings(), draft=draft)
+    assert on_cpu.settings.draft_gpu_layers == 0
+    off = load_request(ModelProfile(draft_model="d"), Settings(drafting=False), draft=draft)
+    assert off.settings.draft_path is None and off.planned is not None and off.planned.draft is None
+    assert load_request(ModelProfile(), Settings()).settings.draft_path is None
+
+
+def test_a_draft_is_found_by_name_or_path_and_its_size_planned(services: Services, moe_model: Path,
+                                                              dense_model: Path) -> None:
+    registered = services.models.import_files([dense_model], "in_place")
+    services.configure_model(str(moe_model), draft_model=registered.name)
+    request = services.profile_request(str(moe_model))
+    assert request is not None and request.draft == draft_size(inspect_gguf(dense_model).shape)
+    loaded = services.runtime.draft_for(services.profile(str(moe_model)), services.current_settings())
+    assert loaded is not None and Path(loaded.path) == dense_model.resolve()
+    by_path = services.runtime.draft_for(ModelProfile(draft_model=str(dense_model)), services.current_settings())
+    assert by_path is not None and by_path.path == loaded.path
+    assert [name for _, name in services.draft_choices(str(moe_model))] == [registered.name]
+    assert services.draft_choices(registered.id) == []  # a model does not draft for itself
+    services.session_settings["drafting"] = False  # --no-draft: no draft model read, planned or loaded
+    assert services.profile_request(str(moe_model)).draft is None  # type: ignore[union-attr]
+    assert services.current_settings().sampling().draft is False
+
+
+def test_a_draft_model_that_is_not_there_is_named_in_a_clear_error(services: Services, moe_model: Path,
+                                                                   tmp_path: Path) -> None:
+    with pytest.raises(EnclaveError, match=r"No model 'no-such-model' is registered"):
+        services.configure_model(str(moe_model), draft_model="no-such-model")  # refused when saved
+    services.profiles.update(services.profile_key(str(moe_model)), draft_model="no-such-model")  # deleted since
+    with pytest.raises(EnclaveError, match=r"^The draft model 'no-such-model' is neither a registered model nor "
+                                           r"a model file here .*--reset draft_model"):
+        services.profile_request(str(moe_model))
+    with pytest.raises(EnclaveError, match="The draft model 'no-such-model'"):
+        services.load_model(str(moe_model))  # refused before anything is loaded
+    assert services.runtime.model is None
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf at all")
+    with pytest.raises(EnclaveError, match=r"^The draft model '.*broken.gguf' cannot be read: "):
+        services.runtime.draft_for(ModelProfile(draft_model=str(broken)), services.current_settings())
+    with pytest.raises(EnclaveError, match="draft_model is empty"):
+        services.configure_model(str(moe_model), draft_model=" ")
+
+
+def test_a_draft_is_saved_by_id_or_absolute_path_and_forgotten_with_its_model(
+        services: Services, moe_model: Path, dense_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(dense_model.parent)
+    services.configure_model(str(moe_model), draft_model=dense_model.name)  # relative to this folder
+    assert services.profile(str(moe_model)).draft_model == str(dense_model.resolve())
+    registered = services.models.import_files([dense_model], "in_place")
+    services.configure_model(str(moe_model), draft_model=registered.name)
+    assert services.profile(str(moe_model)).draft_model == registered.id
+    services.remove_model(registered.id)
+    assert services.profile(str(moe_model)).draft_model is None  # its loads go on, without a draft
+    assert services.profile_request(str(moe_model)).draft is None  # type: ignore[union-attr]
+
+
+def test_models_config_sets_and_clears_the_draft_model(enclave_home: Path, moe_model: Path,
+                                                       dense_model: Path) -> None:
+    shown = enclave("models", "config", str(moe_model), "--draft-model", str(dense_model), home=enclave_home)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"draft_model\s+{re.escape(str(dense_model))}", shown.stdout), shown.stdout
+    with Services.open() as services:
+        assert services.profile(str(moe_model)).draft_model == str(dense_model)
+    cleared = enclave("models", "config", str(moe_model), "--reset", "draft_model", home=enclave_home)
+    assert re.search(r"draft_model\s+\(default\)", cleared.stdout), cleared.stdout
+    for command in (("run",), ("chat",), ("ask",)):
+        assert "--no-draft" in enclave(*command, "--help", home=enclave_home).stdout
+
+
+def test_stats_say_how_many_tokens_were_drafted_and_accepted() -> None:
+    stats = Stats(prompt_tokens=100, cached_tokens=0, generated_tokens=60, prompt_seconds=1.0,
+                  generation_seconds=2.0, stop_reason="eog", drafted_tokens=52, accepted_tokens=39)
+    assert "drafted: 52 tokens, 39 accepted (75%); stopped: eog" in describe_stats(Done(stats))
+    plain = describe_stats(Done(replace(stats, drafted_tokens=0, accepted_tokens=0)))
+    assert "drafted" not in plain and plain.endswith("generated: 60 tokens, 30.0 tokens/s; stopped: eog")

@@ -231,3 +231,22 @@ def test_background_tasks_do_not_open_a_connection_each(qapp, store: Store) -> N
     assert counts == [0] * 33
     assert open_fds() == before
     assert tasks.wait()
+
+
+def test_replies_stored_before_drafting_read_as_nothing_drafted(tmp_path: Path) -> None:
+    path = tmp_path / "enclave.db"
+    old = Database(path)
+    MIGRATIONS.apply(old, stop_before="0015_message_drafting")
+    old.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES ('old', 'a', 'a')")
+    old.execute("INSERT INTO messages (conversation_id, role, content, completion_tokens, created_at, updated_at) "
+                "VALUES (1, 'assistant', 'an old reply', 12, 'a', 'a')")
+    old.conn.commit()
+    old.close()
+    with open_store(path) as s:
+        columns = {c.name: c for c in s.read()["messages"].columns}
+        assert columns["drafted_tokens"].type == columns["accepted_tokens"].type == "INTEGER"
+        repo = ConversationRepository(s)
+        reply = repo.messages(1)[0]
+        assert (reply.completion_tokens, reply.drafted_tokens, reply.accepted_tokens) == (12, 0, 0)
+        repo.update_message(reply.id, drafted_tokens=8, accepted_tokens=5)
+        assert (repo.message(reply.id).drafted_tokens, repo.message(reply.id).accepted_tokens) == (8, 5)

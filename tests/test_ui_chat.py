@@ -369,6 +369,15 @@ def test_the_footer_tells_speed_counts_note_and_status() -> None:
     assert reply_footer(Message(3, 1, "assistant", ""), live=True) == ["Writing…"]
 
 
+def test_the_footer_tells_how_many_tokens_were_drafted_and_accepted() -> None:
+    drafted = Message(1, 1, "assistant", "hi", completion_tokens=80, generation_seconds=2.0, prompt_tokens=1200,
+                      cached_tokens=1000, drafted_tokens=1052, accepted_tokens=40)
+    assert reply_footer(drafted, live=False) == [
+        "80 tokens · 40.0 tokens/s · prompt 1,200 tokens (1,000 cached) · 1,052 drafted, 40 accepted"]
+    plain = Message(2, 1, "assistant", "hi", completion_tokens=80, generation_seconds=2.0)
+    assert reply_footer(plain, live=False) == ["80 tokens · 40.0 tokens/s"]  # nothing drafted: nothing said
+
+
 def test_links_are_found_where_they_are_drawn(qtbot, make_page, services: Services) -> None:
     conversation = services.chat.start()
     services.conversations.add_message(conversation.id, "assistant", "Read [doc 1].")

@@ -359,3 +359,52 @@ def test_catalog_download_registers_the_model(qtbot: QtBot, services: Services, 
     assert "Downloaded and verified" in tab.jobs.status.text() and tab.download_button(0).isEnabled()
     tab.download_button(0).click()  # again: the hub's file is there, the registry refuses a second copy
     assert "was not downloaded" in tab.jobs.status.text() and "already registered" in tab.jobs.status.text()
+
+
+# The draft model ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def draft_page(page: ModelsPage, services: Services, moe_model: Path, dense_model: Path) -> tuple[PlanView, str]:
+    """The plan of the tiny MoE model, with the tiny dense one registered: a draft it can choose."""
+    dense = services.models.import_files([dense_model], "in_place")
+    page.import_paths([moe_model])
+    moe = next(m for m in services.models.all() if m.id != dense.id)
+    page.select_model(moe.id)
+    assert page.plan_view.model_id == moe.id
+    return page.plan_view, dense.id
+
+
+def test_the_draft_model_is_chosen_planned_and_saved_in_the_profile(draft_page: tuple[PlanView, str],
+                                                                    services: Services) -> None:
+    view, dense_id = draft_page
+    combo = view.draft_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == ["None (prompt lookup only)", "tiny-dense"]
+    assert combo.currentIndex() == 0 and plan_of(view).draft_device is None
+    view.machine_picker.simulate_machine(2.0, 8.0)
+    alone = plan_of(view)
+    combo.setCurrentIndex(combo.findData(dense_id))
+    drafted = plan_of(view)
+    assert drafted.draft_on_gpu and drafted.draft_bytes > 0 and "draft model on GPU0" in view.verdict.text()
+    assert drafted.gpu.total_bytes == alone.gpu.total_bytes - alone.gpu.experts_bytes + drafted.gpu.experts_bytes \
+        + drafted.draft_bytes  # type: ignore[union-attr]
+    widths = segment_widths(view)
+    assert widths[("GPU0", "draft")] > 0 and widths[("RAM", "draft")] == 0
+    assert "Draft model" in view.bars.rows()[0].detail
+    view.save_profile()
+    assert services.profile(view.model_id).draft_model == dense_id  # type: ignore[arg-type]
+    combo.setCurrentIndex(0)
+    assert plan_of(view).draft_device is None and "draft" not in view.verdict.text()
+    view.save_profile()
+    assert services.profile(view.model_id).draft_model is None  # type: ignore[arg-type]
+
+
+def test_a_draft_model_that_is_gone_is_said_and_not_loaded(page: ModelsPage, services: Services, moe_model: Path,
+                                                           tmp_path: Path) -> None:
+    gone = tmp_path / "gone.gguf"
+    services.configure_model(str(moe_model), draft_model=str(gone))
+    view = page.plan_view
+    view.set_model(str(moe_model))
+    assert view.draft_combo.currentText() == "gone.gguf" and view.draft_model == str(gone)
+    assert "The draft model" in view.draft_problem and "gone.gguf" in view.verdict.text()
+    assert not view.load_button.isEnabled()

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QPla
 from pytestqt.qtbot import QtBot
 
 from app.services import Services
-from app.settings import parse_value
+from app.settings import DESCRIPTIONS, parse_value
 from app.types import EnclaveError
 from tests.shown import shown
 from ui.settings_fields import ALL_CORES, GROUPS, SliderSpin
@@ -131,6 +131,20 @@ def test_a_number_typed_out_of_range_is_said_in_plain_words(page: SettingsPage, 
     assert services.settings.load().context_length == 8192  # nothing half-applied
     page.save()  # the corrected value, now seen, is what a second Save takes
     assert services.settings.load().context_length == 512 and page.errors["context_length"].isHidden()
+
+
+def test_drafting_is_on_by_default_explained_saved_and_sent_with_every_reply(page: SettingsPage,
+                                                                          services: Services) -> None:
+    assert services.settings.load().drafting is True and services.settings.load().sampling().draft is True
+    box = page.editors["drafting"]
+    assert isinstance(box, QCheckBox) and box.isChecked()
+    assert "The reply is the same either way" in box.toolTip()
+    assert "draft model's memory" in DESCRIPTIONS["drafting"]
+    box.setChecked(False)
+    page.save()
+    saved = services.settings.load()
+    assert saved.drafting is False and saved.sampling().draft is False  # no drafting for any reply
+    assert parse_value("drafting", "on") is True
 
 
 def test_the_command_line_check_speaks_plainly() -> None:

@@ -81,6 +81,8 @@ def reply_footer(message: Message, live: bool) -> list[str]:
     if message.prompt_tokens:
         cached = f" ({message.cached_tokens:,} cached)" if message.cached_tokens else ""
         stats.append(f"prompt {message.prompt_tokens:,} tokens{cached}")
+    if message.drafted_tokens:  # speculative decoding: proposed tokens, and the ones the model kept
+        stats.append(f"{message.drafted_tokens:,} drafted, {message.accepted_tokens:,} accepted")
     if stats:
         lines.append(" · ".join(stats))
     if message.context_note:

@@ -3,12 +3,14 @@ compute buffers go on this (or a simulated) machine as the context, the KV cache
 and the expert layers kept in RAM change, and a button to load the model by that plan.
 
 The planner is a pure function that takes well under 50 ms, so it runs on the GUI thread
-on every slider move; reading the model's shape (``Runtime.inspect``), the predicted
-speed under the verdict (``plan_speed``: it may measure the devices first) and loading go
-through the task runner.
+on every slider move; reading the model's shape (``Runtime.inspect``) and its draft
+model's, the predicted speed under the verdict (``plan_speed``: it may measure the devices
+first) and loading go through the task runner.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -25,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.runtime import LoadOutcome
-from app.services import Services
+from app.services import DraftSize, Services
 from app.types import EnclaveError, GGUFInfo, Machine, ModelShape, Plan, PlanRequest
 from ui.models_machine import MachinePicker
 from ui.models_plan_bars import PlanBars
@@ -37,6 +39,7 @@ from ui.theme import error_color
 KV_TYPES = ("f16", "q8_0", "q4_0")
 MIN_CTX = 512
 AUTO = -1  # the expert slider's "auto" end: the planner fills VRAM itself
+NO_DRAFT = "None (prompt lookup only)"
 
 
 def context_steps(trained: int) -> list[int]:
@@ -62,6 +65,8 @@ class PlanView(QWidget):
         self._infos: dict[str, GGUFInfo] = {}
         self._plan: Plan | None = None
         self.error = ""  # the planner's PlanError message, if any
+        # a draft model's size, why it cannot draft, or None: drafting is off in the settings
+        self._drafts: dict[str, DraftSize | str | None] = {}
         self._steps = context_steps(4096)
         self._build()
 
@@ -85,6 +90,13 @@ class PlanView(QWidget):
         self.experts_label.setMinimumWidth(110)
         self.experts_slider.setToolTip("Keep the experts of the first N layers in RAM (llama.cpp's --n-cpu-moe); "
                                        "at the left end the planner fills the GPU by itself.")
+        self.draft_combo = QComboBox()
+        self.draft_combo.setToolTip(
+            "A small model of the same family that guesses the next words for this one to check, several at "
+            "once: faster replies, the same words. It needs memory of its own, shown in the plan. Without one, "
+            "words are still drafted from the prompt (answers that quote documents).")
+        self.draft_combo.setMinimumContentsLength(24)
+        self.draft_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.machine_picker = MachinePicker(self.services, self.tasks, devices=True)
         self.bars = PlanBars()
         self.verdict = QLabel()
@@ -117,6 +129,7 @@ class PlanView(QWidget):
         self.experts_row = _pair(self.experts_slider, self.experts_label)
         self.form.addRow("Expert layers in RAM", self.experts_row)
         self.form.setRowVisible(self.experts_row, False)  # only a mixture-of-experts model has experts
+        self.form.addRow("Draft model", self.draft_combo)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addLayout(self.form)
@@ -139,12 +152,13 @@ class PlanView(QWidget):
         self.kv_combo.currentIndexChanged.connect(self._replan)
         self.flash.toggled.connect(self._replan)
         self.experts_slider.valueChanged.connect(self._replan)
+        self.draft_combo.currentIndexChanged.connect(self._draft_chosen)
         self.machine_picker.machineChanged.connect(self._replan)
         self.load_button.clicked.connect(self.load)
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.ctx_slider, self.kv_combo, self.flash, self.experts_slider):
+        for w in (self.ctx_slider, self.kv_combo, self.flash, self.experts_slider, self.draft_combo):
             w.setEnabled(on)
         self.load_button.setEnabled(False)
 
@@ -194,9 +208,10 @@ class PlanView(QWidget):
         self._steps = context_steps(shape.context_length)
         profile = self.services.profile(model_id)  # the sliders show the saved profile
         wanted = profile.context(self.services.current_settings()) or shape.context_length
-        controls = (self.ctx_slider, self.experts_slider, self.kv_combo, self.flash)
+        controls = (self.ctx_slider, self.experts_slider, self.kv_combo, self.flash, self.draft_combo)
         for w in controls:
             w.blockSignals(True)
+        self._fill_drafts(model_id, profile.draft_model)
         self.ctx_slider.setRange(0, len(self._steps) - 1)
         self.ctx_slider.setValue(self._nearest_step(min(wanted, shape.context_length)))
         self.experts_slider.setRange(AUTO, shape.n_layer)
@@ -210,7 +225,45 @@ class PlanView(QWidget):
         if profile.n_gpu_layers is not None:  # set by hand ('enclave models config --gpu-layers')
             self.load_status.setText(f"Its profile places layers by hand ({profile.n_gpu_layers} on the GPU, no "
                                      "plan). Loading with this plan replaces that.")
-        self._replan()
+        self._draft_chosen()
+
+    # The draft model -------------------------------------------------------------------
+
+    def _fill_drafts(self, model_id: str, saved: str | None) -> None:
+        """The draft model choices: none, the other registered models, and the profile's own
+        choice when it is a file (or a model no longer registered)."""
+        self.draft_combo.clear()
+        self.draft_combo.addItem(NO_DRAFT, None)
+        for ident, name in self.services.draft_choices(model_id):
+            self.draft_combo.addItem(name, ident)
+        index = 0
+        if saved:  # saved by id, by name, or a file's path
+            index = max(self.draft_combo.findData(saved), self.draft_combo.findText(saved))
+            if index < 0:
+                self.draft_combo.addItem(Path(saved).name, saved)
+                index = self.draft_combo.count() - 1
+        self.draft_combo.setCurrentIndex(index)
+
+    @property
+    def draft_model(self) -> str | None:
+        """The draft model chosen (an id or a path; None: prompt lookup only)."""
+        return self.draft_combo.currentData()
+
+    def _draft_chosen(self, *_: object) -> None:
+        """Read the chosen draft model's size once (off the GUI thread), then plan with it."""
+        ref = self.draft_model
+        if ref is None or ref in self._drafts:
+            self._replan()
+            return
+        self._replan()  # without it until it is read
+        self.tasks.run(lambda: self.services.draft_size(ref),
+                       on_result=lambda size: self._draft_read(ref, size),
+                       on_error=lambda message: self._draft_read(ref, message))
+
+    def _draft_read(self, ref: str, size: DraftSize | str | None) -> None:
+        self._drafts[ref] = size
+        if ref == self.draft_model:
+            self._replan()
 
     def _nearest_step(self, n_ctx: int) -> int:
         return min(range(len(self._steps)), key=lambda i: abs(self._steps[i] - n_ctx))
@@ -242,8 +295,27 @@ class PlanView(QWidget):
     def request(self) -> PlanRequest:
         kv = self.kv_combo.currentText()
         layers = self.experts_slider.value()
+        draft = self._drafts.get(self.draft_model or "")
         return PlanRequest(n_ctx=self.n_ctx, type_k=kv, type_v=kv,  # type: ignore[arg-type]
-                           flash_attn=self.flash.isChecked(), cpu_moe_layers=None if layers == AUTO else layers)
+                           flash_attn=self.flash.isChecked(), cpu_moe_layers=None if layers == AUTO else layers,
+                           draft=draft if isinstance(draft, DraftSize) else None)
+
+    @property
+    def draft_problem(self) -> str:
+        """Why the chosen draft model cannot draft ("" when it can, or none is chosen)."""
+        draft = self._drafts.get(self.draft_model or "", "")
+        return draft if isinstance(draft, str) else ""
+
+    def _draft_note(self) -> str:
+        """What the verdict adds about the chosen draft model ("" when the plan says it all)."""
+        ref = self.draft_model
+        if ref is None:
+            return ""
+        if ref not in self._drafts:
+            return "Reading the draft model…"
+        if self._drafts[ref] is None:
+            return "Drafting is off in Settings, so the draft model is not loaded."
+        return self.draft_problem
 
     # Planning --------------------------------------------------------------------------
 
@@ -265,7 +337,8 @@ class PlanView(QWidget):
         self._show_verdict(result, machine)
         self.speed.set_plan(self.info, result if result is not None and result.fits else None, machine)
         simulated = machine is not None and machine.simulated
-        self.load_button.setEnabled(result is not None and result.fits and not simulated and self.model_id is not None)
+        self.load_button.setEnabled(result is not None and result.fits and not simulated and self.model_id is not None
+                                    and not self.draft_problem)
         self.load_button.setToolTip("Turn off the simulation to load on this machine." if simulated else "")
         self.planChanged.emit(result)
 
@@ -277,10 +350,12 @@ class PlanView(QWidget):
         if result is None:
             self.verdict.setText("" if self.shape is None or machine is not None else "Detecting this machine…")
             return
-        self.verdict.setStyleSheet("" if result.fits else f"color: {error_color()};")
+        self.verdict.setStyleSheet("" if result.fits and not self.draft_problem else f"color: {error_color()};")
         lines = [result.verdict]
         if result.suggestions:
             lines.append("Would help: " + "; ".join(result.suggestions) + ".")
+        if self._draft_note():
+            lines.append(self._draft_note())
         self.verdict.setText("\n".join(lines))
 
     # Loading ---------------------------------------------------------------------------
@@ -293,7 +368,8 @@ class PlanView(QWidget):
         request = self.request()
         self.services.configure_model(self.model_id, n_ctx=request.n_ctx, type_k=request.type_k,
                                       type_v=request.type_v, flash_attn=request.flash_attn,
-                                      cpu_moe_layers=request.cpu_moe_layers, n_gpu_layers=None)
+                                      cpu_moe_layers=request.cpu_moe_layers, n_gpu_layers=None,
+                                      draft_model=self.draft_model)
 
     def load(self) -> None:
         """Save the sliders as the model's profile and load the model by it. The runtime

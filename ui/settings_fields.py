@@ -40,7 +40,8 @@ class Group:
 
 GROUPS = (
     Group("Model defaults", "What a new conversation starts with. A model's own profile (Models page) can override "
-          "these.", ("default_model", "context_length", "max_tokens", "threads", "system_prompt", "show_reasoning")),
+          "these.", ("default_model", "context_length", "max_tokens", "threads", "system_prompt", "show_reasoning",
+                     "drafting")),
     Group("Sampling", "How the next word is chosen. The defaults suit most models; change one thing at a time.",
           ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")),
     Group("Libraries", "How documents are read and kept for questions about a library.",
@@ -60,6 +61,7 @@ LABELS = {
     "max_tokens": "Longest reply",
     "system_prompt": "System prompt",
     "show_reasoning": "Show a reasoning model's thinking",
+    "drafting": "Faster replies by drafting (same words)",
     "max_document_mb": "Largest document read",
     "kv_cache_max_gb": "Saved library prompts, at most",
     "offline": "Offline: never go online, not even for downloads",

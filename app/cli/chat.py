@@ -17,7 +17,7 @@ from app.chat import (
     ReplyDelta,
     ReplyFinished,
 )
-from app.cli.common import Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
+from app.cli.common import NO_DRAFT, Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
 from app.conversations import Conversation, Message
 from app.library_chat import LibraryCounting
 from app.services import Services
@@ -33,11 +33,14 @@ HELP = "Type a message and press Enter. /new starts a new chat, /regen answers a
 @click.option("--system", default=None, help="A system prompt for a new conversation.")
 @click.option("--library", "library_name", default=None, help="Chat about a document library.")
 @click.option("--no-reasoning", is_flag=True, help="Hide a reasoning model's thinking.")
+@NO_DRAFT
 @user_errors
 def chat(model: str | None, conversation_id: int | None, system: str | None, library_name: str | None,
-         no_reasoning: bool) -> None:
+         no_reasoning: bool, no_draft: bool) -> None:
     """Chat with a model in the terminal. The conversation is saved as you go."""
     with Services.open() as services:
+        if no_draft:
+            services.session_settings["drafting"] = False
         library_id = services.libraries.get(library_name).id if library_name else None
         conversation = _open_conversation(services, model, conversation_id, system, library_id)
         click.echo(f"Chat {conversation.id} with {conversation.model}. {HELP}", err=True)

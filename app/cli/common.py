@@ -154,6 +154,10 @@ def cli(ctx: click.Context) -> None:
 
 
 KV_TYPES = click.Choice(["f16", "q8_0", "q4_0"])  # the KV cache types the planner knows
+# run, chat, ask: the drafting setting off for this command (no draft model loaded either)
+NO_DRAFT = click.option("--no-draft", is_flag=True,
+                        help="Generate one token at a time: no drafting from the prompt, no draft model loaded. "
+                             "The reply is the same, only slower; for comparing speeds or saving memory.")
 
 
 def launch_gui() -> int:

@@ -12,7 +12,7 @@ from typing import TypeVar
 import click
 
 from app.cli.chat import note_guessed_format, show_reply
-from app.cli.common import KV_TYPES, Cancellable, ProgressLine, cli, fail, user_errors
+from app.cli.common import KV_TYPES, NO_DRAFT, Cancellable, ProgressLine, cli, fail, user_errors
 from app.ingest import IngestProgress
 from app.ingest_reasons import status_text
 from app.services import Services
@@ -235,10 +235,13 @@ def _one(run: Callable[[], T]) -> Iterator[T]:
 @click.option("--library", "library_name", required=True, help="The library to answer from.")
 @click.option("--model", default=None, help="The model file (default: the default_model setting).")
 @click.option("--no-reasoning", is_flag=True, help="Hide a reasoning model's thinking.")
+@NO_DRAFT
 @user_errors
-def ask(question: str, library_name: str, model: str | None, no_reasoning: bool) -> None:
+def ask(question: str, library_name: str, model: str | None, no_reasoning: bool, no_draft: bool) -> None:
     """Answer QUESTION from a whole library, with citations; saved as a conversation."""
     with Services.open() as services:
+        if no_draft:
+            services.session_settings["drafting"] = False
         lib = services.libraries.get(library_name)
         conversation = services.chat.start(model=model, library_id=lib.id)
         if not conversation.model:

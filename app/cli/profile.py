@@ -40,6 +40,10 @@ _OPTIONS: tuple[Callable[[F], F], ...] = (
     click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads."),
     click.option("--chat-format", default=None,
                  help="A built-in chat format (chatml, llama3, gemma, ...) instead of the model's own template."),
+    click.option("--draft-model", default=None,
+                 help="A small model with the same vocabulary (a registered model or a .gguf file) that proposes "
+                      "tokens for this one to check: faster replies, the same words. '--reset draft_model' "
+                      "clears it: then only the prompt is drafted from."),
     click.option("--temperature", type=click.FloatRange(min=0), default=None,
                  help="0 is greedy: the same prompt always gives the same reply."),
     click.option("--top-k", type=click.IntRange(min=0), default=None, help="Sample from the K likeliest tokens."),

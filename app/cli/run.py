@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import SIZE, Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
+from app.cli.common import NO_DRAFT, SIZE, Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
 from app.cli.profile import profile_changes, profile_options
 from app.profiles import checked
 from app.remote_models import RemoteModel
@@ -27,10 +27,12 @@ from inference.protocol import ChatMessage, Done, Event, Failed, Progress, Token
               help="auto: Enclave places every tensor for this machine. none: only what you set (--gpu-layers).")
 @click.option("--margin", type=SIZE, default=None, help="Memory to leave free on each device (default 1GiB).")
 @click.option("--raw", is_flag=True, help="Complete PROMPT as plain text, without the chat template.")
-@click.option("--stats", is_flag=True, help="Print token counts, speeds and the memory plan to stderr.")
+@click.option("--stats", is_flag=True,
+              help="Print token counts, speeds, drafted tokens and the memory plan to stderr.")
+@NO_DRAFT
 @user_errors
 def run(model: str, prompt: str, seed: int | None, plan_mode: str | None, margin: int | None, raw: bool, stats: bool,
-        **options: Any) -> None:
+        no_draft: bool, **options: Any) -> None:
     """Answer PROMPT with MODEL (a registered model or a .gguf file), streaming the reply.
 
     MODEL loads as its saved profile says ('enclave models config'); the options given
@@ -42,6 +44,8 @@ def run(model: str, prompt: str, seed: int | None, plan_mode: str | None, margin
     if plan_mode == "auto":
         changes["n_gpu_layers"] = None
     with Services.open(readonly=True) as services:
+        if no_draft:
+            services.session_settings["drafting"] = False
         remote = services.remote_model(model)
         if remote is not None:
             if raw:
@@ -103,6 +107,10 @@ def stream_reply(events: Iterable[Event], cancel: Callable[[], None], show_stats
 
 def describe_stats(done: Done) -> str:
     s = done.stats
+    drafted = ""
+    if s.drafted_tokens > 0:
+        drafted = (f"drafted: {s.drafted_tokens} tokens, {s.accepted_tokens} accepted "
+                   f"({s.accepted_tokens / s.drafted_tokens:.0%}); ")
     return (f"prompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached), {s.prompt_tokens_per_second:.1f} tokens/s; "
             f"generated: {s.generated_tokens} tokens, {s.generation_tokens_per_second:.1f} tokens/s; "
-            f"stopped: {s.stop_reason}")
+            f"{drafted}stopped: {s.stop_reason}")
