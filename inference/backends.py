@@ -199,7 +199,9 @@ def _why_not(path: Path, parsed: BackendFileName, chosen_variant: str | None) ->
     try:
         handle = ctypes.CDLL(str(path), mode=getattr(os, "RTLD_LOCAL", 0))
     except OSError as exc:
-        return dlopen_reason(str(exc))
+        # a frozen app's ctypes (PyInstaller's) replaces dlopen's words with "not found when the
+        # application was frozen", keeping them as the cause
+        return dlopen_reason(str(exc.__cause__ or exc))
     score = _score(handle)
     if parsed.backend == "CPU":
         return cpu_variant_reason(parsed.variant, score, chosen_variant, _this_cpu())

@@ -90,6 +90,25 @@ def test_dlopen_errors_become_reasons_people_can_act_on(error: str, reason: str)
     assert dlopen_reason(error) == reason
 
 
+def test_the_packaged_apps_ctypes_does_not_hide_dlopens_reason(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyInstaller's CDLL raises its own "not found when the application was frozen" error
+    from dlopen's; the reason must come from dlopen's."""
+    from inference import backends
+
+    def frozen_cdll(name: str, mode: int = 0) -> None:
+        try:
+            raise OSError(f"{name}: libcuda.so.1: cannot open shared object file: No such file or directory")
+        except OSError as dlopen_error:
+            raise OSError(f"Failed to load dynlib/dll {name!r}. Most likely this dynlib/dll was not found when "
+                          "the application was frozen.") from dlopen_error
+
+    monkeypatch.setattr(backends.ctypes, "CDLL", frozen_cdll)
+    parsed = parse_file_name("libggml-cuda.so")
+    assert parsed is not None
+    assert backends._why_not(tmp_path / "libggml-cuda.so", parsed, None) == "no NVIDIA driver (libcuda.so.1 is missing)"
+
+
 def test_a_cpu_variant_says_which_instruction_sets_this_cpu_lacks() -> None:
     assert missing_features("skylakex", HASWELL_FLAGS) == ["AVX512"]
     assert missing_features("sapphirerapids", HASWELL_FLAGS) == [

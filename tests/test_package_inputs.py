@@ -324,16 +324,49 @@ def test_the_launcher_agrees_with_the_apps_own_check(tmp_path: Path, monkeypatch
         assert result.returncode == 2 and result.stderr.strip() == expected
 
 
-def test_the_cuda_backend_add_on_builds_from_the_locked_llama_cpp_for_this_version() -> None:
-    """It cannot run here (hours of nvcc); its dry run shows what it would do."""
+def _cuda_dry_run(**env: str) -> str:
     result = subprocess.run(["sh", str(ROOT / "installers/gpu/build_cuda_backend.sh"), "--dry-run"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_the_cuda_backend_add_on_builds_from_the_locked_llama_cpp_for_this_version() -> None:
+    """A real build takes hours of nvcc; its dry run shows what it would do."""
+    out = _cuda_dry_run()
     from app import __version__ as version
     llama = read_lock().get("llama-cpp-python")
     assert llama is not None
     assert f"llama-cpp-python=={llama.version} --hash=sha256:{llama.sha256}" in out and "--require-hashes" in out
     assert "-DGGML_BACKEND_DL=ON -DGGML_CUDA=ON" in out and "--target ggml-cuda" in out
-    assert f"Depends: enclave (= {version})" in out and "libcuda.so" not in out  # the driver's is never shipped
+    assert f"Depends: enclave (= {version})" in out
+    copied = [line for line in out.splitlines() if line.startswith("+ cp")]
+    assert copied and not [line for line in copied if "libcuda.so" in line]  # the driver's is never shipped
     assert f"Enclave-{version}/lib/_internal/llama_cpp/lib" in out  # where the portable folder keeps llama.cpp
+
+
+def test_the_cuda_add_on_is_built_with_nvidias_cuda_13_wheels_by_default() -> None:
+    """CUDA 12's wheels have no nvcc: the default toolkit is CUDA 13.0's, all from one release."""
+    out = _cuda_dry_run()
+    from app import __version__ as version
+    wheels = re.findall(r"(nvidia-[a-z-]+)==([\d.*]+)", out)
+    assert {name for name, _ in wheels} >= {"nvidia-cuda-nvcc", "nvidia-cuda-runtime", "nvidia-cublas"}
+    assert {pin for _, pin in wheels} == {"13.0.*"}
+    assert f"dist/enclave-cuda13_{version}_amd64.deb" in out and f"Enclave-{version}-linux-x86_64-cuda13.tar.gz" in out
+    assert "Package: enclave-cuda13" in out and "NVIDIA driver 580 or newer" in out
+    archs = re.search(r"-DCMAKE_CUDA_ARCHITECTURES=(\S+)", out)
+    assert archs is not None and archs.group(1).startswith("75-real;")  # CUDA 13 starts at Turing
+
+
+def test_an_installed_cuda_12_toolkit_names_the_add_on_after_its_major_version(tmp_path: Path) -> None:
+    toolkit = tmp_path / "cuda-12.8"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "lib64").mkdir()
+    (toolkit / "lib64" / "libcudart.so").touch()
+    nvcc = toolkit / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.8, V12.8.93'\n")
+    nvcc.chmod(0o755)
+    out = _cuda_dry_run(CUDA_TOOLKIT=str(toolkit))
+    assert "nvidia-cuda-nvcc" not in out and f"-DCMAKE_CUDA_COMPILER={nvcc}" in out
+    assert "Package: enclave-cuda12" in out and "NVIDIA driver 525 or newer" in out and "-cuda12.tar.gz" in out
+    assert f"{toolkit}/lib64/libcublasLt.so.12" in out

@@ -253,15 +253,60 @@ else
 fi
 
 echo
-# The GPU add-on cannot be built here (hours of nvcc): its dry run must show the locked llama.cpp,
-# the CUDA backend alone, and a package for exactly this version.
+# The GPU add-on takes hours of nvcc to build, so it is not built here: its dry run must show the
+# locked llama.cpp, the CUDA backend alone, and a package for exactly this version.
 echo "installers/gpu/build_cuda_backend.sh (dry run)"
 out=$("$ROOT/installers/gpu/build_cuda_backend.sh" --dry-run 2>&1); rc=$?
 if [ $rc -eq 0 ] && echo "$out" | grep -q -- "-DGGML_BACKEND_DL=ON -DGGML_CUDA=ON" \
         && echo "$out" | grep -q "Depends: enclave (= $VERSION)" && echo "$out" | grep -q -- "--require-hashes"; then
-    ok "enclave-cuda12 would build from the locked llama.cpp, for Enclave $VERSION"
+    ok "$(echo "$out" | sed -n 's/^ *Package: //p') would build from the locked llama.cpp, for Enclave $VERSION"
 else
     bad "build_cuda_backend.sh --dry-run: rc=$rc"; echo "$out" | tail -5 | sed 's/^/        /'
+fi
+
+# A built CUDA add-on (ENCLAVE_CUDA_ADDON, or the tarball build_cuda_backend.sh left in dist/),
+# extracted over a copy of the portable folder as a user would: libggml-cuda.so finds its CUDA
+# runtime beside itself, doctor lists it (loaded, or why not: here usually "no NVIDIA driver"),
+# and the tiny model still answers, on the GPU or on the CPU.
+ADDON=${ENCLAVE_CUDA_ADDON:-$(ls "$DIST/Enclave-$VERSION-linux-$(uname -m)"-cuda*.tar.gz 2>/dev/null | tail -n 1)}
+if [ -n "$ADDON" ] && [ -f "$ADDON" ]; then
+    echo "$(basename "$ADDON") ($(du -h "$ADDON" | cut -f1))"
+    C="$TMP/cuda/Enclave-$VERSION"
+    mkdir -p "$C"
+    cp -r "$DIST/Enclave" "$C/lib"
+    tar -C "$TMP/cuda" -xzf "$ADDON"
+    CUDA_LIB="$C/lib/_internal/llama_cpp/lib/libggml-cuda.so"
+    if [ ! -f "$CUDA_LIB" ]; then
+        bad "the add-on has no Enclave-$VERSION/lib/_internal/llama_cpp/lib/libggml-cuda.so (built for another version?)"
+    else
+        # Every CUDA library it needs resolves beside it ($ORIGIN); only the driver's may be missing.
+        links=$(ldd "$CUDA_LIB" 2>&1)
+        elsewhere=$(echo "$links" | awk -v d="$(dirname "$CUDA_LIB")/" '$1 ~ /^lib(cudart|cublas|cublasLt|ggml-base)\./ && index($3, d) != 1 { print $1 " -> " $3 }')
+        absent=$(echo "$links" | awk '/not found/ { print $1 }' | tr '\n' ' ')
+        if [ -z "$elsewhere" ] && { [ -z "$absent" ] || [ "$absent" = "libcuda.so.1 " ]; }; then
+            ok "libggml-cuda.so finds libcudart, libcublas and libggml-base beside itself${absent:+ (no NVIDIA driver here: libcuda.so.1 not found)}"
+        else
+            bad "libggml-cuda.so links outside its folder: ${elsewhere:-}${absent:+ missing: $absent}"
+        fi
+        line=$(clean "$C/lib/Enclave" doctor 2>&1 | grep -E '^ +(loaded|not loaded) +libggml-cuda\.so')
+        state=$(clean "$C/lib/Enclave" doctor --json 2>/dev/null | "$PY" -c 'import json, sys
+files = (json.load(sys.stdin).get("backend_libraries") or {}).get("files") or []
+cuda = [f for f in files if f["file"] == "libggml-cuda.so"]
+print(("loaded" if cuda[0]["loaded"] else "not loaded: " + cuda[0]["reason"]) if cuda else "")')
+        case "$state" in
+            *"when the application was frozen"*) bad "doctor gives PyInstaller's wrapper text, not dlopen's reason: '$state'" ;;
+            loaded|"not loaded: "?*) ok "doctor: $(echo "$line" | sed 's/  */ /g; s/^ //') (--json: $state)" ;;
+            *) bad "doctor does not list libggml-cuda.so with a reason: '$line' / --json '$state'" ;;
+        esac
+        if [ -f "$MODEL" ]; then
+            answer=$(clean "$C/lib/Enclave" run "$MODEL" "hello world" --max-tokens 8 --temperature 0 2>"$TMP/cuda.err")
+            if [ -n "$answer" ]; then ok "with the CUDA add-on, the tiny model answers"
+            else bad "with the CUDA add-on, the tiny model does not answer"; sed 's/^/        /' "$TMP/cuda.err" | tail -5; fi
+        fi
+    fi
+    rm -rf "$TMP/cuda"
+else
+    skip "CUDA add-on: none built (installers/gpu/build_cuda_backend.sh writes dist/Enclave-$VERSION-linux-$(uname -m)-cuda13.tar.gz; or set ENCLAVE_CUDA_ADDON)"
 fi
 
 if [ $FAILED -eq 0 ]; then echo "smoke test passed"; else echo "smoke test: $FAILED check(s) failed"; fi
