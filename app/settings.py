@@ -96,8 +96,8 @@ DESCRIPTIONS: dict[str, str] = {
                       "answer. Off: only the answer.",
     "drafting": "Faster answers when the reply repeats text from the prompt (a library answer quoting its "
                 "documents) or when the model's draft model guesses right: several words are proposed and "
-                "checked at once. The model itself still chooses every word, so the reply says the same. Turn it off only to compare speeds or to "
-                "save the draft model's memory.",
+                "checked at once. The model itself still chooses every word, so the reply says the same. "
+                "Turn it off only to compare speeds or to save the draft model's memory.",
     "max_document_mb": "Files larger than this are listed in the library with the reason, but not read. Raise it "
                        "for very large PDFs or data files.",
     "kv_cache_max_gb": "Disk space for saved library prompts, which let a library answer at once instead of being "

@@ -46,7 +46,9 @@ class DraftLength:
     kind of text it writes."""
 
     token_seconds: float | None = None  # one token decoded alone
-    extra_seconds: float | None = None  # each further token in the same batch
+    # seconds of a batch of n tokens, by n: measured per size, because the cost is far from
+    # linear (CPU matrix kernels change at some sizes: here 2 tokens cost 1.8 times one, 9 cost 5.7)
+    batch_seconds: dict[int, float] = field(default_factory=dict)
     _acceptance: list[_Acceptance] = field(default_factory=lambda: [
         _Acceptance(p * _PRIOR_WEIGHT, _PRIOR_WEIGHT) for p in _PRIOR_ACCEPTANCE])
 
@@ -54,9 +56,8 @@ class DraftLength:
         """A decode of ``n_tokens`` (1: plain, more: a check) took ``seconds``."""
         if n_tokens == 1:
             self.token_seconds = _average(self.token_seconds, seconds)
-        elif self.token_seconds is not None:
-            extra = max(0.0, (seconds - self.token_seconds) / (n_tokens - 1))
-            self.extra_seconds = _average(self.extra_seconds, extra)
+        else:
+            self.batch_seconds[n_tokens] = _average(self.batch_seconds.get(n_tokens), seconds)
 
     def record_check(self, match: int, drafted: int, accepted: int) -> None:
         """A proposal from a ``match``-token match (0: the draft model's): ``accepted`` of ``drafted`` kept. Each
@@ -76,26 +77,36 @@ class DraftLength:
     def acceptance(self, match: int) -> float:
         return self._acceptance[_bucket(match)].rate
 
-    def extra_cost(self) -> float:
-        """A batch token's cost beside the first, as a share of a token decoded alone."""
-        if self.token_seconds is None or self.extra_seconds is None or self.token_seconds <= 0:
-            return _PRIOR_EXTRA_COST
-        return self.extra_seconds / self.token_seconds
+    def batch_cost(self, n_tokens: int) -> float:
+        """What a batch of ``n_tokens`` costs, in tokens decoded alone: measured where this
+        size was, else interpolated between the sizes measured (and 1 token), else the prior
+        ``_PRIOR_EXTRA_COST`` per token past the largest size measured. Sizes not yet tried
+        look no worse than the prior, so they get tried."""
+        if not self.token_seconds:
+            return 1.0 + _PRIOR_EXTRA_COST * (n_tokens - 1)
+        measured = {1: 1.0, **{n: t / self.token_seconds for n, t in self.batch_seconds.items()}}
+        if n_tokens in measured:
+            return measured[n_tokens]
+        below = max(n for n in measured if n < n_tokens)
+        above = [n for n in measured if n > n_tokens]
+        if not above:
+            return measured[below] + _PRIOR_EXTRA_COST * (n_tokens - below)
+        upper = min(above)
+        share = (n_tokens - below) / (upper - below)
+        return measured[below] + share * (measured[upper] - measured[below])
 
     def choose(self, match: int, available: int, guess_seconds: float | None = None) -> int:
         """How many of ``available`` proposed tokens to check; 0: decode one token.
         ``guess_seconds``: what making each proposed token costs (a draft model's decode)."""
         rate = min(self.acceptance(match), 0.999)
-        cost = self.extra_cost()
-        if guess_seconds is not None and self.token_seconds:
-            cost += guess_seconds / self.token_seconds
+        guess = guess_seconds / self.token_seconds if guess_seconds is not None and self.token_seconds else 0.0
         best, best_gain = 0, _MARGIN
         expected = 1.0  # tokens a check yields: the first rejected (or the next) one is always gained
         kept = 1.0
         for k in range(1, min(available, MAX_DRAFT) + 1):
             kept *= rate
             expected += kept
-            gain = expected / (1.0 + cost * k)
+            gain = expected / (self.batch_cost(k + 1) + guess * k)
             if gain > best_gain:
                 best, best_gain = k, gain
         return best

@@ -315,5 +315,6 @@ def test_draft_length_checks_long_proposals_only_when_they_pay() -> None:
     cheap = DraftLength()
     cheap.record_decode(1, 0.020)
     cheap.record_decode(9, 0.021)  # a GPU reading expert weights: a batch costs about one token
+    cheap.record_decode(17, 0.022)
     assert cheap.choose(match=16, available=MAX_DRAFT) == MAX_DRAFT
     assert 0 < cheap.choose(match=2, available=MAX_DRAFT) < MAX_DRAFT  # past a few, a phrase's odds are too low
