@@ -46,9 +46,11 @@ class DraftLength:
     kind of text it writes."""
 
     token_seconds: float | None = None  # one token decoded alone
-    # seconds of a batch of n tokens, by n: measured per size, because the cost is far from
-    # linear (CPU matrix kernels change at some sizes: here 2 tokens cost 1.8 times one, 9 cost 5.7)
-    batch_seconds: dict[int, float] = field(default_factory=dict)
+    # a batch of n tokens' cost in tokens decoded alone, by n: measured per size, because it is
+    # far from linear (CPU matrix kernels change with the size: here 2 tokens cost 1.8 times one,
+    # 9 cost 5.7), and as a ratio to the single token's time of the moment, which grows with the
+    # context (seconds measured at a long library prompt would overprice a short chat's batches)
+    batch_costs: dict[int, float] = field(default_factory=dict)
     _acceptance: list[_Acceptance] = field(default_factory=lambda: [
         _Acceptance(p * _PRIOR_WEIGHT, _PRIOR_WEIGHT) for p in _PRIOR_ACCEPTANCE])
 
@@ -56,8 +58,8 @@ class DraftLength:
         """A decode of ``n_tokens`` (1: plain, more: a check) took ``seconds``."""
         if n_tokens == 1:
             self.token_seconds = _average(self.token_seconds, seconds)
-        else:
-            self.batch_seconds[n_tokens] = _average(self.batch_seconds.get(n_tokens), seconds)
+        elif self.token_seconds:
+            self.batch_costs[n_tokens] = _average(self.batch_costs.get(n_tokens), seconds / self.token_seconds)
 
     def record_check(self, match: int, drafted: int, accepted: int) -> None:
         """A proposal from a ``match``-token match (0: the draft model's): ``accepted`` of ``drafted`` kept. Each
@@ -82,9 +84,7 @@ class DraftLength:
         size was, else interpolated between the sizes measured (and 1 token), else the prior
         ``_PRIOR_EXTRA_COST`` per token past the largest size measured. Sizes not yet tried
         look no worse than the prior, so they get tried."""
-        if not self.token_seconds:
-            return 1.0 + _PRIOR_EXTRA_COST * (n_tokens - 1)
-        measured = {1: 1.0, **{n: t / self.token_seconds for n, t in self.batch_seconds.items()}}
+        measured = {1: 1.0, **self.batch_costs}
         if n_tokens in measured:
             return measured[n_tokens]
         below = max(n for n in measured if n < n_tokens)
