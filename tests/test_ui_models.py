@@ -402,7 +402,7 @@ def test_the_draft_model_is_chosen_planned_and_saved_in_the_profile(draft_page: 
 def test_a_draft_model_that_is_gone_is_said_and_not_loaded(page: ModelsPage, services: Services, moe_model: Path,
                                                            tmp_path: Path) -> None:
     gone = tmp_path / "gone.gguf"
-    services.configure_model(str(moe_model), draft_model=str(gone))
+    services.profiles.update(services.profile_key(str(moe_model)), draft_model=str(gone))  # deleted since saved
     view = page.plan_view
     view.set_model(str(moe_model))
     assert view.draft_combo.currentText() == "gone.gguf" and view.draft_model == str(gone)

@@ -138,7 +138,7 @@ def test_drafting_is_on_by_default_explained_saved_and_sent_with_every_reply(pag
     assert services.settings.load().drafting is True and services.settings.load().sampling().draft is True
     box = page.editors["drafting"]
     assert isinstance(box, QCheckBox) and box.isChecked()
-    assert "The reply is the same either way" in box.toolTip()
+    assert "so the reply says the same" in box.toolTip()
     assert "draft model's memory" in DESCRIPTIONS["drafting"]
     box.setChecked(False)
     page.save()
