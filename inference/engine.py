@@ -456,6 +456,10 @@ class Engine:
         if rc != 0:
             self._truncate_cache(len(self._tokens))
             raise EnclaveError(f"llama.cpp could not evaluate the prompt (llama_decode returned {rc}).")
+        self._hold(tokens)
+
+    def _hold(self, tokens: Sequence[int]) -> None:
+        """Sequence 0 now holds ``tokens`` after what it held, evaluated in one pass with it."""
         if self._joint == len(self._tokens):
             self._joint += len(tokens)
         self._tokens.extend(tokens)
@@ -762,9 +766,7 @@ class Engine:
             return None
         llama_cpp.llama_synchronize(self._ctx)
         self._draft_length.record_decode(len(batch), time.perf_counter() - started)
-        if self._joint == len(self._tokens):
-            self._joint += len(batch)
-        self._tokens.extend(batch)
+        self._hold(batch)
         sampled = [llama_cpp.llama_sampler_sample(sampler, self._ctx, 0)]
         for position, proposal in enumerate(proposed, start=1):
             if sampled[-1] != proposal:
