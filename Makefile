@@ -20,6 +20,9 @@ WHEEL_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/enclave/wheels/$(shell pri
 # The shipped distributions are installed at the versions of the package's lock file (its pins as
 # constraints, without the hashes: the dev tools are not in it), so the tests run what ships.
 LOCK := installers/requirements-lock.txt
+# What make package builds with and does not ship (pip, setuptools, scikit-build-core, CMake, ninja, PyInstaller,
+# the package and dev extras), pinned and hashed the same way; written by make lock with the lock above.
+TOOLS_LOCK := installers/build-tools-lock.txt
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -94,7 +97,8 @@ bench: $(STAMP)
 # Distribution (installers/README.md). Not part of `make test`: several minutes.
 #   make package       dist/Enclave/ (PyInstaller), the .deb, the portable .tar.gz, the SBOM and SHA256SUMS
 #   make package-test  smoke test of all three in a clean environment
-#   make lock          rewrite installers/requirements-lock.txt (the exact inputs make package installs)
+#   make lock          rewrite installers/requirements-lock.txt (the exact inputs make package installs and
+#                      ships), installers/build-tools-lock.txt (what it builds with) and installers/gpu/cuda13-lock.txt
 # Packages are built in their own .venv-package from the lock file: every shipped Python distribution at
 # one version, checked against its sha256 (pip --require-hashes). llama.cpp is compiled for every x86-64
 # CPU: its backends are libraries loaded at run time (GGML_BACKEND_DL), the CPU one in a variant per
@@ -122,17 +126,21 @@ SBOM := dist/enclave-$(VERSION)-sbom.cdx.json
 lock: $(STAMP)
 	$(BIN)/python scripts/lock_package.py --cmake-args "$(PORTABLE_CMAKE_ARGS)" -o $(LOCK)
 
-# The build tools (PyInstaller, Pillow; the dev extra for the smoke test) come after the lock and are not
-# shipped; the last step fails if installing them changed a locked distribution.
-$(PACKAGE_STAMP): pyproject.toml $(LOCK)
+# Everything pip installs here is pinned and hashed. The build tools (not shipped: pip, setuptools,
+# scikit-build-core, CMake, ninja, PyInstaller, the dev extra for the smoke test) come first, from their lock;
+# then the shipped distributions, llama-cpp-python compiled with --no-build-isolation (so with the
+# scikit-build-core, CMake and ninja just installed, not whatever pip or the machine would take); then
+# enclave itself (setuptools from the tool lock). pip check: the two locks together leave no requirement
+# unmet; lock_package.py --check: the environment ships exactly the lock's versions.
+$(PACKAGE_STAMP): pyproject.toml $(LOCK) $(TOOLS_LOCK)
 	test -x $(PKG_BIN)/python || $(PYTHON) -m venv $(PKG_VENV)
-	$(PKG_BIN)/python -m pip install --quiet --upgrade pip
+	$(PKG_BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(TOOLS_LOCK)
 	test "$$(cat $(PKG_VENV)/.llama-cmake-args 2>/dev/null)" = "$(PACKAGE_CMAKE_ARGS)" || \
 		$(PKG_BIN)/python -m pip uninstall --quiet --yes llama-cpp-python
 	CMAKE_ARGS="$(PACKAGE_CMAKE_ARGS)" $(PKG_BIN)/python -m pip install --quiet --no-cache-dir \
-		--require-hashes --no-deps -r $(LOCK)
-	$(PKG_BIN)/python -m pip install --quiet --no-deps -e .
-	$(PKG_BIN)/python -m pip install --quiet -e '.[package,dev]'
+		--no-build-isolation --require-hashes --no-deps -r $(LOCK)
+	$(PKG_BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PKG_BIN)/python -m pip check
 	$(PKG_BIN)/python scripts/lock_package.py --check -o $(LOCK)
 	printf '%s' "$(PACKAGE_CMAKE_ARGS)" > $(PKG_VENV)/.llama-cmake-args
 	touch $(PACKAGE_STAMP)

@@ -24,6 +24,11 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "installers" / "requirements-lock.txt"
+# What builds a package but is not shipped (pip, setuptools, scikit-build-core, CMake, ninja, PyInstaller,
+# the dev extra the smoke test uses), and what builds the CUDA add-on (NVIDIA's wheels, CMake, ninja):
+# the same format, pinned and hashed the same way (scripts/lock_package.py writes all three).
+BUILD_TOOLS_LOCK = ROOT / "installers" / "build-tools-lock.txt"
+CUDA_LOCK = ROOT / "installers" / "gpu" / "cuda13-lock.txt"
 # Required by a dependency's metadata but never imported, so not in the frozen app (nor the lock).
 NOT_SHIPPED = {"pip"}  # sqlite-utils requires it for its `install` command only
 
@@ -111,13 +116,13 @@ def read_lock(path: Path = LOCK) -> Lock:
         raise LockError(f"cannot read the lock file {path}: {exc.strerror or exc}") from exc
 
 
-def runtime_closure(root: str = "enclave") -> list[metadata.Distribution]:
+def runtime_closure(root: str = "enclave", extras: tuple[str, ...] = ()) -> list[metadata.Distribution]:
     """``root`` and everything it requires at run time, recursively (markers evaluated for this
-    interpreter, extras followed where a requirement names them), without ``root`` itself and
-    without ``NOT_SHIPPED``."""
+    interpreter, extras followed where a requirement names them: ``extras`` are ``root``'s own),
+    without ``root`` itself and without ``NOT_SHIPPED``."""
     env = default_environment()
     seen: dict[str, metadata.Distribution] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset(extras))]
     while todo:
         name, extras = todo.pop()
         key = canonicalize_name(name)

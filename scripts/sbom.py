@@ -140,12 +140,7 @@ def llama_component(lock: Lock | None, cmake_args: str | None) -> dict[str, Any]
     elif lock is not None and (locked_args := lock.build_inputs.get("llama-cpp-python.cmake-args")) is not None:
         properties.append({"name": "enclave:cmake-args-locked", "value": locked_args})
     files = [
-        {
-            "type": "file",
-            "bom-ref": f"file:llama_cpp/lib/{p.name}",
-            "name": f"llama_cpp/lib/{p.name}",
-            "hashes": [{"alg": "SHA-256", "content": file_sha256(p)}],
-        }
+        file_component(p, f"llama_cpp/lib/{p.name}")
         for p in sorted(lib_dir.iterdir())
         # libX.so.0 and libX.so.0.N.M are copies of libX.so that build.spec links or drops.
         if LLAMA_LIBRARY.match(p.name) and p.is_file() and not p.is_symlink() and not re.search(r"\.so\.\d", p.name)
@@ -259,6 +254,20 @@ def build(lock: Lock | None, cmake_args: str | None = None) -> dict[str, Any]:
     components = [python_component(d, lock) for d in dists]
     components += [c for c in (llama_component(lock, cmake_args), qt_component(), sqlcipher_component()) if c]
     components.append(python_interpreter_component())
+    subject = {
+        "type": "application",
+        "bom-ref": APP_REF,
+        "name": "Enclave",
+        "version": __version__,
+        "licenses": [{"expression": "Apache-2.0"}],
+    }
+    return document(subject, components, dependencies(dists), tool="scripts/sbom.py", tool_version=__version__)
+
+
+def document(subject: dict[str, Any], components: list[dict[str, Any]], graph: list[dict[str, Any]], *,
+             tool: str, tool_version: str) -> dict[str, Any]:
+    """A CycloneDX document: what it describes (``subject``, metadata.component), its components
+    and who depends on whom. Shared by this script and scripts/sbom_gpu.py."""
     return {
         "$schema": f"http://cyclonedx.org/schema/bom-{SPEC_VERSION}.schema.json",
         "bomFormat": "CycloneDX",
@@ -267,19 +276,19 @@ def build(lock: Lock | None, cmake_args: str | None = None) -> dict[str, Any]:
         "version": 1,
         "metadata": {
             "timestamp": timestamp(),
-            "tools": {"components": [{"type": "application", "name": "scripts/sbom.py", "version": __version__}]},
-            "component": {
-                "type": "application",
-                "bom-ref": APP_REF,
-                "name": "Enclave",
-                "version": __version__,
-                "licenses": [{"expression": "Apache-2.0"}],
-            },
+            "tools": {"components": [{"type": "application", "name": tool, "version": tool_version}]},
+            "component": subject,
             "properties": [{"name": "enclave:platform", "value": f"{sys.platform} {platform.machine()}"}],
         },
         "components": components,
-        "dependencies": dependencies(dists),
+        "dependencies": graph,
     }
+
+
+def file_component(path: Path, name: str) -> dict[str, Any]:
+    """One shipped file with its sha256 (``name``: where it is, relative to the package's folder)."""
+    return {"type": "file", "bom-ref": f"file:{name}", "name": name,
+            "hashes": [{"alg": "SHA-256", "content": file_sha256(path)}]}
 
 
 def verify(sbom: dict[str, Any], lock: Lock) -> list[str]:

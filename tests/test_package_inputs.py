@@ -351,7 +351,7 @@ def test_the_cuda_add_on_is_built_with_nvidias_cuda_13_wheels_by_default() -> No
     from app import __version__ as version
     wheels = re.findall(r"(nvidia-[a-z-]+)==([\d.*]+)", out)
     assert {name for name, _ in wheels} >= {"nvidia-cuda-nvcc", "nvidia-cuda-runtime", "nvidia-cublas"}
-    assert {pin for _, pin in wheels} == {"13.0.*"}
+    assert wheels and all(pin.startswith("13.0.") for _, pin in wheels)  # exact: installers/gpu/cuda13-lock.txt
     assert f"dist/enclave-cuda13_{version}_amd64.deb" in out and f"Enclave-{version}-linux-x86_64-cuda13.tar.gz" in out
     assert "Package: enclave-cuda13" in out and "NVIDIA driver 580 or newer" in out
     archs = re.search(r"-DCMAKE_CUDA_ARCHITECTURES=(\S+)", out)
@@ -370,3 +370,207 @@ def test_an_installed_cuda_12_toolkit_names_the_add_on_after_its_major_version(t
     assert "nvidia-cuda-nvcc" not in out and f"-DCMAKE_CUDA_COMPILER={nvcc}" in out
     assert "Package: enclave-cuda12" in out and "NVIDIA driver 525 or newer" in out and "-cuda12.tar.gz" in out
     assert f"{toolkit}/lib64/libcublasLt.so.12" in out
+
+
+# ------------------------------------------------------------------------------ build tools and the GPU add-on
+
+from package_inputs import BUILD_TOOLS_LOCK, CUDA_LOCK  # noqa: E402
+from sbom_gpu import build as gpu_sbom  # noqa: E402
+
+
+def pip_parse(path: Path) -> dict[str, tuple[str, dict]]:
+    result = subprocess.run([sys.executable, "-c", PIP_PARSE, str(path)], capture_output=True, text=True, check=True)
+    return {canonicalize_name(Requirement(line).name): (str(Requirement(line).specifier), hashes)
+            for line, hashes in json.loads(result.stdout)}
+
+
+def test_the_build_tools_are_pinned_by_hash_apart_from_what_ships() -> None:
+    tools, shipped = read_lock(BUILD_TOOLS_LOCK), read_lock()
+    assert not set(tools.pins) & set(shipped.pins)  # a distribution both need is pinned once, where it ships
+    for pin in tools.pins.values():
+        assert SHA256.match(pin.sha256) and pin.version in pin.filename, pin
+    assert pip_parse(BUILD_TOOLS_LOCK) == {key: (f"=={pin.version}", {"sha256": [pin.sha256]})
+                                           for key, pin in tools.pins.items()}
+    # What builds the package: pip, enclave's build backend, llama-cpp-python's with CMake and ninja
+    assert {"pip", "setuptools", "scikit-build-core", "cmake", "ninja"} <= set(tools.pins)
+    assert "scikit-build-core" in tools.build_inputs["llama-cpp-python.build-requires"]
+    # … and every requirement of the package and dev extras, at a version they allow
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for spec in [*project["project"]["optional-dependencies"]["package"],
+                 *project["project"]["optional-dependencies"]["dev"], *project["build-system"]["requires"]]:
+        req = Requirement(spec)
+        pin = tools.get(req.name) or shipped.get(req.name)
+        assert pin is not None and req.specifier.contains(pin.version, prereleases=True), spec
+    assert tools.build_inputs["python"] == shipped.build_inputs["python"]
+
+
+def test_pillow_ships_as_a_runtime_dependency_not_a_build_tool() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "pillow" in {canonicalize_name(Requirement(s).name) for s in project["dependencies"]}
+    assert "pillow" not in {canonicalize_name(Requirement(s).name) for s in project["optional-dependencies"]["package"]}
+    assert read_lock().get("pillow") is not None and read_lock(BUILD_TOOLS_LOCK).get("pillow") is None
+
+
+def test_make_package_installs_only_pinned_files_tools_first_and_builds_llama_with_them() -> None:
+    result = subprocess.run(["make", "-n", "-B", "package"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.replace("\\\n", " ").splitlines()
+    installs = [line for line in lines if ".venv-package/bin/python -m pip install" in line]
+    assert "-r installers/build-tools-lock.txt" in installs[0] and "--require-hashes" in installs[0]
+    assert "-r installers/requirements-lock.txt" in installs[1]
+    assert "--require-hashes" in installs[1] and "--no-build-isolation" in installs[1] and "CMAKE_ARGS=" in installs[1]
+    # The rest installs nothing from an index: enclave itself, without its dependencies or a fetched backend.
+    assert installs[2:] == [".venv-package/bin/python -m pip install --quiet --no-build-isolation --no-deps -e ."]
+    assert "--upgrade pip" not in result.stdout
+
+
+def test_the_cuda_add_on_is_built_from_a_lock_of_one_cuda_release() -> None:
+    lock = read_lock(CUDA_LOCK)
+    release = lock.build_inputs["cuda.release"]
+    nvidia = {key: pin for key, pin in lock.pins.items() if key.startswith("nvidia-")}
+    assert {"nvidia-cuda-nvcc", "nvidia-cuda-runtime", "nvidia-cublas"} <= set(nvidia)
+    assert all(pin.version.startswith(release + ".") for pin in nvidia.values())
+    assert {"cmake", "ninja", "packaging"} <= set(lock.pins)
+    out = _cuda_dry_run()
+    assert f"-r {ROOT}/build/cuda/tools-lock.txt" in out and "--require-hashes --no-deps" in out
+    written = next(line for line in out.splitlines() if line.startswith("+ write") and "tools-lock.txt" in line)
+    assert set(written.split(": ", 1)[1].split()) == {f"{pin.name}=={pin.version}" for pin in lock.pins.values()}
+
+
+def test_the_cuda_add_on_writes_and_ships_its_sbom() -> None:
+    from app import __version__ as version
+
+    out = _cuda_dry_run()
+    sbom = f"dist/enclave-cuda13-{version}-sbom.cdx.json"
+    assert re.search(rf"python scripts/sbom_gpu.py --name enclave-cuda13 --release 13.0 --lib-dir \S+/lib "
+                     rf"--cuda-lock installers/gpu/cuda13-lock.txt --cmake-args .*-DGGML_CUDA=ON.* -o {sbom}$",
+                     out, re.MULTILINE)
+    lines = out.splitlines()
+    made = next(i for i, line in enumerate(lines) if "sbom_gpu.py" in line)
+    assert made > max(i for i, line in enumerate(lines) if line.startswith("+ cp -L"))  # after the files are in place
+    assert f"+ cp {sbom} {ROOT}/build/cuda/deb/opt/enclave/sbom-cuda13.cdx.json" in lines
+    assert f"+ cp {sbom} {ROOT}/build/cuda/tar/Enclave-{version}/lib/sbom-cuda13.cdx.json" in lines
+
+
+def test_a_toolkit_add_on_installs_no_nvidia_wheels_and_names_its_toolkit_in_the_sbom(tmp_path: Path) -> None:
+    toolkit = tmp_path / "cuda-12.8"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "lib64").mkdir()
+    (toolkit / "lib64" / "libcudart.so").touch()
+    nvcc = toolkit / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.8, V12.8.93'\n")
+    nvcc.chmod(0o755)
+    out = _cuda_dry_run(CUDA_TOOLKIT=str(toolkit))
+    written = next(line for line in out.splitlines() if line.startswith("+ write") and "tools-lock.txt" in line)
+    assert "cmake==" in written and "nvidia" not in written
+    assert f"--toolkit {toolkit} " in out and "-o dist/enclave-cuda12-" in out
+
+
+def fake_wheel(site: Path, name: str, version: str, files: list[str]) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                   "License: NVIDIA Proprietary Software\n", encoding="utf-8")
+    (info / "RECORD").write_text("".join(f"{f},,\n" for f in files), encoding="utf-8")
+    for file in files:  # importlib.metadata lists only the files that are there
+        (site / file).parent.mkdir(parents=True, exist_ok=True)
+        (site / file).write_bytes(b"")
+
+
+def gpu_add_on(tmp_path: Path) -> tuple[Path, Path]:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("libggml-cuda.so", "libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"):
+        (lib / name).write_bytes(name.encode() * 3)
+    site = tmp_path / "site"
+    cuda = read_lock(CUDA_LOCK)
+    runtime = cuda.get("nvidia-cuda-runtime").version
+    fake_wheel(site, "nvidia-cuda-runtime", runtime, ["nvidia/cu13/lib/libcudart.so.13"])
+    fake_wheel(site, "nvidia-cublas", cuda.get("nvidia-cublas").version,
+               ["nvidia/cu13/lib/libcublas.so.13", "nvidia/cu13/lib/libcublasLt.so.13"])
+    return lib, site
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_gpu_sbom_lists_each_shipped_file_under_the_wheel_it_came_from(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    lib, site = gpu_add_on(tmp_path)
+    cuda = read_lock(CUDA_LOCK)
+    doc = gpu_sbom("enclave-cuda13", "13.0", lib, read_lock(), "-DGGML_CUDA=ON", cuda_lock=cuda,
+                   dists=metadata.distributions(path=[str(site)]))
+    assert doc["bomFormat"] == "CycloneDX" and doc["metadata"]["component"]["name"] == "enclave-cuda13"
+    by_ref = {c["bom-ref"]: c for c in doc["components"]}
+    llama = by_ref["llama.cpp"]
+    assert llama["version"] == read_lock().build_inputs["llama.cpp.commit"]
+    assert {"name": "enclave:cmake-args", "value": "-DGGML_CUDA=ON"} in llama["properties"]
+    assert [f["name"] for f in llama["components"]] == ["_internal/llama_cpp/lib/libggml-cuda.so"]
+    listed = {}
+    for wheel in ("nvidia-cuda-runtime", "nvidia-cublas"):
+        pin = cuda.get(wheel)
+        component = by_ref[f"pkg:pypi/{wheel}@{pin.version}"]
+        assert component["hashes"] == [{"alg": "SHA-256", "content": pin.sha256}]  # the wheel's, from the lock
+        listed |= {f["name"].rsplit("/", 1)[1]: (wheel, f["hashes"][0]["content"]) for f in component["components"]}
+    assert listed == {"libcudart.so.13": ("nvidia-cuda-runtime", sha(lib / "libcudart.so.13")),
+                      "libcublas.so.13": ("nvidia-cublas", sha(lib / "libcublas.so.13")),
+                      "libcublasLt.so.13": ("nvidia-cublas", sha(lib / "libcublasLt.so.13"))}
+    assert doc["dependencies"] == [{"ref": "enclave-cuda13", "dependsOn": list(by_ref)}]
+
+
+def test_the_gpu_sbom_refuses_a_file_of_unknown_origin_or_a_wheel_not_the_locks(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    lib, site = gpu_add_on(tmp_path)
+    (lib / "libnvrtc.so.13").write_bytes(b"?")
+    with pytest.raises(LockError, match=r"no installed NVIDIA wheel holds libnvrtc\.so\.13"):
+        gpu_sbom("enclave-cuda13", "13.0", lib, read_lock(), "", cuda_lock=read_lock(CUDA_LOCK),
+                 dists=metadata.distributions(path=[str(site)]))
+    (lib / "libnvrtc.so.13").unlink()
+    other = tmp_path / "other"
+    fake_wheel(other, "nvidia-cuda-runtime", "13.0.1", ["nvidia/cu13/lib/libcudart.so.13"])
+    fake_wheel(other, "nvidia-cublas", read_lock(CUDA_LOCK).get("nvidia-cublas").version,
+               ["nvidia/cu13/lib/libcublas.so.13", "nvidia/cu13/lib/libcublasLt.so.13"])
+    with pytest.raises(LockError, match=r"nvidia-cuda-runtime is 13\.0\.1 here but"):
+        gpu_sbom("enclave-cuda13", "13.0", lib, read_lock(), "", cuda_lock=read_lock(CUDA_LOCK),
+                 dists=metadata.distributions(path=[str(other)]))
+
+
+def test_the_gpu_sbom_of_a_toolkit_build_from_the_command_line(tmp_path: Path) -> None:
+    lib, _ = gpu_add_on(tmp_path)
+    out = tmp_path / "addon.cdx.json"
+    result = run_script("scripts/sbom_gpu.py", "--name", "enclave-cuda12", "--release", "12.8", "--lib-dir", str(lib),
+                        "--toolkit", "/usr/local/cuda-12.8", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    components = json.loads(out.read_text(encoding="utf-8"))["components"]
+    toolkit = next(c for c in components if c["bom-ref"] == "cuda-toolkit")
+    assert toolkit["version"] == "12.8" and toolkit["purl"] == "pkg:generic/nvidia/cuda-toolkit@12.8"
+    assert {f["name"].rsplit("/", 1)[1]: f["hashes"][0]["content"] for f in toolkit["components"]} == {
+        name: sha(lib / name) for name in ("libcublas.so.13", "libcublasLt.so.13", "libcudart.so.13")}
+    (lib / "libggml-cuda.so").unlink()
+    result = run_script("scripts/sbom_gpu.py", "--name", "x", "--release", "12.8", "--lib-dir", str(lib),
+                        "--toolkit", "/t", "-o", str(out))
+    assert result.returncode == 1 and "holds no libggml-" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_whole_app_cuda_build_is_not_named_like_an_add_on(tmp_path: Path) -> None:
+    script = (ROOT / "installers/gpu/build_cuda.sh").read_text(encoding="utf-8")
+    assert "VARIANT=full-cuda12" in script and "ENCLAVE_VARIANT=$VARIANT installers/linux/build_deb.sh" in script
+    env = {**os.environ, "ENCLAVE_DIST": str(tmp_path), "ENCLAVE_VARIANT": "full-cuda12"}
+    control = subprocess.run(["sh", "installers/linux/build_deb.sh", "--control-only"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    fields = dict(re.findall(r"^([\w-]+): (.*)$", control, re.MULTILINE))
+    assert fields["Package"] == "enclave-full-cuda12" and fields["Provides"] == "enclave"
+    assert "Package: enclave-cuda13" in _cuda_dry_run()  # the add-ons keep enclave-cuda<major>
+
+
+@pytest.mark.parametrize("script", ["installers/windows/build.ps1", "installers/macos/build_app.sh",
+                                    "installers/gpu/build_cuda.sh"])
+def test_the_other_platforms_builds_write_an_sbom_and_derive_the_licences_from_it(script: str) -> None:
+    """They cannot run here (Windows, macOS, a CUDA toolkit): their text says what they run."""
+    text = (ROOT / script).read_text(encoding="utf-8")
+    assert re.search(r"scripts[/\\]sbom\.py (--no-lock |--cmake-args \S+ )?-o \S+", text)
+    assert re.search(r"scripts[/\\]third_party_licenses\.py --sbom \S+", text)
+    assert text.index("sbom.py") < text.index("third_party_licenses.py") < text.index("pyinstaller")

@@ -3,8 +3,10 @@
 # an NVIDIA GPU — nothing is rebuilt or downloaded where Enclave runs:
 #   dist/enclave-cuda13_<version>_amd64.deb           (Depends: enclave (= <version>))
 #   dist/Enclave-<version>-linux-x86_64-cuda13.tar.gz (extract over the portable folder)
+#   dist/enclave-cuda13-<version>-sbom.cdx.json       (what they ship, CycloneDX: scripts/sbom_gpu.py)
 # Both put libggml-cuda.so and the CUDA runtime it links to (libcudart, libcublas, libcublasLt)
-# beside the CPU variants in .../_internal/llama_cpp/lib; Enclave's run-time backend loading
+# beside the CPU variants in .../_internal/llama_cpp/lib, and their bill of materials beside the
+# program (sbom-cuda13.cdx.json, next to the app's sbom.cdx.json); Enclave's run-time backend loading
 # picks it up at the next start (`enclave doctor` then lists it loaded, or why not: "no NVIDIA
 # driver"). Users need only the NVIDIA driver (CUDA 13: >= 580, GPUs from Turing, sm_75, on;
 # libcuda.so.1 is the driver's and never shipped).
@@ -15,7 +17,8 @@
 # its sha256) in installers/requirements-lock.txt, so libggml-cuda.so matches the shipped
 # libggml-base.so. NVIDIA's compiler and runtime come from NVIDIA's CUDA 13.0 Python wheels (no
 # toolkit install, no GPU needed to build): nvidia-cuda-nvcc, -crt, nvidia-nvvm, -cuda-cccl,
-# -cuda-runtime, nvidia-cublas. They unpack into one nvidia/cu13 folder that lacks a few things
+# -cuda-runtime, nvidia-cublas, pinned with their sha256 in installers/gpu/cuda13-lock.txt with
+# CMake and ninja (make lock writes it; pip install --require-hashes). They unpack into one nvidia/cu13 folder that lacks a few things
 # a toolkit has (targets/x86_64-linux, lib64, the unversioned .so links, the linker stub of the
 # driver's libcuda.so); those are added there, inside the build's own venv. (CUDA 12's wheels
 # carry no nvcc, so CUDA 12 needs an installed toolkit.)
@@ -51,9 +54,20 @@ OUT="$WORK/lib"
 APP_LIB=_internal/llama_cpp/lib
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
-# cmake and ninja from PyPI (whatever the build machine has installed may be too old for CUDA 13)
+# cmake and ninja (whatever the build machine has installed may be too old for CUDA 13), packaging
+# (for scripts/sbom_gpu.py) and NVIDIA's wheels: every file pinned by its sha256 in the CUDA lock.
+# With CUDA_TOOLKIT only the first three (the lock without its nvidia-* pins).
+CUDA_LOCK=installers/gpu/cuda13-lock.txt
+TOOLS_LOCK="$WORK/tools-lock.txt"
+if [ -n "${CUDA_TOOLKIT:-}" ]; then
+    FILTER='/^[A-Za-z0-9]/ { keep = ($0 !~ /^nvidia-/) } keep'
+else
+    FILTER='/^[A-Za-z0-9]/ { keep = 1 } keep'
+fi
+if [ -n "$DRY" ]; then echo "+ write $TOOLS_LOCK: $(awk "$FILTER" "$CUDA_LOCK" | sed -n 's/ \\$//p' | tr '\n' ' ')"
+else mkdir -p "$WORK"; awk "$FILTER" "$CUDA_LOCK" > "$TOOLS_LOCK"; fi
 run python3 -m venv "$TOOLS"
-run "$TOOLS/bin/pip" install --quiet "cmake>=3.31.8" ninja
+run "$TOOLS/bin/pip" install --quiet --require-hashes --no-deps -r "$TOOLS_LOCK"
 
 # NVIDIA's compiler and runtime: an installed toolkit, or NVIDIA's CUDA 13.0 wheels
 if [ -n "${CUDA_TOOLKIT:-}" ]; then
@@ -66,11 +80,9 @@ if [ -n "${CUDA_TOOLKIT:-}" ]; then
     done
     [ -n "$RUNTIME" ] || die "CUDA_TOOLKIT=$CUDA: no libcudart.so in its targets/x86_64-linux/lib, lib64 or lib"
 else
-    # One release for all of them: PTX from a newer nvcc would not load on an older 13.x driver.
-    RELEASE=13.0
-    run "$TOOLS/bin/pip" install --quiet "nvidia-cuda-nvcc==$RELEASE.*" "nvidia-cuda-crt==$RELEASE.*" \
-        "nvidia-nvvm==$RELEASE.*" "nvidia-cuda-cccl==$RELEASE.*" "nvidia-cuda-runtime==$RELEASE.*" \
-        "nvidia-cublas==$RELEASE.*" "nvidia-cuda-nvrtc==$RELEASE.*"
+    # One release for all of them (the lock's): PTX from a newer nvcc would not load on an older 13.x driver.
+    RELEASE=$(sed -n 's/^# build-input: cuda.release = //p' "$CUDA_LOCK")
+    [ -n "$RELEASE" ] || die "$CUDA_LOCK names no cuda.release: run make lock"
     CUDA=$(echo "$TOOLS"/lib/python3*/site-packages/nvidia/cu13)
     RUNTIME="$CUDA/lib"
     # The layout nvcc (nvcc.profile: targets/x86_64-linux/include) and FindCUDAToolkit (lib64,
@@ -109,6 +121,9 @@ ARCHS=${CUDA_ARCHS:-$DEFAULT_ARCHS}
 NAME="enclave-cuda$MAJOR"
 DEB_FILE="dist/${NAME}_${VERSION}_amd64.deb"
 TAR_FILE="dist/Enclave-$VERSION-linux-x86_64-cuda$MAJOR.tar.gz"
+SBOM_FILE="dist/$NAME-$VERSION-sbom.cdx.json"
+SBOM_NAME="sbom-cuda$MAJOR.cdx.json"  # beside the program and its sbom.cdx.json
+CUDA_FLAGS="-DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DGGML_NATIVE=OFF"
 
 # The llama.cpp source the CPU package was built from, checked against the lock's sha256
 REQ="llama-cpp-python==$LLAMA --hash=sha256:$HASH"
@@ -120,8 +135,9 @@ SRC="$WORK/src/llama_cpp_python-$LLAMA/vendor/llama.cpp"
 # Only the CUDA backend: a library loaded at run time beside the shipped libggml-base.so, with
 # llama.cpp's own defaults for everything else (as its release builds). RUNPATH is $ORIGIN alone:
 # the runtime libraries are found beside it, never in this build's folders.
+# shellcheck disable=SC2086
 run "$TOOLS/bin/cmake" -S "$SRC" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" \
+    $CUDA_FLAGS -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" \
     -DCMAKE_CUDA_COMPILER="$CUDA/bin/nvcc" -DCUDAToolkit_ROOT="$CUDA" \
     -DCMAKE_MAKE_PROGRAM="$TOOLS/bin/ninja" -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN' \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
@@ -135,12 +151,20 @@ for lib in "libcudart.so.$MAJOR" "libcublas.so.$MAJOR" "libcublasLt.so.$MAJOR"; 
     run cp -L "$RUNTIME/$lib" "$OUT/"
 done
 
+# The bill of materials: each of those files with its sha256, under the llama.cpp commit it was
+# built from or the NVIDIA wheel (version and sha256 from the CUDA lock) or toolkit it came from.
+if [ -n "${CUDA_TOOLKIT:-}" ]; then ORIGIN_ARG="--toolkit $CUDA"; else ORIGIN_ARG="--cuda-lock $CUDA_LOCK"; fi
+# shellcheck disable=SC2086
+run "$TOOLS/bin/python" scripts/sbom_gpu.py --name "$NAME" --release "$RELEASE" --lib-dir "$OUT" $ORIGIN_ARG \
+    --cmake-args "$CUDA_FLAGS -DCMAKE_CUDA_ARCHITECTURES=$ARCHS" -o "$SBOM_FILE"
+
 # The .deb: the files into the installed app's folder, for exactly this version of Enclave; one
 # CUDA add-on at a time (they share file names)
 DEB="$WORK/deb"
 run rm -rf "$DEB"
 run mkdir -p "$DEB/DEBIAN" "$DEB/opt/enclave/$APP_LIB"
 run cp "$OUT"/libggml-cuda.so "$OUT"/libcu* "$DEB/opt/enclave/$APP_LIB/"
+run cp "$SBOM_FILE" "$DEB/opt/enclave/$SBOM_NAME"
 CONTROL="Package: $NAME
 Version: $VERSION
 Architecture: amd64
@@ -162,5 +186,6 @@ TAR="$WORK/tar/Enclave-$VERSION/lib/$APP_LIB"
 run rm -rf "$WORK/tar"
 run mkdir -p "$TAR"
 run cp "$OUT"/libggml-cuda.so "$OUT"/libcu* "$TAR/"
+run cp "$SBOM_FILE" "$WORK/tar/Enclave-$VERSION/lib/$SBOM_NAME"
 run tar czf "$TAR_FILE" -C "$WORK/tar" "Enclave-$VERSION"
-echo "build_cuda_backend: $DEB_FILE and $TAR_FILE (CUDA $RELEASE, driver >= $DRIVER, CUDA_ARCHS=$ARCHS)${DRY:+ (dry run: nothing built)}"
+echo "build_cuda_backend: $DEB_FILE, $TAR_FILE and $SBOM_FILE (CUDA $RELEASE, driver >= $DRIVER, CUDA_ARCHS=$ARCHS)${DRY:+ (dry run: nothing built)}"

@@ -6,8 +6,9 @@
 #   installers/linux/build_deb.sh --control-only    print DEBIAN/control and stop (no dist/ needed)
 #
 # Installs to /opt/enclave, with /usr/bin/enclave, the desktop entry and hicolor icons.
-# ENCLAVE_VARIANT=cuda12 (installers/gpu/build_cuda.sh) names the package enclave-cuda12,
-# which replaces the plain enclave package. Needs dpkg-deb (Debian/Ubuntu). Build on the oldest distribution you support: the
+# ENCLAVE_VARIANT=full-cuda12 (installers/gpu/build_cuda.sh, the whole app built with CUDA 12) names
+# the package enclave-full-cuda12, which replaces the plain enclave package (not to be confused with
+# the add-ons enclave-cuda12/-cuda13 of build_cuda_backend.sh, which go beside it). Needs dpkg-deb (Debian/Ubuntu). Build on the oldest distribution you support: the
 # bundled libraries need that distribution's glibc or newer (Depends says which).
 set -eu
 

@@ -258,8 +258,9 @@ echo
 echo "installers/gpu/build_cuda_backend.sh (dry run)"
 out=$("$ROOT/installers/gpu/build_cuda_backend.sh" --dry-run 2>&1); rc=$?
 if [ $rc -eq 0 ] && echo "$out" | grep -q -- "-DGGML_BACKEND_DL=ON -DGGML_CUDA=ON" \
-        && echo "$out" | grep -q "Depends: enclave (= $VERSION)" && echo "$out" | grep -q -- "--require-hashes"; then
-    ok "$(echo "$out" | sed -n 's/^ *Package: //p') would build from the locked llama.cpp, for Enclave $VERSION"
+        && echo "$out" | grep -q "Depends: enclave (= $VERSION)" && echo "$out" | grep -q -- "--require-hashes" \
+        && echo "$out" | grep -q "scripts/sbom_gpu.py .*--cuda-lock installers/gpu/cuda13-lock.txt"; then
+    ok "$(echo "$out" | sed -n 's/^ *Package: //p') would build from the locked llama.cpp and CUDA wheels, for Enclave $VERSION, with its SBOM"
 else
     bad "build_cuda_backend.sh --dry-run: rc=$rc"; echo "$out" | tail -5 | sed 's/^/        /'
 fi

@@ -23,7 +23,12 @@ if ! .venv/bin/python -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_s
     CMAKE_ARGS="-DGGML_METAL=on" .venv/bin/python -m pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$llama"
 fi
 
-.venv/bin/python scripts/third_party_licenses.py
+# The bill of materials (CycloneDX; --no-lock: the lock's files are Linux's, so no hashes of the Python
+# wheels, but each llama.cpp library with its sha256) beside the .app, and THIRD_PARTY_LICENSES from it.
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
+SBOM="dist/enclave-$VERSION-macos-$(uname -m)-sbom.cdx.json"
+.venv/bin/python scripts/sbom.py --no-lock -o "$SBOM"
+.venv/bin/python scripts/third_party_licenses.py --sbom "$SBOM"
 .venv/bin/pyinstaller --noconfirm --clean build.spec
 
 APP=dist/Enclave.app

@@ -23,8 +23,17 @@ $llama = (& $py -c "import importlib.metadata as m; print(m.version('llama-cpp-p
 & $py -m pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==$llama"
 Remove-Item Env:\CMAKE_ARGS
 
-& $py scripts\third_party_licenses.py
+# The bill of materials (CycloneDX; --no-lock: the lock's files are Linux's, so no hashes of the Python
+# wheels, but each llama.cpp library with its sha256), THIRD_PARTY_LICENSES from it, and the SBOM
+# beside the program as on Linux (enclave-cli doctor --json reports its sha256). With -Cuda the
+# cudart/cublas DLLs PyInstaller collects are not listed in it.
+$version = (Select-String -Path app\__init__.py -Pattern '__version__ = "(.+)"').Matches[0].Groups[1].Value
+$sbom = "dist\enclave-$version-windows-x64-sbom.cdx.json"
+& $py scripts\sbom.py --no-lock -o $sbom
+if ($LASTEXITCODE -ne 0) { throw "scripts\sbom.py failed" }
+& $py scripts\third_party_licenses.py --sbom $sbom
 & .venv\Scripts\pyinstaller.exe --noconfirm --clean build.spec
+Copy-Item $sbom dist\Enclave\sbom.cdx.json
 
 # Smoke test of the frozen app.
 & dist\Enclave\enclave-cli.exe --version
@@ -32,7 +41,6 @@ if ($LASTEXITCODE -ne 0) { throw "enclave-cli --version failed" }
 & dist\Enclave\enclave-cli.exe doctor
 if ($LASTEXITCODE -ne 0) { throw "enclave-cli doctor failed" }
 
-$version = (Select-String -Path app\__init__.py -Pattern '__version__ = "(.+)"').Matches[0].Groups[1].Value
 $iscc = (Get-Command iscc.exe -ErrorAction SilentlyContinue).Source
 if (-not $iscc) { $iscc = Join-Path ${env:ProgramFiles(x86)} "Inno Setup 6\ISCC.exe" }
 & $iscc "/DAppVersion=$version" installers\windows\enclave.iss
