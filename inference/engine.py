@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 
@@ -29,6 +30,7 @@ from inference.draft_length import DraftLength
 from inference.errors import EnclaveError, ModelLoadError, PromptTooLong
 from inference.fingerprint import model_fingerprint
 from inference.gguf_header import check_is_gguf
+from inference.image_tokens import image_runs, is_image_token, run_start, text_tokens
 from inference.llama_log import LlamaLog
 from inference.overrides import DeviceArray, OverrideArray, split_array
 from inference.protocol import (
@@ -45,6 +47,9 @@ from inference.protocol import (
 from inference.reply import ReplyText
 from inference.rpc import add_host
 from inference.speculate import Proposer
+
+if TYPE_CHECKING:
+    from inference.vision import Vision
 
 _KV_TYPES = {
     "f32": llama_cpp.GGML_TYPE_F32,
@@ -131,6 +136,7 @@ class Engine:
         self._model = None
         self._ctx = None
         self._draft_model: DraftModel | None = None
+        self._vision: Vision | None = None
         self._draft_length = DraftLength()  # what checking proposals costs and yields, learnt
         started = time.perf_counter()
         mark = log.mark()
@@ -154,6 +160,11 @@ class Engine:
         self.reply_stops = reply_stops(self.chat_format, self.is_special_token)
         if settings.draft_path and self._ctx is not None:
             self._draft_model = self._load_draft(Path(settings.draft_path), path.name)
+        # what llama.cpp said of the model's buffers, checked against the plan; the projector's
+        # own lines ("CPU compute buffer size" of its encoder) would be read as the model's
+        load_lines = tuple(log.since(mark))
+        if settings.projector_path and self._ctx is not None:
+            self._vision = self._load_vision(Path(settings.projector_path))
         self.info = ModelInfo(
             path=str(path),
             description=self._model_desc(),
@@ -168,7 +179,8 @@ class Engine:
             chat_format_guessed=self.chat_format.guessed,
             fingerprint=model_fingerprint(path),
             blocks_unmovable=self._blocks_unmovable(),
-            log_lines=tuple(log.since(mark)),
+            reads_images=self._vision is not None,
+            log_lines=load_lines,
         )
 
     # Lifetime ----------------------------------------------------------------------
@@ -242,7 +254,21 @@ class Engine:
             raise
         return draft
 
+    def _load_vision(self, projector: Path) -> Vision:
+        """The vision projector beside this model; on any failure the model is freed as well."""
+        from inference.vision import Vision  # libmtmd is loaded only for vision models
+
+        try:
+            return Vision(projector, self._model, n_threads=self.settings.n_threads,
+                          use_gpu=self.settings.projector_gpu, log=self._log)
+        except EnclaveError:
+            self.close()
+            raise
+
     def close(self) -> None:
+        if self._vision is not None:
+            self._vision.close()
+            self._vision = None
         if self._draft_model is not None:
             self._draft_model.close()
             self._draft_model = None
@@ -342,6 +368,8 @@ class Engine:
         page quoting ``<|im_end|>``, say) is defused, so content can never end its turn or
         open another: only the template's own markup becomes control tokens."""
         safe = [replace(m, content=self.defuse(m.content), reasoning=self.defuse(m.reasoning)) for m in messages]
+        if self._vision is not None:  # after defusing: the image markers are the engine's own text
+            safe = [self._vision.mark(m) for m in safe]
         return self.template.render(safe, add_generation_prompt)
 
     def defuse(self, text: str) -> str:
@@ -358,7 +386,18 @@ class Engine:
         return re.compile("|".join(re.escape(t) for t in texts) or "(?!)")
 
     def chat_tokens(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
-        return self.tokenize_prompt(self.render_chat(messages, add_generation_prompt))
+        """The prompt for ``messages`` as tokens; each image a run of its image token
+        (inference/vision.py), which only ``generate`` and ``ingest`` understand."""
+        images = [image for m in messages for image in m.images]
+        text = self.render_chat(messages, add_generation_prompt)
+        if not images:
+            return self.tokenize_prompt(text)
+        if self._vision is None:
+            raise EnclaveError("This model reads text only: it was loaded without a vision projector. Import it "
+                               "with its projector (enclave models import MODEL --mmproj FILE) or choose a vision "
+                               "model.")
+        bos = self.token_text(llama_cpp.llama_vocab_bos(self._vocab))
+        return self._vision.tokenize(text, images, add_special=not (bos and text.startswith(bos)))
 
     def render_segments(self, messages: Sequence[ChatMessage], slot: str, segments: Sequence[str]) -> Segments:
         """The chat prompt for ``messages`` in parts, ``segments`` spliced in where ``slot``
@@ -480,16 +519,39 @@ class Engine:
             if cached != new:
                 break
             common += 1
-        self._truncate_cache(min(common, len(prompt) - 1))
+        runs = image_runs(prompt, self._vision.lengths) if self._vision is not None else {}
+        self._truncate_cache(run_start(runs, min(common, len(prompt) - 1)))  # whole images only
         total = len(prompt)
-        yield Progress(len(self._tokens), total)
+        yield self._progress(total, runs)
         step = self.settings.n_batch
         while len(self._tokens) < total:
             if cancelled():
                 return
             start = len(self._tokens)
-            self._decode(prompt[start : start + step])
-            yield Progress(len(self._tokens), total)
+            if is_image_token(prompt[start]):
+                self._decode_image(prompt[start], runs[start])
+            else:
+                end = min(start + step, next((i for i in runs if i > start), total))
+                self._decode(prompt[start:end])
+            yield self._progress(total, runs)
+
+    def _progress(self, total: int, runs: dict[int, int]) -> Progress:
+        held = len(self._tokens)
+        return Progress(held, total, images=len(runs), images_done=sum(1 for i, n in runs.items() if i + n <= held))
+
+    def _decode_image(self, token: int, length: int) -> None:
+        """Evaluate one image's run of ``length`` positions after what sequence 0 holds."""
+        assert self._vision is not None  # image tokens come only from its tokenize
+        first = len(self._tokens)
+        try:
+            taken = self._vision.evaluate(self._ctx, token, first, self.settings.n_batch)
+        except EnclaveError:
+            self._truncate_cache(first)
+            raise
+        if taken != length:
+            self._truncate_cache(first)
+            raise EnclaveError(f"An image took {taken} positions where {length} were expected.")
+        self._hold([token] * length)
 
     def state_fingerprint(self) -> dict[str, object]:
         """What a saved KV state is only valid for: these exact weights (llama.cpp checks
@@ -678,9 +740,9 @@ class Engine:
             yield Stats(len(prompt), cached_before, 0, prompt_done - started, 0.0, "cancelled")
             return
 
-        sampler = self._sampler(sampling, self._tokens)
+        sampler = self._sampler(sampling, text_tokens(self._tokens))
         reply = ReplyText(self, sampling, n_ctx)
-        proposer = self._proposer(prompt, sampling)
+        proposer = self._proposer(text_tokens(prompt), sampling)
         try:
             yield from self._reply(sampler, reply, proposer, cancelled, n_ctx)
         finally:
@@ -817,3 +879,4 @@ class Engine:
         seed = s.seed if s.seed is not None else self.settings.seed
         add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+

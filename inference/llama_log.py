@@ -41,6 +41,12 @@ class LlamaLog:
 
         self._callback = callback  # keep a reference: llama.cpp holds only the pointer
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        try:  # the multimodal library (vision projectors) logs through its own setter
+            from llama_cpp import mtmd_cpp
+        except (ImportError, OSError):  # a build without libmtmd: no vision models, nothing to route
+            return
+        mtmd_cpp.mtmd_log_set(callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
 
     def feed(self, level: int, text: str) -> None:
         with self._lock:

@@ -65,6 +65,10 @@ class ModelSettings:
     draft_path: str | None = None
     draft_gpu_layers: int = 0
     draft_device: str | None = None  # the one device it goes on (None: llama.cpp's choice)
+    # a vision model's projector (mmproj-*.gguf): images in messages are encoded by it through
+    # llama.cpp's multimodal library (inference/vision.py); None: the model reads text only
+    projector_path: str | None = None
+    projector_gpu: bool = True  # its image encoder on the first GPU (False, or no GPU: the CPU)
 
 
 # A draft model's context: it drafts for chats, not whole libraries (those are left to prompt
@@ -99,10 +103,20 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """An image for a vision model: a PNG Enclave wrote itself (app/images.py decodes the
+    user's file with Pillow in the isolated reader and re-encodes it), never a file as given."""
+
+    png: bytes
+    sha256: str  # of ``png``: which image it is, for reusing its cells in the KV cache
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: str
     content: str
     reasoning: str = ""  # an assistant turn's thinking: given to templates that ask for it
+    images: tuple[ImageInput, ...] = ()  # shown to the model before the content, in order
 
 
 # Requests --------------------------------------------------------------------------
@@ -249,6 +263,7 @@ class ModelInfo:
     chat_format_guessed: bool = False  # no template and nothing known matched: ChatML, and the user is told
     fingerprint: str = ""  # these exact weights: keys caches of token counts and KV states
     blocks_unmovable: str = ""  # why KV blocks cannot be composed at other positions ("" if they can)
+    reads_images: bool = False  # a projector is loaded: messages may carry images
     log_lines: tuple[str, ...] = ()  # what llama.cpp said while loading
 
 
@@ -282,10 +297,13 @@ class TokenCounts:
 
 @dataclass(frozen=True)
 class Progress:
-    """Prompt processing: ``done`` of ``total`` prompt tokens are in the KV cache."""
+    """Prompt processing: ``done`` of ``total`` prompt tokens are in the KV cache
+    (``images`` of them: an image's tokens count once its encoding is in the cache)."""
 
     done: int
     total: int
+    images: int = 0  # how many images the prompt holds (0: none)
+    images_done: int = 0
 
 
 @dataclass(frozen=True)

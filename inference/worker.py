@@ -601,6 +601,8 @@ class _Handler:
 
     @staticmethod
     def _submitted(batcher: Batcher, engine: Engine, message: Submit) -> list[tuple[int, Event]]:
+        if any(m.images for m in message.request.messages):  # image runs are evaluated by sequence 0 only
+            return [(message.id, Failed("Images are answered one chat at a time, not in the server's batch."))]
         try:
             prompt = _prompt_tokens(engine, message.request)
         except ChatTemplateError as exc:
@@ -662,7 +664,7 @@ class _Handler:
         elif isinstance(request, RenderChat):
             engine = self._need_engine()
             text = engine.render_chat(request.messages, request.add_generation_prompt)
-            yield Tokens(tuple(engine.tokenize_prompt(text)), text)
+            yield Tokens(tuple(engine.chat_tokens(request.messages, request.add_generation_prompt)), text)
         elif isinstance(request, Generate):
             engine = self._need_engine()
             prompt = _prompt_tokens(engine, request)

@@ -20,6 +20,7 @@ from tests.fuzzing import cases_run, slowest_case
 from tests.memory_keyring import MemoryKeyring
 from tests.rpc_hosts import LoopbackHosts, RpcUnavailable
 from tests.tiny_models import DENSE, MOE, write_aborting_model, write_tiny_model
+from tests.tiny_projector import write_tiny_projector
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -85,6 +86,12 @@ def moe_model(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def dense_model(models_dir: Path) -> Path:
     return write_tiny_model(models_dir / "tiny-dense.gguf", DENSE)
+
+
+@pytest.fixture(scope="session")
+def projector(models_dir: Path) -> Path:
+    """A tiny Gemma 3 vision projector for the tiny models (tests/tiny_projector.py)."""
+    return write_tiny_projector(models_dir / "mmproj-tiny.gguf")
 
 
 @pytest.fixture(scope="session")
