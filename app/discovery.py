@@ -8,7 +8,9 @@ Rules every layout follows:
 
 - a model is one ``.gguf`` file, or every shard of a split model (``name-00001-of-00003.gguf``,
   first shard first), reported only when all its shards are there and are GGUF files;
-- vision projectors (``mmproj*.gguf``) are not models on their own and are skipped;
+- vision projectors (``mmproj*.gguf``) are not models on their own: where an app keeps one
+  beside its model (LM Studio, a Hugging Face snapshot, Jan: the same folder; Ollama: the
+  manifest's projector layer) it is the model's ``projector`` (of several, the f16 one first);
 - symbolic links are resolved, but a link whose target leaves the folder searched is skipped,
   except Ollama's blobs (its store may be spread over disks with links); the Hugging Face
   cache's snapshot links point into its own ``blobs/`` and so stay inside;
@@ -42,6 +44,7 @@ APPS = (HF, LM_STUDIO, OLLAMA, GPT4ALL, JAN, LLAMA_CPP)
 
 GGUF_MAGIC = b"GGUF"
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
+OLLAMA_PROJECTOR_LAYER = "application/vnd.ollama.image.projector"
 OLLAMA_REGISTRY = "registry.ollama.ai"
 OLLAMA_SERVICE_MODELS = Path("/usr/share/ollama/.ollama/models")  # Linux install script's service user
 
@@ -61,6 +64,7 @@ class FoundModel:
     files: tuple[Path, ...]  # the GGUF file, or every shard (first shard first); real paths
     size: int  # bytes, all files
     source: dict[str, str] = field(hash=False)  # what is known of its origin (see each scanner)
+    projector: Path | None = None  # its vision projector (mmproj), where the app keeps one
 
     @property
     def path(self) -> Path:
@@ -380,6 +384,19 @@ def _is_projector(name: str) -> bool:
     return name.lower().startswith("mmproj")
 
 
+def _projector_in(folder: Path, names: Iterable[str], real: PathFilter, *, listed: bool = False) -> Path | None:
+    """The vision projector kept in ``folder`` beside its models: an ``mmproj*.gguf`` (of
+    several, an f16 one first, then by name). ``listed``: its path as the app lists it (a
+    Hugging Face snapshot's link, whose name says what it is), else the real file."""
+    candidates = sorted((n for n in names if _is_projector(n) and n.endswith(".gguf")),
+                        key=lambda n: ("f16" not in n.lower() or "bf16" in n.lower(), n))
+    for name in candidates:
+        file = real(folder / name)
+        if file is not None and _is_gguf(file):
+            return folder / name if listed else file
+    return None
+
+
 # --- GGUF files and split models in one folder -----------------------------------------------
 
 
@@ -446,11 +463,13 @@ def _scan_hf(root: Path, app: str = HF) -> Iterator[FoundModel]:
         repo = repo_dir.name[len("models--"):].replace("--", "/")
         for snapshot in _hf_snapshots(repo_dir, root):
             for folder in _walk(snapshot, root, _MAX_DEPTH):
-                for group in _gguf_groups(folder, _file_names(folder), real):
+                names = _file_names(folder)
+                projector = _projector_in(folder, names, real, listed=True)
+                for group in _gguf_groups(folder, names, real):
                     source = {"repo": repo, "revision": snapshot.name,
                               "file": group.listed[0].relative_to(snapshot).as_posix(),
                               "snapshot_file": str(group.listed[0])}
-                    yield FoundModel(app, f"{repo}: {group.stem}", group.files, group.size, source)
+                    yield FoundModel(app, f"{repo}: {group.stem}", group.files, group.size, source, projector)
 
 
 def _hf_real(root: Path) -> PathFilter:
@@ -483,9 +502,11 @@ def _scan_lm_studio(root: Path) -> Iterator[FoundModel]:
     for publisher in _subdirs(root, root):
         for repo_dir in _subdirs(publisher, root):
             repo = f"{publisher.name}/{repo_dir.name}"
-            for group in _gguf_groups(repo_dir, _file_names(repo_dir), _within(root)):
+            names = _file_names(repo_dir)
+            projector = _projector_in(repo_dir, names, _within(root))
+            for group in _gguf_groups(repo_dir, names, _within(root)):
                 yield FoundModel(LM_STUDIO, f"{repo}: {group.stem}", group.files, group.size,
-                                 {"repo": repo, "file": group.listed[0].name})
+                                 {"repo": repo, "file": group.listed[0].name}, projector)
 
 
 # --- Ollama ----------------------------------------------------------------------------------
@@ -522,17 +543,26 @@ def _ollama_model(root: Path, manifest: Path, name: str) -> FoundModel | None:
                if isinstance(layer, dict) and layer.get("mediaType") == OLLAMA_MODEL_LAYER]
     if len(digests) != 1:  # several weight blobs cannot be loaded as one split model: skip
         return None
-    match = _OLLAMA_DIGEST.match(digests[0]) if isinstance(digests[0], str) else None
+    blob = _ollama_blob(root, digests[0])
+    size = _size([blob]) if blob is not None else None
+    if blob is None or size is None or not _is_gguf(blob):
+        return None
+    projectors = [layer.get("digest") for layer in layers
+                  if isinstance(layer, dict) and layer.get("mediaType") == OLLAMA_PROJECTOR_LAYER]
+    projector = _ollama_blob(root, projectors[0]) if len(projectors) == 1 else None
+    return FoundModel(OLLAMA, name, (blob,), size, {"model": name, "digest": digests[0]},
+                      projector if projector is not None and _is_gguf(projector) else None)
+
+
+def _ollama_blob(root: Path, digest: object) -> Path | None:
+    """The blob a manifest's digest names, followed to its real path (None: none, or not a digest)."""
+    match = _OLLAMA_DIGEST.match(digest) if isinstance(digest, str) else None
     if match is None:  # also keeps a hostile digest from naming a path outside blobs/
         return None
     try:  # a blob may be a link to another disk: followed wherever it goes
-        blob = (root / "blobs" / f"sha256-{match['hex']}").resolve(strict=True)
+        return (root / "blobs" / f"sha256-{match['hex']}").resolve(strict=True)
     except (OSError, RuntimeError):
         return None
-    size = _size([blob])
-    if size is None or not _is_gguf(blob):
-        return None
-    return FoundModel(OLLAMA, name, (blob,), size, {"model": name, "digest": digests[0]})
 
 
 # --- GPT4All ---------------------------------------------------------------------------------
@@ -556,11 +586,14 @@ def _scan_jan(root: Path) -> Iterator[FoundModel]:
     ``{id}: {file}``. Source: ``model`` (the id), ``file``.
     """
     for folder in _walk(root, root, _MAX_DEPTH):
-        groups = _gguf_groups(folder, _file_names(folder), _within(root))
+        names = _file_names(folder)
+        groups = _gguf_groups(folder, names, _within(root))
+        projector = _projector_in(folder, names, _within(root)) if folder != root else None
         for group in groups:
             model_id = folder.relative_to(root).as_posix() if folder != root else group.stem
             name = model_id if len(groups) == 1 or folder == root else f"{model_id}: {group.stem}"
-            yield FoundModel(JAN, name, group.files, group.size, {"model": model_id, "file": group.listed[0].name})
+            yield FoundModel(JAN, name, group.files, group.size, {"model": model_id, "file": group.listed[0].name},
+                             projector)
 
 
 # --- llama.cpp -------------------------------------------------------------------------------

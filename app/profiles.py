@@ -2,7 +2,8 @@
 
 A profile holds how a model is loaded (context, KV cache types, flash attention, expert
 layers kept in RAM or the user's own tensor overrides, GPU layers, threads, chat format,
-the draft model that speeds up its replies) and how it answers (sampling defaults, system
+the draft model that speeds up its replies, whether a vision model's projector is loaded with
+it) and how it answers (sampling defaults, system
 prompt). Every field may be unset (None): then the app's settings or the planner decide.
 The Models page's plan view and ``enclave models config`` edit it; chat, library
 questions, ``enclave run`` and the Models page's "Load with this plan" all load through
@@ -22,7 +23,7 @@ from app.store import Store
 from inference.chat_formats import check_format_name
 from inference.errors import EnclaveError
 from inference.model_shape import ModelShape
-from inference.planner import PlanRequest, draft_size
+from inference.planner import PlanRequest, ProjectorSize, draft_size
 from inference.protocol import KvCacheType, ModelSettings, TensorOverride
 
 KV_CACHE_TYPES: tuple[str, ...] = get_args(KvCacheType)
@@ -44,6 +45,8 @@ class ModelProfile:
     # a small local model of the same vocabulary (a registered model's id or name, or a GGUF path)
     # that proposes tokens for this one to check; None: drafting from the prompt only
     draft_model: str | None = None
+    # a vision model's projector loaded with it (False: text only, and its memory saved)
+    vision: bool = True
     # Answering. None: the settings' value.
     temperature: float | None = None
     top_k: int | None = None
@@ -118,6 +121,14 @@ class DraftModel:
 
 
 @dataclass(frozen=True)
+class VisionProjector:
+    """A registered model's projector as a load needs it: its file and its size (for the plan)."""
+
+    path: str
+    size: ProjectorSize
+
+
+@dataclass(frozen=True)
 class LoadRequest:
     """What ``Runtime.load`` is given: base settings, the plan to make (None: no plan) and
     the user's own tensor overrides."""
@@ -128,28 +139,36 @@ class LoadRequest:
 
 
 def load_request(profile: ModelProfile, defaults: Settings, *, trained_ctx: int = 0, n_ctx: int | None = None,
-                 margin_bytes: int | None = None, draft: DraftModel | None = None) -> LoadRequest:
+                 margin_bytes: int | None = None, draft: DraftModel | None = None,
+                 projector: VisionProjector | None = None) -> LoadRequest:
     """The load that carries out ``profile``. ``n_ctx`` replaces the profile's context for
     this load (a library that needs more); a model is never given more than its trained
     context, past which it only produces noise. ``draft``: the profile's draft model, read
-    (``Runtime.draft_for``); it is left out when the drafting setting is off."""
+    (``Runtime.draft_for``); it is left out when the drafting setting is off. ``projector``:
+    the model's vision projector (``Runtime.projector_for``), left out when the profile says
+    ``vision = False``; on a GPU when the plan puts anything on one."""
     draft = draft if defaults.drafting else None
+    projector = projector if profile.vision else None
     ctx = profile.context(defaults) if n_ctx is None else n_ctx
     if trained_ctx:
         ctx = min(ctx, trained_ctx) if ctx else ctx
     type_k, type_v = profile.type_k or "f16", profile.type_v or profile.type_k or "f16"
     threads = profile.threads or defaults.threads
     base = ModelSettings(path="", n_ctx=ctx, type_k=type_k, type_v=type_v, chat_format=profile.chat_format,
-                         draft_path=draft.path if draft else None, **({"n_threads": threads} if threads else {}))
+                         draft_path=draft.path if draft else None,
+                         projector_path=projector.path if projector else None,
+                         **({"n_threads": threads} if threads else {}))
     if profile.n_gpu_layers is not None:  # placed by hand: llama.cpp's own defaults, no planner
         flash = profile.flash_attn if profile.flash_attn is not None else (None if type_v == "f16" else True)
         manual = replace(base, n_gpu_layers=profile.n_gpu_layers, flash_attn=flash,
                          tensor_overrides=profile.tensor_overrides,
-                         draft_gpu_layers=-1 if draft and profile.n_gpu_layers != 0 else 0)
+                         draft_gpu_layers=-1 if draft and profile.n_gpu_layers != 0 else 0,
+                         projector_gpu=profile.n_gpu_layers != 0)
         return LoadRequest(manual, None, ())
     planned = PlanRequest(n_ctx=ctx or None, type_k=type_k, type_v=type_v,
                           flash_attn=True if profile.flash_attn is None else profile.flash_attn,
                           cpu_moe_layers=profile.cpu_moe_layers, draft=draft_size(draft.shape) if draft else None,
+                          projector=projector.size if projector else None,
                           **({"margin_bytes": margin_bytes} if margin_bytes is not None else {}))
     return LoadRequest(base, planned, profile.tensor_overrides)
 

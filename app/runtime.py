@@ -19,13 +19,14 @@ from app.enforcement import Enforcer
 from app.hosts import Host, with_hosts
 from app.machine import MachineProbe
 from app.paths import AppPaths
-from app.profiles import DraftModel, LoadRequest, ModelProfile, load_request
+from app.profiles import DraftModel, LoadRequest, ModelProfile, VisionProjector, load_request
 from app.settings import Settings
 from inference.devices import Machine
 from inference.errors import EnclaveError
 from inference.gguf_info import GGUFInfo, inspect_gguf
 from inference.load_report import EstimateCheck, LoadReport, parse_load_log
-from inference.planner import Plan, PlanError, PlanRequest, apply_plan, check_estimates, plan
+from inference.planner import Plan, PlanError, PlanRequest, apply_plan, check_estimates, plan, projector_size
+from inference.projector_info import ProjectorInfo, read_projector
 from inference.protocol import (
     BlockSaved,
     ChatMessage,
@@ -87,12 +88,15 @@ def make_plan(gguf: GGUFInfo, request: PlanRequest, machine: Machine) -> Plan:
 class Runtime:
     def __init__(self, paths: AppPaths, resolve: Callable[[str], Path] = resolve_model,
                  enforcer: Enforcer | None = None, probe: MachineProbe | None = None,
-                 hosts: Callable[[], Sequence[Host]] = tuple) -> None:
+                 hosts: Callable[[], Sequence[Host]] = tuple,
+                 projectors: Callable[[str], str | None] = lambda ref: None) -> None:
         """``resolve`` turns what a user calls a model (a path; with the registry, an id
         or a name too) into its file. ``enforcer``: the policy's allow-list and audit log.
         ``probe``: this machine's devices, asked again before every load that plans.
-        ``hosts``: the RPC hosts whose devices plans may use."""
+        ``hosts``: the RPC hosts whose devices plans may use. ``projectors``: a model's vision
+        projector file, if it has one (the registry's ``projector_path``)."""
         self.hosts = hosts
+        self.projectors = projectors
         self.paths = paths
         self.resolve = resolve
         self.enforcer = enforcer or Enforcer()
@@ -167,6 +171,8 @@ class Runtime:
         hashes = self._admit(gguf)
         if settings is not None and settings.draft_path:  # llama.cpp reads it too: the same allow-list
             self._admit(self.inspect(settings.draft_path))
+        if settings is not None and settings.projector_path:  # validated and matched before libmtmd reads it
+            self._projector(settings.projector_path, gguf)
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
         if planned is not None:
@@ -186,7 +192,8 @@ class Runtime:
         self._confirm_unchanged(gguf, hashes)
         self.enforcer.record("model.load", name=gguf.name, path=str(path), sha256=hashes,
                              vocab_only=wanted.vocab_only,
-                             **({"draft": wanted.draft_path} if wanted.draft_path else {}))
+                             **({"draft": wanted.draft_path} if wanted.draft_path else {}),
+                             **({"projector": wanted.projector_path} if wanted.projector_path else {}))
         report = parse_load_log(info.log_lines)
         checks = check_estimates(chosen, report) if chosen is not None else ()
         for check in checks:
@@ -241,7 +248,24 @@ class Runtime:
     def _profile_request(self, model: str, profile: ModelProfile, defaults: Settings, n_ctx: int | None,
                          margin_bytes: int | None) -> LoadRequest:
         return load_request(profile, defaults, trained_ctx=self.inspect(model).context_length, n_ctx=n_ctx,
-                            margin_bytes=margin_bytes, draft=self.draft_for(profile, defaults))
+                            margin_bytes=margin_bytes, draft=self.draft_for(profile, defaults),
+                            projector=self.projector_for(model, profile))
+
+    def projector_for(self, model: str, profile: ModelProfile) -> VisionProjector | None:
+        """``model``'s vision projector, read (None: it has none, or its profile loads it
+        without: ``vision = False``). One that no longer fits the model is refused in words."""
+        path = self.projectors(model) if profile.vision else None
+        if path is None:
+            return None
+        info = self._projector(path, self.inspect(model))
+        return VisionProjector(str(info.path), projector_size(info))
+
+    def _projector(self, path: str, gguf: GGUFInfo) -> ProjectorInfo:
+        info = read_projector(path)
+        refusal = info.refusal(gguf.shape.n_embd, gguf.name)
+        if refusal is not None:
+            raise EnclaveError(f"{refusal} Detach it: 'enclave models detach-projector MODEL'.")
+        return info
 
     def draft_for(self, profile: ModelProfile, defaults: Settings) -> DraftModel | None:
         """The profile's draft model, found and read (None: it names none, or drafting is off).

@@ -3,7 +3,9 @@
 ``export_model`` writes a model's files and ``enclave-manifest.json`` (names, sizes,
 SHA-256, source, licence) to a folder — a USB stick, say. ``import_folder`` on the other
 side checks every file against that manifest and refuses any that does not match; a
-folder without a manifest is imported file by file, each validated and hashed.
+folder without a manifest is imported file by file, each validated and hashed. A vision
+model's projector travels with it (the manifest entry's ``projector``); in a folder without a
+manifest, an ``mmproj*.gguf`` is the projector of the models beside it, never a model.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from app.hashing import copy_hashed, running_total
-from app.models import Model, ModelRegistry, Progress
+from app.models import ImportMode, Model, ModelRegistry, Progress, checked_projector
 from inference.errors import EnclaveError
+from inference.gguf_info import inspect_gguf
 
 MANIFEST = "enclave-manifest.json"
 FORMAT = "enclave-models"
@@ -56,9 +59,9 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
     and add it to the folder's manifest. Returns the manifest's path."""
     registry.enforcer.check_export("model", model=model.id, folder=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
-    advance = running_total(model.size, on_progress)
+    advance = running_total(sum(f.size for f in model.all_files), on_progress)
 
-    for f in model.files:
+    for f in model.all_files:
         source = Path(f.path)
         target = folder / source.name
         if copy_hashed(source, target, advance, cancelled) != f.sha256:
@@ -75,14 +78,16 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
         "license": model.license,
         "source": model.source,
         "files": [{"name": Path(f.path).name, "size": f.size, "sha256": f.sha256} for f in model.files],
+        **({"projector": {"name": Path(model.projector.path).name, "size": model.projector.size,
+                          "sha256": model.projector.sha256}} if model.projector is not None else {}),
     }]
     manifest_path.write_text(json.dumps(manifest, indent=2))
     registry.enforcer.record("model.export", model=model.id, name=model.name, folder=str(folder.absolute()),
-                             sha256=[f.sha256 for f in model.files])
+                             sha256=[f.sha256 for f in model.all_files])
     return manifest_path
 
 
-def import_folder(registry: ModelRegistry, folder: Path, mode: Literal["copy", "link", "in_place"],
+def import_folder(registry: ModelRegistry, folder: Path, mode: ImportMode,
                   on_progress: Progress = lambda d, t: None, cancelled: Callable[[], bool] = lambda: False
                   ) -> ImportReport:
     candidates = model_files_in(folder)  # first: it says so when the folder cannot be read
@@ -90,14 +95,37 @@ def import_folder(registry: ModelRegistry, folder: Path, mode: Literal["copy", "
     if manifest_path.exists():
         return _import_manifest(registry, folder, _read_manifest(manifest_path), mode, on_progress, cancelled)
     report = ImportReport()
-    if not candidates:
-        raise EnclaveError(f"No .gguf model files in {folder}.")
-    for path in candidates:
+    models = [p for p in candidates if not is_projector_name(p.name)]
+    if not models:
+        raise EnclaveError(f"No .gguf model files in {folder}." + (
+            " It holds only a vision projector (mmproj), which is imported with its model." if candidates else ""))
+    projector = _projector_of([p for p in candidates if is_projector_name(p.name)])
+    for path in models:
         try:
-            report.imported.append(registry.import_files([path], mode, on_progress=on_progress, cancelled=cancelled))
+            fitting = projector
+            if projector is not None:
+                try:
+                    info = inspect_gguf(path)
+                    checked_projector(projector, info.shape.n_embd, info.name)
+                except EnclaveError as exc:  # the model still goes in, for text
+                    report.refused.append((str(projector), str(exc)))
+                    fitting = None
+            report.imported.append(registry.import_files([path], mode, projector=fitting, on_progress=on_progress,
+                                                         cancelled=cancelled))
         except EnclaveError as exc:
             report.refused.append((str(path), str(exc)))
     return report
+
+
+def is_projector_name(name: str) -> bool:
+    """A vision projector, by the name every publisher gives it (``mmproj-*.gguf``)."""
+    return name.lower().startswith("mmproj")
+
+
+def _projector_of(paths: list[Path]) -> Path | None:
+    """Of a folder's projectors, the one its models get: an f16 one first, then by name."""
+    ranked = sorted(paths, key=lambda p: ("f16" not in p.name.lower() or "bf16" in p.name.lower(), p.name))
+    return ranked[0] if ranked else None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -117,14 +145,15 @@ def _check_manifest_entry(number: int, entry: object) -> None:
     if not isinstance(entry, dict) or not isinstance(entry.get("files"), list) or not isinstance(
             entry.get("source", {}), dict | None):
         raise ValueError(f"model {number} of the manifest is not a model entry")
-    for f in entry["files"]:
+    projector = entry.get("projector")
+    for f in entry["files"] + ([projector] if projector is not None else []):
         if not (isinstance(f, dict) and isinstance(f.get("name"), str) and type(f.get("size")) is int
                 and isinstance(f.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", f["sha256"])):
             raise ValueError(f"model {number} of the manifest lists a file without a name, size and SHA-256")
 
 
 def _import_manifest(registry: ModelRegistry, folder: Path, manifest: dict[str, Any],
-                     mode: Literal["copy", "link", "in_place"], on_progress: Progress,
+                     mode: ImportMode, on_progress: Progress,
                      cancelled: Callable[[], bool]) -> ImportReport:
     report = ImportReport()
     for entry in manifest["models"]:
@@ -137,9 +166,17 @@ def _import_manifest(registry: ModelRegistry, folder: Path, manifest: dict[str, 
             report.refused.append((entry.get("name", "?"), problem or "the manifest lists no files"))
             continue
         source = {**(entry.get("source") or {}), "manifest": str(folder / MANIFEST)}
+        projector = entry.get("projector")
+        projector_path = folder / Path(projector["name"]).name if projector else None  # names only, as above
+        if projector_path is not None and (not projector_path.exists()
+                                           or projector_path.stat().st_size != projector["size"]):
+            report.refused.append((entry.get("name", "?"), f"{projector_path.name}: missing or not the size the "
+                                                           "manifest says"))
+            continue
         try:
             report.imported.append(registry.import_files(
-                paths[:1], mode, source=source, expected=[f["sha256"] for f in files], on_progress=on_progress,
+                paths[:1], mode, source=source, expected=[f["sha256"] for f in files], projector=projector_path,
+                projector_sha256=projector["sha256"] if projector else None, on_progress=on_progress,
                 cancelled=cancelled))
         except EnclaveError as exc:
             report.refused.append((paths[0].name, str(exc)))

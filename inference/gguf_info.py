@@ -28,6 +28,7 @@ from inference.model_shape import LayerShape, ModelShape, TensorInfo, TensorRole
 Scalar = str | int | float | bool
 
 MAX_LAYERS = 4096
+PROJECTOR_ARCHITECTURE = "clip"  # llama.cpp's multimodal projectors (mmproj-*.gguf) all say so
 _U32 = 1 << 32
 
 SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -140,6 +141,42 @@ def inspect_gguf(path: Path | str) -> GGUFInfo:
         failure = f"{type(exc).__name__}: {exc}"
     # Raised outside the ``except`` so no traceback keeps a memory map of the file open.
     raise GGUFError(f"{path}: the model file could not be read ({failure}). {DAMAGED}")
+
+
+@dataclass(frozen=True)
+class GGUFTensorEntry:
+    name: str
+    shape: tuple[int, ...]  # ggml's order: the first dimension is the fastest-varying
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class GGUFContents:
+    """One GGUF file's metadata and tensor list, validated, for files that are not language
+    models (a vision projector): ``projector_info`` builds on it."""
+
+    path: Path
+    size: int
+    metadata: dict[str, Scalar]
+    tensors: tuple[GGUFTensorEntry, ...]
+
+
+def read_gguf(path: Path | str) -> GGUFContents:
+    """Validate one GGUF file as ``inspect_gguf`` does (header walked first, then read) and
+    return what it holds; raises ``GGUFError`` and nothing else."""
+    path = Path(path)
+    failure = ""
+    try:
+        size = check_file(path)
+        validate_header(path, size)
+        shard = _read_shard(path, size)
+        return GGUFContents(path, size, dict(shard.scalars),
+                            tuple(GGUFTensorEntry(t.name, t.shape, t.n_bytes) for t in shard.tensors))
+    except GGUFError:
+        raise
+    except Exception as exc:  # a bug here must still reach the user as a file problem
+        failure = f"{type(exc).__name__}: {exc}"
+    raise GGUFError(f"{path}: the file could not be read ({failure}). {DAMAGED}")
 
 
 # --- shards ------------------------------------------------------------------------------
@@ -378,6 +415,10 @@ def _build_info(shards: list[_Shard]) -> GGUFInfo:
     if not isinstance(arch, str) or not arch.strip():
         raise first.fail(f"the metadata '{Keys.General.ARCHITECTURE}' should name the architecture but is "
                          f"{shown(repr(arch))}. {DAMAGED}")
+    if arch == PROJECTOR_ARCHITECTURE:
+        raise first.fail("this is a vision projector (mmproj), not a language model. Import the model it belongs "
+                         "to with it: 'enclave models import MODEL.gguf --mmproj "
+                         f"{first.path.name}', or 'enclave models attach-projector MODEL {first.path.name}'.")
     meta = _Metadata(first, arch)
     raw = [t for shard in shards for t in shard.tensors]
     name = meta.text(Keys.General.NAME) or _display_stem(first.path)

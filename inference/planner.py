@@ -18,6 +18,10 @@ The rules, in order:
    this machine's GPUs when it fits there beside the main model's layers (their attention,
    shared weights and KV cache) — before the main model's experts, which run only in part,
    claim the rest; else in RAM. Its weights, KV cache and compute buffer count on that device.
+6. A vision model's projector goes wholly on this machine's first GPU when the plan uses one
+   (llama.cpp's multimodal library puts the whole image encoder on the main GPU) and it fits
+   there, before the layers are shared out; else in RAM. Its weights and an estimate of its
+   compute buffer count there; each image then takes ``tokens_per_image`` of the context.
 
 Sizes of the KV cache and compute buffers follow llama.cpp's own arithmetic (cells are
 the context rounded up to 256, in every layer: Enclave loads with ``swa_full``);
@@ -33,6 +37,7 @@ from dataclasses import dataclass, replace
 from inference.devices import GiB, GpuDevice, Machine, format_size
 from inference.load_report import EstimateCheck, LoadReport
 from inference.model_shape import LayerShape, ModelShape
+from inference.projector_info import ProjectorInfo
 from inference.protocol import DRAFT_MAX_CONTEXT, KvCacheType, ModelSettings, TensorOverride
 
 KV_CELL_PAD = 256
@@ -86,6 +91,25 @@ def draft_size(shape: ModelShape, n_ubatch: int = 512) -> DraftSize:
 
 
 @dataclass(frozen=True)
+class ProjectorSize:
+    """A vision projector's memory (``projector_size``): its weights and an estimate of the
+    image encoder's compute buffer, and the context one image takes."""
+
+    weights_bytes: int
+    compute_bytes: int
+    tokens_per_image: int
+    tokens_estimated: bool = False  # an upper estimate (the projector follows the image's size)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.compute_bytes
+
+
+def projector_size(info: ProjectorInfo) -> ProjectorSize:
+    return ProjectorSize(info.weights_bytes, info.compute_bytes, info.tokens_per_image, info.tokens_estimated)
+
+
+@dataclass(frozen=True)
 class PlanRequest:
     n_ctx: int | None = None  # None: the largest context that fits, up to the trained one
     type_k: KvCacheType = "f16"
@@ -96,6 +120,7 @@ class PlanRequest:
     cpu_moe_layers: int | None = None  # manual: the experts of the first N layers stay in RAM
     min_ctx: int = 512
     draft: DraftSize | None = None  # a draft model loaded beside this one (speculative decoding)
+    projector: ProjectorSize | None = None  # a vision projector loaded beside it
 
 
 @dataclass(frozen=True)
@@ -110,10 +135,12 @@ class DeviceUse:
     host: str | None = None  # the RPC host serving it
     label: str = ""  # for people: "CUDA0", "RPC0 on 10.0.0.5:50052", "RAM"
     draft_bytes: int = 0  # the draft model (weights, KV cache, compute), when it is here
+    projector_bytes: int = 0  # the vision projector (weights, compute), when it is here
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.experts_bytes + self.kv_bytes + self.compute_bytes + self.draft_bytes
+        return (self.weights_bytes + self.experts_bytes + self.kv_bytes + self.compute_bytes + self.draft_bytes
+                + self.projector_bytes)
 
     @property
     def unused_bytes(self) -> int:
@@ -148,6 +175,29 @@ class Plan:
     output_device: str = RAM_DEVICE
     draft_device: str | None = None  # where the draft model goes: a device id or "RAM"; None: no draft
     draft: DraftSize | None = None
+    projector_device: str | None = None  # where the vision projector goes: a device id or "RAM"; None: none
+    projector: ProjectorSize | None = None
+
+    @property
+    def projector_on_gpu(self) -> bool:
+        return self.projector_device is not None and self.projector_device != RAM_DEVICE
+
+    def projector_words(self) -> str:
+        """ "Projector 851 MB on CUDA0" ("" without one)."""
+        if self.projector_device is None or self.projector is None:
+            return ""
+        where = "in RAM" if self.projector_device == RAM_DEVICE else "on " + next(
+            (d.label or d.device for d in self.devices if d.device == self.projector_device), self.projector_device)
+        return f"Projector {format_size(self.projector.total_bytes)} {where}"
+
+    def image_words(self) -> str:
+        """ "each image takes ~256 tokens of the context" ("" without a projector)."""
+        if self.projector is None or not self.projector.tokens_per_image:
+            return ""
+        tokens = self.projector.tokens_per_image
+        share = f" ({tokens * 100 / self.n_ctx:.1f}% of {self.n_ctx:,})" if self.n_ctx else ""
+        return (f"each image takes {'up to ' if self.projector.tokens_estimated else ''}~{tokens:,} tokens of the "
+                f"context{share}")
 
     @property
     def draft_bytes(self) -> int:
@@ -219,11 +269,15 @@ class Plan:
             "tensor_split": list(self.tensor_split),
             "rpc_hosts": list(self.rpc_hosts),
             "draft": None if self.draft_device is None else {"device": self.draft_device, "bytes": self.draft_bytes},
+            "projector": None if self.projector_device is None or self.projector is None else {
+                "device": self.projector_device, "bytes": self.projector.total_bytes,
+                "tokens_per_image": self.projector.tokens_per_image,
+                "tokens_estimated": self.projector.tokens_estimated},
             "devices": [
                 {"device": d.device, "label": d.label, "host": d.host, "layers": d.layers,
                  "budget": d.budget_bytes, "weights": d.weights_bytes,
                  "experts": d.experts_bytes, "kv_cache": d.kv_bytes, "compute": d.compute_bytes,
-                 "draft": d.draft_bytes, "total": d.total_bytes, "fits": d.fits}
+                 "draft": d.draft_bytes, "projector": d.projector_bytes, "total": d.total_bytes, "fits": d.fits}
                 for d in self.devices
             ],
         }
@@ -343,20 +397,44 @@ def _plan_at(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int) 
     kv = [layer_kv_bytes(shape, layer, n_ctx, req) for layer in shape.layers]
     compute = compute_buffer_bytes(shape, n_ctx, req)
     draft = req.draft.total_bytes(n_ctx, req) if req.draft is not None else 0
+    projector = req.projector.total_bytes if req.projector is not None else 0
     if not machine.gpus:
         ram = DeviceUse(RAM_DEVICE, _usable(machine.ram_free_bytes, req),
                         weights_bytes=shape.total_bytes - shape.expert_bytes, experts_bytes=shape.expert_bytes,
-                        kv_bytes=sum(kv), compute_bytes=compute, label=RAM_DEVICE, draft_bytes=draft)
+                        kv_bytes=sum(kv), compute_bytes=compute, label=RAM_DEVICE, draft_bytes=draft,
+                        projector_bytes=projector)
         return _finish(shape, machine, req, n_ctx, 0, None, (), (), (), (ram,), sum(kv),
-                       draft_device=RAM_DEVICE if req.draft is not None else None)
+                       draft_device=RAM_DEVICE if req.draft is not None else None,
+                       projector_device=RAM_DEVICE if req.projector is not None else None)
     if machine.unified_memory:
-        return _plan_unified(shape, machine, req, n_ctx, kv, compute, draft)
+        return _plan_unified(shape, machine, req, n_ctx, kv, compute, draft, projector)
 
-    layout = _layout(shape, machine.offload_order, req, kv, compute)
+    devices = machine.offload_order
+    layout = _layout(shape, devices, req, kv, compute)
+    projector_device = RAM_DEVICE if req.projector is not None else None
+    if req.projector is not None:
+        layout, devices, projector_device = _place_projector(shape, devices, req, kv, compute, layout, projector)
     draft_device = RAM_DEVICE if req.draft is not None else None
     if req.draft is not None:
-        layout, draft_device = _place_draft(shape, machine.offload_order, req, kv, compute, layout, draft)
-    return _plan_from(shape, machine, req, n_ctx, kv, compute, layout, draft_device, draft)
+        layout, draft_device = _place_draft(shape, devices, req, kv, compute, layout, draft)
+    return _plan_from(shape, machine, req, n_ctx, kv, compute, layout, draft_device, draft, projector_device,
+                      projector)
+
+
+def _place_projector(shape: ModelShape, devices: tuple[GpuDevice, ...], req: PlanRequest, kv: list[int],
+                     compute: int, without: _Layout, projector_bytes: int
+                     ) -> tuple[_Layout, tuple[GpuDevice, ...], str]:
+    """The layout with the projector on this machine's first GPU (where llama.cpp's multimodal
+    library puts it), when the plan uses that GPU and the projector fits there: the layers share
+    out what it leaves. Else ``without`` and the projector in RAM. Also the devices as the draft
+    model then finds them (the projector's memory taken)."""
+    first = next((d for d in devices if not d.host), None)
+    used = any(without.units) or bool(without.experts)  # the plan puts something on a device
+    if first is None or not used or projector_bytes > _usable(first.free_bytes, req):
+        return without, devices, RAM_DEVICE
+    less = tuple(replace(d, free_bytes=d.free_bytes - projector_bytes) if d.ident == first.ident else d
+                 for d in devices)
+    return _layout(shape, less, req, kv, compute), less, first.ident
 
 
 def _place_draft(shape: ModelShape, devices: tuple[GpuDevice, ...], req: PlanRequest, kv: list[int], compute: int,
@@ -546,7 +624,8 @@ def _with_experts(shape: ModelShape, devices: tuple[GpuDevice, ...], budgets: li
 
 
 def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, kv: list[int], compute: int,
-               layout: _Layout, draft_device: str | None = None, draft_bytes: int = 0) -> Plan:
+               layout: _Layout, draft_device: str | None = None, draft_bytes: int = 0,
+               projector_device: str | None = None, projector_bytes: int = 0) -> Plan:
     devices = machine.offload_order
     layer_device = [RAM_DEVICE] * shape.n_layer
     output_device = RAM_DEVICE
@@ -567,7 +646,8 @@ def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int
             experts_bytes=expert_bytes, kv_bytes=sum(kv[u] for u in layers),
             compute_bytes=compute_buffer_bytes(shape, n_ctx, req, logits=shape.n_layer in held) if held else 0,
             layers=len(layers), host=device.host, label=device.label,
-            draft_bytes=draft_bytes if device.ident == draft_device else 0))
+            draft_bytes=draft_bytes if device.ident == draft_device else 0,
+            projector_bytes=projector_bytes if device.ident == projector_device else 0))
     placed_weights = sum(u.weights_bytes for u in uses)
     placed_experts = sum(u.experts_bytes for u in uses)
     duplicated = shape.output_head_bytes - shape.output_bytes if output_device != RAM_DEVICE else 0
@@ -576,14 +656,15 @@ def _plan_from(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int
                         experts_bytes=shape.expert_bytes - placed_experts,
                         kv_bytes=sum(kv) - sum(u.kv_bytes for u in uses),
                         compute_bytes=_ram_compute(shape, n_ctx, req, layout, layer_device, output_device),
-                        label=RAM_DEVICE, draft_bytes=draft_bytes if draft_device == RAM_DEVICE else 0)
+                        label=RAM_DEVICE, draft_bytes=draft_bytes if draft_device == RAM_DEVICE else 0,
+                        projector_bytes=projector_bytes if projector_device == RAM_DEVICE else 0)
     on_device = {i for i, where in enumerate(layer_device) if where != RAM_DEVICE}
     whole, partial, lifted = _summarise(shape.layers, on_device, layout.experts)
     holder = next((d.ident for d, held in zip(reversed(devices), reversed(layout.units), strict=True) if held), None)
     return _finish(shape, machine, req, n_ctx, layout.n_gpu_layers, holder, whole, partial,
                    tuple(name for name, _ in lifted), (*uses, ram_use), sum(kv),
                    lifted_to=tuple(device for _, device in lifted), layer_devices=tuple(layer_device),
-                   output_device=output_device, draft_device=draft_device)
+                   output_device=output_device, draft_device=draft_device, projector_device=projector_device)
 
 
 def _ram_compute(shape: ModelShape, n_ctx: int, req: PlanRequest, layout: _Layout, layer_device: list[str],
@@ -612,22 +693,24 @@ def _summarise(layers: tuple[LayerShape, ...], on_device: set[int], experts: dic
 
 
 def _plan_unified(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, kv: list[int],
-                  compute: int, draft_bytes: int) -> Plan:
+                  compute: int, draft_bytes: int, projector_bytes: int) -> Plan:
     gpu = machine.gpu
     assert gpu is not None
     pool = _usable(min(gpu.free_bytes, machine.ram_free_bytes), req)
     use = DeviceUse(gpu.ident, pool, shape.total_bytes - shape.expert_bytes, shape.expert_bytes, sum(kv), compute,
-                    layers=shape.n_layer, label=gpu.label, draft_bytes=draft_bytes)
+                    layers=shape.n_layer, label=gpu.label, draft_bytes=draft_bytes, projector_bytes=projector_bytes)
     return _finish(shape, machine, req, n_ctx, shape.n_layer + 1, gpu.ident, (), (), (), (use,), sum(kv),
                    layer_devices=(gpu.ident,) * shape.n_layer, output_device=gpu.ident,
-                   draft_device=gpu.ident if req.draft is not None else None)
+                   draft_device=gpu.ident if req.draft is not None else None,
+                   projector_device=gpu.ident if req.projector is not None else None)
 
 
 def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n_gpu_layers: int,
             gpu_name: str | None, cpu_layers: tuple[int, ...], cpu_tensors: tuple[str, ...],
             gpu_tensors: tuple[str, ...], devices: tuple[DeviceUse, ...], kv_bytes: int, *,
             lifted_to: tuple[str, ...] = (), layer_devices: tuple[str, ...] = (),
-            output_device: str = RAM_DEVICE, draft_device: str | None = None) -> Plan:
+            output_device: str = RAM_DEVICE, draft_device: str | None = None,
+            projector_device: str | None = None) -> Plan:
     fits = all(d.fits for d in devices)
     result = Plan(n_ctx=n_ctx, n_layer=shape.n_layer, n_gpu_layers=n_gpu_layers, gpu_device=gpu_name,
                   cpu_expert_layers=cpu_layers, cpu_expert_tensors=cpu_tensors, gpu_expert_tensors=gpu_tensors,
@@ -635,7 +718,7 @@ def _finish(shape: ModelShape, machine: Machine, req: PlanRequest, n_ctx: int, n
                   kv_bytes=kv_bytes, type_k=req.type_k, type_v=req.type_v, flash_attn=req.flash_attn,
                   fits=fits, verdict="", unified_memory=machine.unified_memory, lifted_to=lifted_to,
                   layer_devices=layer_devices, output_device=output_device, draft_device=draft_device,
-                  draft=req.draft)
+                  draft=req.draft, projector_device=projector_device, projector=req.projector)
     result = replace(result, placement=_placement(result, shape) + draft_words(result))
     if fits:
         return replace(result, verdict=_fits_verdict(result, shape))
@@ -787,6 +870,7 @@ def apply_plan(settings: ModelSettings, p: Plan, extra_overrides: tuple[TensorOv
         tensor_split=tuple(float(n) for n in p.tensor_split),
         draft_gpu_layers=-1 if p.draft_on_gpu else 0,
         draft_device=p.draft_device if p.draft_on_gpu else None,
+        projector_gpu=p.projector_on_gpu if p.projector is not None else settings.projector_gpu,
     )
 
 

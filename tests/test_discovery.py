@@ -68,8 +68,9 @@ def link(path: Path, target: str | Path) -> Path:
     return path
 
 
-def found(app: str, name: str, files: list[Path], source: dict[str, str]) -> FoundModel:
-    return FoundModel(app, name, tuple(files), sum(f.stat().st_size for f in files), source)
+def found(app: str, name: str, files: list[Path], source: dict[str, str], projector: Path | None = None
+          ) -> FoundModel:
+    return FoundModel(app, name, tuple(files), sum(f.stat().st_size for f in files), source, projector)
 
 
 def only(app: str, folder: Path) -> list[FoundModel]:
@@ -112,7 +113,8 @@ def test_hugging_face_cache(root: Path) -> None:
     assert only(HF, hub) == [
         found(HF, "Qwen/Qwen3-30B-A3B-GGUF: Qwen3-30B-A3B-Q4_K_M", [q4],
               {"repo": "Qwen/Qwen3-30B-A3B-GGUF", "revision": REV, "file": "Qwen3-30B-A3B-Q4_K_M.gguf",
-               "snapshot_file": str(snap / "Qwen3-30B-A3B-Q4_K_M.gguf")}),
+               "snapshot_file": str(snap / "Qwen3-30B-A3B-Q4_K_M.gguf")},
+              snap / "mmproj-F16.gguf"),  # the projector beside it, by its snapshot link's name
         found(HF, "Qwen/Qwen3-30B-A3B-GGUF: Qwen3-30B-A3B-Q8_0", q8,
               {"repo": "Qwen/Qwen3-30B-A3B-GGUF", "revision": REV,
                "file": "Q8_0/Qwen3-30B-A3B-Q8_0-00001-of-00002.gguf",
@@ -153,7 +155,8 @@ def test_lm_studio(root: Path) -> None:
 
     assert only(LM_STUDIO, models) == [
         found(LM_STUDIO, "lmstudio-community/Qwen3-8B-GGUF: Qwen3-8B-Q4_K_M", [q4],
-              {"repo": "lmstudio-community/Qwen3-8B-GGUF", "file": "Qwen3-8B-Q4_K_M.gguf"}),
+              {"repo": "lmstudio-community/Qwen3-8B-GGUF", "file": "Qwen3-8B-Q4_K_M.gguf"},
+              repo / "mmproj-Qwen3-8B-F16.gguf"),
         found(LM_STUDIO, "unsloth/Big-GGUF: Big-UD-Q2_K_XL", big,
               {"repo": "unsloth/Big-GGUF", "file": "Big-UD-Q2_K_XL-00001-of-00002.gguf"}),
     ]
@@ -255,7 +258,8 @@ def test_jan(root: Path) -> None:
         found(JAN, "pair: pair-Q8_0", [two[1]], {"model": "pair", "file": "pair-Q8_0.gguf"}),
         found(JAN, "tinyllama-1.1b", [tiny],
               {"model": "tinyllama-1.1b", "file": "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf"}),
-        found(JAN, "unsloth/Qwen3-4B-GGUF", [qwen], {"model": "unsloth/Qwen3-4B-GGUF", "file": "model.gguf"}),
+        found(JAN, "unsloth/Qwen3-4B-GGUF", [qwen], {"model": "unsloth/Qwen3-4B-GGUF", "file": "model.gguf"},
+              qwen.with_name("mmproj.gguf")),
     ]
 
 

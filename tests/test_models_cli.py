@@ -89,3 +89,30 @@ def test_catalog_judges_this_machine_without_network(enclave_home: Path) -> None
     assert entries["Qwen3-30B-A3B"]["fits"] is True and entries["Qwen3-30B-A3B"]["size_known"] is True
     assert entries["Qwen3-235B-A22B"]["fits"] is False
     assert entries["gpt-oss-120b"]["largest_context"] > 0
+
+
+def test_a_vision_model_comes_in_with_its_projector_and_says_it_reads_images(enclave_home: Path, dense_model: Path,
+                                                                           projector: Path, tmp_path: Path) -> None:
+    from tests.tiny_projector import write_tiny_projector
+
+    other = write_tiny_projector(tmp_path / "mmproj-other.gguf", text_model_embd=64)
+    refused = enclave("models", "import", str(dense_model), "--mmproj", str(other), home=enclave_home)
+    assert refused.returncode != 0 and "belongs to another model" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    imported = enclave("models", "import", str(dense_model), "--mmproj", str(projector), home=enclave_home)
+    assert imported.returncode == 0, imported.stderr
+    assert "reads images (gemma3 projector, 16 tokens an image)" in imported.stdout
+    (model,) = json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)
+    assert model["projector"]["projector_type"] == "gemma3"
+    assert "reads images (gemma3 projector, 16 tokens an image)" in enclave("models", "list", home=enclave_home).stdout
+    shown = enclave("inspect", model["id"], home=enclave_home).stdout
+    assert "images          reads images (gemma3 projector, 16 tokens an image)" in shown
+    planned = enclave("plan", model["id"], "--vram", "8GiB", "--ram", "16GiB", "--no-speed", home=enclave_home)
+    assert planned.returncode == 0, planned.stderr
+    assert "Projector " in planned.stdout and "on GPU0; each image takes ~16 tokens of the context" in planned.stdout
+    detached = enclave("models", "detach-projector", model["id"], home=enclave_home)
+    assert detached.returncode == 0 and "reads text only now" in detached.stdout
+    assert not Path(model["projector"]["path"]).exists()  # Enclave's copy goes
+    assert "reads images" not in enclave("models", "list", home=enclave_home).stdout
+    attached = enclave("models", "attach-projector", model["id"], str(projector), "--in-place", home=enclave_home)
+    assert attached.returncode == 0 and f"{model['id']} reads images" in attached.stdout

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from app.models import Model, Verification
 from app.policy import SET_BY
 from app.services import ImportMode, ModelRemoval, Services
-from app.transfer import ImportReport
+from app.transfer import ImportReport, is_projector_name
 from app.types import format_size
 from ui.empty_state import EmptyState
 from ui.models_catalog import CatalogTab
@@ -246,14 +246,32 @@ class ModelsPage(QWidget):
         mode = mode or self.import_mode()
         files = [p for p in paths if p.suffix.lower() == ".gguf"]
         others = [p.name for p in paths if p.suffix.lower() != ".gguf"]
-        files = _first_shards_only(files)
-        if not files:
-            self.jobs.finish(f"Not a model file (Enclave imports .gguf files): {', '.join(others) or 'nothing'}.",
-                             error=True)
+        projectors = [p for p in files if is_projector_name(p.name)]
+        files = _first_shards_only([p for p in files if p not in projectors])
+        selected = self.selected_model()
+        if not files and len(projectors) == 1 and selected is not None and not others:
+            self._submit(lambda: self._start_attach(selected, projectors[0], mode))
             return
-        self._submit(lambda: self._start_import(files, mode, others))
+        if not files:
+            self.jobs.finish(
+                f"{projectors[0].name} is a vision projector (mmproj), not a model: drop it with its model file, or "
+                "select the model and drop it again." if projectors else
+                f"Not a model file (Enclave imports .gguf files): {', '.join(others) or 'nothing'}.", error=True)
+            return
+        others += [p.name for p in projectors[1:]]
+        self._submit(lambda: self._start_import(files, mode, others, projectors[0] if projectors else None))
 
-    def _start_import(self, files: list[Path], mode: ImportMode, others: list[str]) -> None:
+    def _start_attach(self, model: Model, projector: Path, mode: ImportMode) -> None:
+        """Give the selected model the dropped projector (checked against it first)."""
+        progress, cancelled = self.jobs.start(f"Adding {projector.name} to {model.name}…", cancellable=True)
+        models = self.services.models
+        self.tasks.run(lambda: models.attach_projector(models.get(model.id), projector, mode, on_progress=progress,
+                                                       cancelled=cancelled),
+                       on_result=lambda m: self._job_done(f"{m.name} {m.projector.describe()}.", changed=True),
+                       on_error=lambda message: self._job_done(f"Not added: {message}", error=True))
+
+    def _start_import(self, files: list[Path], mode: ImportMode, others: list[str],
+                      projector: Path | None = None) -> None:
         label = f"Importing {files[0].name}…" if len(files) == 1 else f"Importing {_count(len(files), 'file')}…"
         progress, cancelled = self.jobs.start(label, cancellable=True)
 
@@ -264,7 +282,8 @@ class ModelsPage(QWidget):
                     done.append((path, None, "cancelled"))
                     continue
                 try:
-                    report = self.services.import_model(path, mode, on_progress=progress, cancelled=cancelled)
+                    report = self.services.import_model(path, mode, mmproj=projector, on_progress=progress,
+                                                        cancelled=cancelled)
                     done.append((path, report.imported[0], ""))
                 except Exception as exc:  # each file's reason, the rest still goes in
                     done.append((path, None, describe(exc)))
@@ -274,7 +293,8 @@ class ModelsPage(QWidget):
                        on_error=lambda message: self._job_done(f"Import failed: {message}", error=True))
 
     def _imported(self, done: list[tuple[Path, Model | None, str]], others: list[str]) -> None:
-        lines = [f"Imported {m.name} ({format_size(m.size)}, {ORIGINS[m.origin]}) as {m.id}."
+        lines = [f"Imported {m.name} ({format_size(m.size)}, {ORIGINS[m.origin]}) as {m.id}"
+                 + (f"; it {m.projector.describe()}." if m.projector is not None else ".")
                  for _, m, _ in done if m is not None]
         lines += [f"Not imported: {p.name}: {why}" for p, m, why in done if m is None]
         lines += [f"Not imported: {name}: not a .gguf model file." for name in others]
@@ -297,7 +317,8 @@ class ModelsPage(QWidget):
         self._submit(start)
 
     def _folder_imported(self, report: ImportReport) -> None:
-        lines = [f"Imported {m.name} ({format_size(m.size)}) as {m.id}." for m in report.imported]
+        lines = [f"Imported {m.name} ({format_size(m.size)}) as {m.id}"
+                 + (f"; it {m.projector.describe()}." if m.projector is not None else ".") for m in report.imported]
         lines += [f"Not imported: {name}: {why}" for name, why in report.refused]
         self._job_done("\n".join(lines) or "Nothing to import.", error=bool(report.refused),
                        changed=bool(report.imported))
@@ -327,7 +348,8 @@ class ModelsPage(QWidget):
     def _verified(self, result: Verification) -> None:
         m = result.model
         if result.ok:
-            self._job_done(f"{m.name}: ok — {_count(len(m.files), 'file')}, {format_size(m.size)}, every SHA-256 "
+            self._job_done(f"{m.name}: ok — {_count(len(m.all_files), 'file')}, "
+                           f"{format_size(sum(f.size for f in m.all_files))}, every SHA-256 "
                            "matches.", changed=True)
         else:
             self._job_done(f"{m.name}: FAILED\n" + "\n".join(result.problems), error=True, changed=True)

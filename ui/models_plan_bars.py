@@ -1,5 +1,6 @@
 """One horizontal bar per device of a ``Plan``, in llama.cpp's order (RPC hosts' devices,
-this machine's GPUs, RAM last): weights, experts, KV cache, compute and a draft model as coloured
+this machine's GPUs, RAM last): weights, experts, KV cache, compute, a draft model and a vision
+projector as coloured
 segments against the device's budget (a marker line; what lies beyond it is red), under
 the device's name and the layers it holds. ``rows()`` is the geometry ``paintEvent``
 draws, so tests can check it. Titles, detail lines and the legend wrap when the widget
@@ -18,10 +19,11 @@ from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 from app.types import DeviceUse, Plan, format_size
 
 PARTS = (("weights", "Weights"), ("experts", "Experts"), ("kv", "KV cache"), ("compute", "Compute"),
-         ("draft", "Draft model"))
-OPTIONAL = {"draft"}  # shown (detail, legend) only where there is one
+         ("draft", "Draft model"), ("projector", "Projector"))
+OPTIONAL = {"draft", "projector"}  # shown (detail, legend) only where there is one
 COLORS = {"weights": QColor("#4e79a7"), "experts": QColor("#59a14f"), "kv": QColor("#f28e2b"),
-          "compute": QColor("#b07aa1"), "draft": QColor("#76b7b2"), "over": QColor(214, 39, 40, 170)}
+          "compute": QColor("#b07aa1"), "draft": QColor("#76b7b2"), "projector": QColor("#edc948"),
+          "over": QColor(214, 39, 40, 170)}
 PAD, BAR_HEIGHT, GAP = 8, 22, 10
 HINT_WIDTH = 480
 BUDGET_LABEL = "Budget (free less the margin)"
@@ -50,7 +52,7 @@ class Row:
 
 def _bytes_of(use: DeviceUse, part: str) -> int:
     return {"weights": use.weights_bytes, "experts": use.experts_bytes, "kv": use.kv_bytes,
-            "compute": use.compute_bytes, "draft": use.draft_bytes}[part]
+            "compute": use.compute_bytes, "draft": use.draft_bytes, "projector": use.projector_bytes}[part]
 
 
 def _detail_parts(use: DeviceUse) -> list[str]:
@@ -175,8 +177,9 @@ class PlanBars(QWidget):
     def _legend_layout(self, width: float) -> list[tuple[float, int, QColor, str, bool]]:
         """(x, line number, colour, label, is the budget marker) of each legend item."""
         metrics, line = self.fontMetrics(), self._line()
-        drafted = self._plan is not None and self._plan.draft_bytes > 0
-        items = [(COLORS[p], label, False) for p, label in PARTS if p not in OPTIONAL or drafted]
+        shown = {p for p, _ in PARTS if p not in OPTIONAL or (
+            self._plan is not None and any(_bytes_of(use, p) for use in self._plan.devices))}
+        items = [(COLORS[p], label, False) for p, label in PARTS if p in shown]
         budget = self.palette().windowText().color()  # the marker in the text's colour: seen on light and dark
         items += [(COLORS["over"], "Over budget", False), (budget, BUDGET_LABEL, True)]
         out: list[tuple[float, int, QColor, str, bool]] = []

@@ -24,7 +24,7 @@ def experts_text(model: Model) -> str:
 def cell_text(model: Model, column: int) -> str:
     values = (
         model.name,
-        model.architecture or "?",
+        (model.architecture or "?") + (", reads images" if model.reads_images else ""),
         experts_text(model),
         model.quantization or "?",
         f"{model.context_length:,}" if model.context_length else "?",
@@ -74,7 +74,9 @@ class ModelsTableModel(QAbstractTableModel):
             return f"{text}  (default)" if index.column() == 0 and is_default else text
         if role == Qt.ItemDataRole.ToolTipRole:
             files = "\n".join(f.path for f in model.files)
-            return f"{model.name}\n{model.id}\n{files}"  # the full name, should the column elide it
+            images = (f"\n{model.projector.describe()}, {format_size(model.projector.size)}:\n{model.projector.path}"
+                      if model.projector is not None else "")
+            return f"{model.name}\n{model.id}\n{files}{images}"  # the full name, should the column elide it
         if role == Qt.ItemDataRole.FontRole and is_default:
             font = QFont()
             font.setBold(True)

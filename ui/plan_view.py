@@ -4,13 +4,15 @@ and the expert layers kept in RAM change, and a button to load the model by that
 
 The planner is a pure function that takes well under 50 ms, so it runs on the GUI thread
 on every slider move; reading the model's shape (``Runtime.inspect``) and its draft
-model's, the predicted speed under the verdict (``plan_speed``: it may measure the devices
+model's and its vision projector's, the predicted speed under the verdict (``plan_speed``: it may measure the devices
 first) and loading go through the task runner.
 """
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -67,6 +69,8 @@ class PlanView(QWidget):
         self.error = ""  # the planner's PlanError message, if any
         # a draft model's size, why it cannot draft, or None: drafting is off in the settings
         self._drafts: dict[str, DraftSize | str | None] = {}
+        # a model's vision projector as the plan counts it (ProjectorSize), why it cannot be read, or None
+        self._projectors: dict[str, Any] = {}
         self._steps = context_steps(4096)
         self._build()
 
@@ -97,6 +101,10 @@ class PlanView(QWidget):
             "words are still drafted from the prompt (answers that quote documents).")
         self.draft_combo.setMinimumContentsLength(24)
         self.draft_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.vision = QCheckBox("Read images")
+        self.vision.setChecked(True)
+        self.vision.setToolTip("Load the model's vision projector with it, so messages can carry images. Off: "
+                               "text only, and the projector's memory stays free.")
         self.machine_picker = MachinePicker(self.services, self.tasks, devices=True)
         self.bars = PlanBars()
         self.verdict = QLabel()
@@ -130,6 +138,8 @@ class PlanView(QWidget):
         self.form.addRow("Expert layers in RAM", self.experts_row)
         self.form.setRowVisible(self.experts_row, False)  # only a mixture-of-experts model has experts
         self.form.addRow("Draft model", self.draft_combo)
+        self.form.addRow("Images", self.vision)
+        self.form.setRowVisible(self.vision, False)  # only a model with a projector reads images
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addLayout(self.form)
@@ -153,12 +163,13 @@ class PlanView(QWidget):
         self.flash.toggled.connect(self._replan)
         self.experts_slider.valueChanged.connect(self._replan)
         self.draft_combo.currentIndexChanged.connect(self._draft_chosen)
+        self.vision.toggled.connect(self._replan)
         self.machine_picker.machineChanged.connect(self._replan)
         self.load_button.clicked.connect(self.load)
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.ctx_slider, self.kv_combo, self.flash, self.experts_slider, self.draft_combo):
+        for w in (self.ctx_slider, self.kv_combo, self.flash, self.experts_slider, self.draft_combo, self.vision):
             w.setEnabled(on)
         self.load_button.setEnabled(False)
 
@@ -172,6 +183,7 @@ class PlanView(QWidget):
         self.load_status.clear()
         self._set_details([])
         self.form.setRowVisible(self.experts_row, False)
+        self.form.setRowVisible(self.vision, False)
         self.profile_form.set_model(model_id)
         if model_id is None:
             self.title.setText("Select a model to see where it goes in memory.")
@@ -203,12 +215,15 @@ class PlanView(QWidget):
         shape = info.shape
         self.title.setStyleSheet("")
         kind = f"{shape.expert_count} experts, {shape.expert_used_count} used" if shape.is_moe else "dense"
-        self.title.setText(f"<b>{info.name}</b> — {info.architecture}, {shape.n_layer} layers, {kind}, "
-                           f"trained context {info.context_length:,}")
+        registered = self.services.models.find(model_id)
+        images = (f"<br>{escape(registered.projector.describe()[0].upper() + registered.projector.describe()[1:])}"
+                  if registered is not None and registered.projector is not None else "")
+        self.title.setText(f"<b>{escape(info.name)}</b> — {info.architecture}, {shape.n_layer} layers, {kind}, "
+                           f"trained context {info.context_length:,}{images}")
         self._steps = context_steps(shape.context_length)
         profile = self.services.profile(model_id)  # the sliders show the saved profile
         wanted = profile.context(self.services.current_settings()) or shape.context_length
-        controls = (self.ctx_slider, self.experts_slider, self.kv_combo, self.flash, self.draft_combo)
+        controls = (self.ctx_slider, self.experts_slider, self.kv_combo, self.flash, self.draft_combo, self.vision)
         for w in controls:
             w.blockSignals(True)
         self._fill_drafts(model_id, profile.draft_model)
@@ -218,6 +233,7 @@ class PlanView(QWidget):
         self.experts_slider.setValue(AUTO if profile.cpu_moe_layers is None else profile.cpu_moe_layers)
         self.kv_combo.setCurrentText(profile.type_k if profile.type_k in KV_TYPES else KV_TYPES[0])
         self.flash.setChecked(profile.flash_attn is not False)
+        self.vision.setChecked(profile.vision)
         for w in controls:
             w.blockSignals(False)
         self._set_enabled(True)
@@ -225,7 +241,31 @@ class PlanView(QWidget):
         if profile.n_gpu_layers is not None:  # set by hand ('enclave models config --gpu-layers')
             self.load_status.setText(f"Its profile places layers by hand ({profile.n_gpu_layers} on the GPU, no "
                                      "plan). Loading with this plan replaces that.")
+        self._read_projector(model_id)
         self._draft_chosen()
+
+    # The vision projector --------------------------------------------------------------
+
+    def _read_projector(self, model_id: str) -> None:
+        """Read the model's projector once (off the GUI thread), then plan with it."""
+        if model_id in self._projectors:
+            self._projector_read(model_id, self._projectors[model_id])
+            return
+        self.tasks.run(lambda: self.services.models.projector_size(model_id),
+                       on_result=lambda size: self._projector_read(model_id, size),
+                       on_error=lambda message: self._projector_read(model_id, message))
+
+    def _projector_read(self, model_id: str, size: Any) -> None:
+        self._projectors[model_id] = size
+        if model_id == self.model_id:
+            self.form.setRowVisible(self.vision, size is not None)
+            self._replan()
+
+    @property
+    def projector_problem(self) -> str:
+        """Why the model's projector cannot be read ("" when it can, or it has none)."""
+        size = self._projectors.get(self.model_id or "")
+        return f"Its projector cannot be read: {size}" if isinstance(size, str) and self.vision.isChecked() else ""
 
     # The draft model -------------------------------------------------------------------
 
@@ -296,9 +336,11 @@ class PlanView(QWidget):
         kv = self.kv_combo.currentText()
         layers = self.experts_slider.value()
         draft = self._drafts.get(self.draft_model or "")
+        projector = self._projectors.get(self.model_id or "")
         return PlanRequest(n_ctx=self.n_ctx, type_k=kv, type_v=kv,  # type: ignore[arg-type]
                            flash_attn=self.flash.isChecked(), cpu_moe_layers=None if layers == AUTO else layers,
-                           draft=draft if isinstance(draft, DraftSize) else None)
+                           draft=draft if isinstance(draft, DraftSize) else None,
+                           projector=projector if self.vision.isChecked() and not isinstance(projector, str) else None)
 
     @property
     def draft_problem(self) -> str:
@@ -354,8 +396,13 @@ class PlanView(QWidget):
         lines = [result.verdict]
         if result.suggestions:
             lines.append("Would help: " + "; ".join(result.suggestions) + ".")
+        if result.projector is not None:
+            lines.append(f"{result.projector_words()}; {result.image_words()}." if result.image_words()
+                         else f"{result.projector_words()}.")
         if self._draft_note():
             lines.append(self._draft_note())
+        if self.projector_problem:
+            lines.append(self.projector_problem)
         self.verdict.setText("\n".join(lines))
 
     # Loading ---------------------------------------------------------------------------
@@ -369,7 +416,7 @@ class PlanView(QWidget):
         self.services.configure_model(self.model_id, n_ctx=request.n_ctx, type_k=request.type_k,
                                       type_v=request.type_v, flash_attn=request.flash_attn,
                                       cpu_moe_layers=request.cpu_moe_layers, n_gpu_layers=None,
-                                      draft_model=self.draft_model)
+                                      draft_model=self.draft_model, vision=self.vision.isChecked())
 
     def load(self) -> None:
         """Save the sliders as the model's profile and load the model by it. The runtime

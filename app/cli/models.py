@@ -13,7 +13,8 @@ from app.runtime import make_plan
 from app.services import Services
 from inference.devices import Machine, SimulatedHost, format_size
 from inference.gguf_info import GGUFInfo, inspect_gguf
-from inference.planner import RAM_DEVICE, Plan, PlanRequest, context_table
+from inference.planner import RAM_DEVICE, Plan, PlanRequest, ProjectorSize, context_table, projector_size
+from inference.projector_info import read_projector
 
 
 @cli.command()
@@ -21,12 +22,22 @@ from inference.planner import RAM_DEVICE, Plan, PlanRequest, context_table
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (sizes in bytes).")
 @user_errors
 def inspect(model: str, as_json: bool) -> None:
-    """What MODEL is: architecture, experts, quantization, context, and its size by part."""
-    info = inspect_gguf(_resolve(model))
+    """What MODEL is: architecture, experts, quantization, context, and its size by part
+    (and, for a registered vision model, its projector)."""
+    with Services.open(readonly=True) as services:
+        info = inspect_gguf(services.resolve_model(model))
+        projector_path = services.models.projector_path(model)
+    projector = read_projector(projector_path) if projector_path else None
     if as_json:
-        click.echo(json.dumps(info.as_dict(), indent=2))
+        click.echo(json.dumps({**info.as_dict(), "projector": None if projector is None else {
+            "path": str(projector.path), "type": projector.projector_type, "size": projector.size,
+            "tokens_per_image": projector.tokens_per_image, "tokens_estimated": projector.tokens_estimated}},
+            indent=2))
         return
     click.echo(describe_model(info))
+    if projector is not None:
+        click.echo(f"  images          reads images ({projector.describe()}), {format_size(projector.size)}: "
+                   f"{projector.path}")
 
 
 def _count(n: int) -> str:
@@ -94,7 +105,7 @@ def plan_command(model: str, n_ctx: int | None, kv_type: str | None, vram: list[
         info = inspect_gguf(services.resolve_model(model))
         machine = _machine(services, vram, ram, unified, sim_hosts)
         saved = services.profile_request(model, info) or PlanRequest()
-        request = replace(saved, n_ctx=n_ctx, margin_bytes=margin,
+        request = replace(saved, n_ctx=n_ctx, margin_bytes=margin, projector=_projector(services, model),
                           **({"type_k": kv_type, "type_v": kv_type} if kv_type else {}),
                           **({"cpu_moe_layers": cpu_moe_layers} if cpu_moe_layers is not None else {}),
                           **({"flash_attn": False} if no_flash_attn else {}))
@@ -119,6 +130,15 @@ def plan_command(model: str, n_ctx: int | None, kv_type: str | None, vram: list[
     for p in table:
         click.echo(f"  {p.n_ctx:>9,} tokens  {'fits' if p.fits else 'does not fit':<13} "
                    f"KV {format_size(p.kv_bytes):>9}  " + _placement(p))
+
+
+def _projector(services: Services, model: str) -> ProjectorSize | None:
+    """The registered model's vision projector as the plan counts it, unless its profile loads
+    it without (``vision = False``)."""
+    path = services.models.projector_path(model)
+    if path is None or not services.profile(model).vision:
+        return None
+    return projector_size(read_projector(path))
 
 
 def _resolve(model: str) -> Path:
@@ -151,6 +171,8 @@ def describe_plan(p: Plan) -> str:
     if p.cpu_expert_layers or p.cpu_expert_tensors:
         rows.append(f"  experts in RAM: layers {list(p.cpu_expert_layers)}"
                     + (f" and {', '.join(p.cpu_expert_tensors)}" if p.cpu_expert_tensors else ""))
+    if p.projector is not None:
+        rows.append(f"  {p.projector_words()}" + (f"; {p.image_words()}" if p.image_words() else ""))
     rows.append(p.verdict)
     rows += [f"  would help: {tip}" for tip in p.suggestions]
     return "\n".join(rows)

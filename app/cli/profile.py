@@ -44,6 +44,9 @@ _OPTIONS: tuple[Callable[[F], F], ...] = (
                  help="A small model with the same vocabulary (a registered model or a .gguf file) that proposes "
                       "tokens for this one to check: faster replies, the same words. '--reset draft_model' "
                       "clears it: then only the prompt is drafted from."),
+    click.option("--vision/--no-vision", "vision", default=None,
+                 help="Load the model's vision projector with it (reads images); --no-vision: text only, the "
+                      "projector's memory stays free."),
     click.option("--temperature", type=click.FloatRange(min=0), default=None,
                  help="0 is greedy: the same prompt always gives the same reply."),
     click.option("--top-k", type=click.IntRange(min=0), default=None, help="Sample from the K likeliest tokens."),

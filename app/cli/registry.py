@@ -40,8 +40,9 @@ def _describe(m: Model) -> str:
     experts = f"{m.experts} experts ({m.experts_used} used)" if m.experts else "dense"
     params = f"{(m.parameters or 0) / 1e9:.1f}B" if (m.parameters or 0) >= 1e8 else f"{(m.parameters or 0) / 1e6:.1f}M"
     verified = m.verified_at[:10] if m.verified_at else "never"
-    return (f"{m.id:<32} {m.name:<28} {m.architecture or '?':<10} {params:>7} {experts:<22} {m.quantization or '?':<7} "
+    line = (f"{m.id:<32} {m.name:<28} {m.architecture or '?':<10} {params:>7} {experts:<22} {m.quantization or '?':<7} "
             f"ctx {m.context_length or 0:>7,}  {format_size(m.size):>9}  {m.origin:<10} verified {verified}")
+    return line + (f"\n{'':<33}{m.projector.describe()}" if m.projector is not None else "")
 
 
 _CONTEXT_SAID = {"server": "as the server says", "given": "as given", "default": "a default"}
@@ -81,15 +82,20 @@ def list_command(as_json: bool) -> None:
 @click.option("--copy", "mode", flag_value="copy", default=True, help="Copy into Enclave's folder (default).")
 @click.option("--link", "mode", flag_value="link", help="Link from Enclave's folder to the file where it is.")
 @click.option("--in-place", "mode", flag_value="in_place", help="Use the file where it is.")
+@click.option("--mmproj", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The model's vision projector (mmproj-*.gguf): the model then reads images.")
 @user_errors
-def import_command(path: Path, mode: str) -> None:
+def import_command(path: Path, mode: str, mmproj: Path | None) -> None:
     """Import a .gguf file (with its shards), a folder of them, or an exported folder
-    with a manifest; every file is validated and hashed first."""
+    with a manifest; every file is validated and hashed first. A vision model's projector
+    comes with --mmproj, or as an mmproj*.gguf in the folder imported."""
     with Services.open() as services:
-        report = services.import_model(path, mode, on_progress=_progress("Importing"))  # type: ignore[arg-type]
+        report = services.import_model(path, mode, mmproj=mmproj,  # type: ignore[arg-type]
+                                       on_progress=_progress("Importing"))
     _done_line()
     for model in report.imported:
-        click.echo(f"Imported {model.id}: {model.name} ({format_size(model.size)}, {model.origin}).")
+        images = f"; {model.projector.describe()}" if model.projector is not None else ""
+        click.echo(f"Imported {model.id}: {model.name} ({format_size(model.size)}, {model.origin}{images}).")
     for name, why in report.refused:
         click.echo(f"Refused {name}: {why}", err=True)
     if report.refused and not report.imported:
@@ -107,7 +113,8 @@ def verify(model: str | None) -> None:
     _done_line()
     for result in results:
         if result.ok:
-            click.echo(f"{result.model.id}: ok ({len(result.model.files)} files, {format_size(result.model.size)})")
+            click.echo(f"{result.model.id}: ok ({len(result.model.all_files)} files, "
+                       f"{format_size(sum(f.size for f in result.model.all_files))})")
         else:
             click.echo(f"{result.model.id}: FAILED", err=True)
             for problem in result.problems:
@@ -136,6 +143,37 @@ def remove(model: str, delete_files: bool, delete_external: bool) -> None:
         click.echo("It was the default model: no default is set now ('enclave settings set default_model MODEL').")
 
 
+@models.command("attach-projector")
+@click.argument("model")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--copy", "mode", flag_value="copy", default=True, help="Copy into Enclave's folder (default).")
+@click.option("--link", "mode", flag_value="link", help="Link from Enclave's folder to the file where it is.")
+@click.option("--in-place", "mode", flag_value="in_place", help="Use the file where it is.")
+@user_errors
+def attach_projector(model: str, file: Path, mode: str) -> None:
+    """Give MODEL its vision projector FILE (mmproj-*.gguf), so it reads images. The
+    projector must be the one published with MODEL: one of another model is refused."""
+    with Services.open() as services:
+        target = services.models.get(model)
+        updated = services.models.attach_projector(target, file, mode,  # type: ignore[arg-type]
+                                                   on_progress=_progress("Hashing"))
+    _done_line()
+    assert updated.projector is not None
+    click.echo(f"{updated.id} {updated.projector.describe()}: {updated.projector.path}")
+
+
+@models.command("detach-projector")
+@click.argument("model")
+@user_errors
+def detach_projector(model: str) -> None:
+    """Take MODEL's vision projector away (its copy in Enclave's folder is deleted; a file
+    elsewhere stays where it is). MODEL then reads text only."""
+    with Services.open() as services:
+        target = services.models.get(model)
+        kept = services.models.detach_projector(target)
+    click.echo(f"{target.id} reads text only now." + (f" Kept on disk: {kept}" if kept else ""))
+
+
 @models.command()
 @click.argument("model")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
@@ -161,7 +199,8 @@ def discover(add: bool, as_json: bool) -> None:
 
     found = find()
     if as_json and not add:
-        click.echo(json.dumps([{**asdict(f), "files": [str(p) for p in f.files]} for f in found], indent=2))
+        click.echo(json.dumps([{**asdict(f), "files": [str(p) for p in f.files],
+                                "projector": str(f.projector) if f.projector else None} for f in found], indent=2))
         return
     if not found:
         click.echo("No models from other apps found.")
@@ -176,7 +215,8 @@ def discover(add: bool, as_json: bool) -> None:
                 except EnclaveError as exc:
                     state = f"not added: {exc}"
                 _done_line()
-            click.echo(f"{item.app:<20} {item.name:<50} {format_size(item.size):>9}  {item.files[0]}  {state}")
+            images = "  reads images" if item.projector is not None else ""
+            click.echo(f"{item.app:<20} {item.name:<50} {format_size(item.size):>9}  {item.files[0]}  {state}{images}")
 
 
 @models.command()
