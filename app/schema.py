@@ -272,3 +272,41 @@ def message_drafting(db: Database) -> None:
     # written before (or without) drafting.
     db.execute("ALTER TABLE messages ADD COLUMN drafted_tokens INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE messages ADD COLUMN accepted_tokens INTEGER NOT NULL DEFAULT 0")
+
+
+@MIGRATIONS(name="0016_images")
+def images(db: Database) -> None:
+    # Vision models (issue 20). ``images``: each image once, by the SHA-256 of the PNG Enclave
+    # re-encoded it as (app/images.py; the user's file is never kept as given), in the database so
+    # an encrypted database covers it too. ``message_images``: which images a message shows the
+    # model, in order, with the name the user's file had. ``model_files.role``: 'model' (the
+    # weights, in shards) or 'projector' (a vision model's mmproj file). ``libraries.vision_model``:
+    # the model that transcribes a library's scanned pages and images while they are added.
+    db.execute("""
+        CREATE TABLE images (
+            sha256 TEXT PRIMARY KEY,
+            png BLOB NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            added_at TEXT NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE message_images (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            sha256 TEXT NOT NULL REFERENCES images(sha256),
+            name TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (message_id, position)
+        )""")
+    db.execute("CREATE INDEX message_images_by_image ON message_images (sha256)")
+    db.execute("ALTER TABLE model_files ADD COLUMN role TEXT NOT NULL DEFAULT 'model'")
+    db.execute("ALTER TABLE libraries ADD COLUMN vision_model TEXT")
+
+
+@MIGRATIONS(name="0017_transcriptions")
+def transcriptions(db: Database) -> None:
+    # Scanned pages and images read by a library's vision model (app/transcription.py): which model
+    # wrote a content's text for which pages (JSON list, 1-based), so the user knows which text a
+    # model read from a picture rather than from the file's own text layer. NULL: none was.
+    db.execute("ALTER TABLE contents ADD COLUMN transcribed_by TEXT")
+    db.execute("ALTER TABLE contents ADD COLUMN transcribed_pages TEXT NOT NULL DEFAULT '[]'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from app.extract.base import Extracted, ExtractionError, Limits, human_size
@@ -104,13 +105,17 @@ def _dispatch(data: bytes, path: Path, kind: str, limits: Limits) -> Extracted:
     if kind == "email":
         from app.extract.mail import extract_email
         return extract_email(data, path)
+    if kind == "image":
+        from app.extract.image import extract_image
+        return extract_image(data, path, limits)
     raise AssertionError(f"no reader for kind {kind!r}")
 
 
 def _finish(result: Extracted, path: Path, limits: Limits) -> Extracted:
-    """The shared end: refuse empty text, apply the text cap, make sure there is a title."""
+    """The shared end: refuse empty text (unless pages wait for a vision model to transcribe them),
+    apply the text cap, make sure there is a title."""
     text = result.text
-    if not text.strip():
+    if not text.strip() and not result.pages_to_transcribe:
         raise _empty(path)
     pages = result.pages
     warnings = result.warnings
@@ -118,8 +123,7 @@ def _finish(result: Extracted, path: Path, limits: Limits) -> Extracted:
         text = text[: limits.max_text_chars]
         pages = tuple(p for p in pages if p < len(text))
         warnings = (*warnings, f"the text was cut at {limits.max_text_chars:,} characters")
-    return Extracted(text=text, title=result.title or path.name, kind=result.kind, pages=pages,
-                     encoding=result.encoding, warnings=warnings)
+    return replace(result, text=text, title=result.title or path.name, pages=pages, warnings=warnings)
 
 
 def extract(path: Path, limits: Limits = _DEFAULT_LIMITS) -> Extracted:

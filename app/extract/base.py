@@ -9,11 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inference.errors import EnclaveError
 
+if TYPE_CHECKING:
+    from app.images import PageImage
+
 REASONS = frozenset({"too_large", "encrypted", "no_text", "corrupt", "binary", "unsupported", "unreadable",
-                     "vanished", "zip_bomb", "empty", "too_slow", "policy"})
+                     "vanished", "zip_bomb", "empty", "too_slow", "policy", "mislabelled", "too_many_pixels",
+                     "truncated"})
 
 
 @dataclass(frozen=True)
@@ -27,16 +32,32 @@ class Limits:
     max_pdf_pages: int = 5000
     max_sheet_cells: int = 2_000_000  # spreadsheets and CSV/TSV
     max_seconds: float = 300.0  # per rich document (isolated.py); a 5,000-page PDF takes about a minute
+    max_image_pixels: int = 64_000_000  # per image, from its header, before decoding (app/images.py)
+    max_image_pages: int = 500  # pages of a multi-page TIFF; scanned PDF pages whose images are kept
+    # Keep the images of pages without text (scanned PDF pages, image files) for a vision model to
+    # transcribe (``Extracted.pages_to_transcribe``). False when the library has no vision model:
+    # image files are then refused and a PDF's scanned pages only listed (``Extracted.scanned_pages``).
+    page_images: bool = False
+
+
+# What to do about a page or an image without text; appended to those refusals.
+VISION_HINT = "choose a vision model for this library: enclave library vision LIB MODEL"
 
 
 @dataclass(frozen=True)
 class Extracted:
     text: str
     title: str  # document metadata title, first heading, or the file name
-    kind: str  # "text", "markdown", "code", "html", "pdf", "docx", "pptx", "xlsx", "csv", "tsv", "json", "email"
+    kind: str  # "text", "markdown", "code", "html", "pdf", "docx", "pptx", "xlsx", "csv", "tsv", "json", "email",
+    # "image"
     pages: tuple[int, ...] = ()  # PDF pages / PPTX slides: offset in ``text`` where each one starts
     encoding: str | None = None  # detected encoding of text-like files
     warnings: tuple[str, ...] = ()
+    # Pages without a text layer (1-based), and with ``Limits.page_images`` their images in page
+    # order (several per page when a page holds several), for a vision model to transcribe. An image
+    # file is one page (one per page of a multi-page TIFF) with ``text`` empty.
+    scanned_pages: tuple[int, ...] = ()
+    pages_to_transcribe: tuple[PageImage, ...] = ()
 
 
 class ExtractionError(EnclaveError):

@@ -38,6 +38,9 @@ _BY_EXTENSION: dict[str, str] = {
     ".json": "json", ".geojson": "json",
     ".eml": "email",
 }
+# Images: their text is read by a library's vision model (app/images.py, app/extract/image.py).
+IMAGE_FILE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp",
+                                                   ".gif", ".bmp", ".dib"})
 # Files known by their whole name rather than an extension.
 _BY_NAME: dict[str, str] = {
     **dict.fromkeys(("readme", "license", "licence", "copying", "authors", "changelog", "changes", "news",
@@ -46,6 +49,7 @@ _BY_NAME: dict[str, str] = {
                      "rakefile", "procfile", "justfile", "cmakelists.txt", "jenkinsfile", "brewfile"), "code"),
 }
 
+# Documents with text of their own (image files, read only through a vision model, are apart).
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_BY_EXTENSION)
 
 SNIFF_BYTES = 8192
@@ -94,6 +98,8 @@ def kind_of(path: Path) -> str | None:
     if name in _BY_NAME:
         return _BY_NAME[name]
     suffix = path.suffix.lower()
+    if suffix in IMAGE_FILE_EXTENSIONS:
+        return "image"
     kind = _BY_EXTENSION.get(suffix) or _BY_EXTENSION.get(name)  # the latter for dotfiles such as .gitignore
     if suffix == ".ts":
         head = _head(path, 400)
@@ -108,4 +114,4 @@ def kind_of(path: Path) -> str | None:
 
 def describe_supported() -> str:
     return ("text, Markdown, source code, HTML, PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), CSV, TSV, "
-            "JSON and e-mail (.eml)")
+            "JSON, e-mail (.eml), and images (PNG, JPEG, TIFF, WebP, GIF, BMP) with a vision model")
