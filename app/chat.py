@@ -15,7 +15,8 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from app.conversations import Conversation, ConversationRepository, Message, Source
+from app.conversations import Conversation, ConversationRepository, ImageRef, Message, Source
+from app.image_store import ImageStore
 from app.library_chat import LibraryChat, LibraryContext, LibraryCounting, ReadingStopped
 from app.profiles import ModelProfile, load_request
 from app.prompting import fit_history
@@ -23,7 +24,7 @@ from app.reasoning import ReasoningSplitter, Split, detect_style, prompt_opens_r
 from app.runtime import Runtime
 from app.settings import Settings
 from inference.errors import EnclaveError
-from inference.protocol import ChatMessage, Done, Event, Failed, Progress, Sampling, Token, Tokens
+from inference.protocol import ChatMessage, Done, Event, Failed, ImageInput, Progress, Sampling, Token, Tokens
 
 FLUSH_SECONDS = 0.25  # how often a streaming reply is written to the database
 TITLE_LENGTH = 60
@@ -101,6 +102,14 @@ class ModelLoaded:
 class PromptProgress:
     done: int
     total: int
+    images: int = 0  # images the prompt holds (0: none)
+    images_done: int = 0  # of those, encoded and in the KV cache
+
+    def describe(self) -> str:
+        """"Encoding image 1 of 2" while images are encoded, else "" (the tokens' progress says the rest)."""
+        if self.images and self.images_done < self.images:
+            return f"Encoding image {self.images_done + 1} of {self.images}"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,12 @@ def title_from(text: str) -> str:
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
+def reads_text_only(model: str) -> EnclaveError:
+    """The refusal of a turn with images for a model loaded without a projector."""
+    return EnclaveError(f"{model} reads text only: import it with its projector (enclave models import … --mmproj "
+                        "FILE) or choose a vision model.")
+
+
 class ChatService:
     def __init__(self, conversations: ConversationRepository, runtime: Runtime,
                  settings: Callable[[], Settings], library_chat: LibraryChat | None = None,
@@ -173,6 +188,7 @@ class ChatService:
         self._profiles = profiles
         self.library_chat = library_chat
         self._stop_requested = False
+        self.images = ImageStore(conversations.store)
         # Library conversations whose user chose the profile's context over a longer one
         # (the window asks); the others get what their library needs when it fits.
         self.keep_profile_context: set[int] = set()
@@ -244,11 +260,15 @@ class ChatService:
 
     # Turns ---------------------------------------------------------------------------
 
-    def send(self, conversation_id: int, text: str) -> Iterator[ChatEvent]:
-        """Save the user's message, then stream the reply."""
+    def send(self, conversation_id: int, text: str, images: Sequence[ImageRef] = ()) -> Iterator[ChatEvent]:
+        """Save the user's message, then stream the reply. ``images``: already stored
+        (``Services.add_images``), shown to the model before the text; a model that reads
+        text only refuses them before anything is saved."""
         conversation = self.conversations.get(conversation_id)
         model = self._model_of(conversation)
-        user = self.conversations.add_message(conversation_id, "user", text)
+        if images:
+            yield from self._check_reads_images(conversation, model)
+        user = self.conversations.add_message(conversation_id, "user", text, images=images)
         yield UserMessageSaved(user)
         if not conversation.title:
             self.conversations.rename(conversation_id, title_from(text))
@@ -282,10 +302,31 @@ class ChatService:
         last_user = next((m for m in reversed(self.conversations.messages(conversation_id)) if m.role == "user"), None)
         if last_user is None:
             raise EnclaveError("This conversation has no message of yours to edit.")
-        self.conversations.delete_messages_from(conversation_id, last_user.id)
-        user = self.conversations.add_message(conversation_id, "user", text)
+        kept = [ImageRef(image.sha256, image.name) for image in last_user.images]  # the edit keeps its images
+        user = self.conversations.replace_from(conversation_id, last_user.id, text, kept)
         yield UserMessageSaved(user)
         yield from self._reply(conversation, model)
+
+    # Images --------------------------------------------------------------------------
+
+    def _check_reads_images(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
+        """Before a message with images is saved: a local model is loaded as the turn will
+        load it and must have its projector (a remote server answers for itself)."""
+        if self._source(model) is not self._local:
+            return
+        if conversation.library_id is not None:
+            raise EnclaveError("Images cannot be asked about in a library conversation yet: start a chat without "
+                               "the library to ask about them.")
+        if self.runtime.turn_taken():
+            yield WorkerBusy()
+        with self._worker_turn():
+            yield from self._load_with_status(model, conversation)
+            info = self.runtime.model
+            if info is None or not info.reads_images:
+                raise reads_text_only(model)
+
+    def _image_inputs(self, message: Message) -> tuple[ImageInput, ...]:
+        return tuple(ImageInput(self.images.png(image.sha256), image.sha256) for image in message.images)
 
     # The reply -------------------------------------------------------------------------
 
@@ -342,7 +383,8 @@ class ChatService:
         assert self.library_chat is not None and conversation.library_id is not None
         reserve = self._sampling(conversation).max_tokens or 2048
         profile, settings = self._profiles(model), self._settings()
-        planned = load_request(profile, settings, draft=self.runtime.draft_for(profile, settings)).planned
+        planned = load_request(profile, settings, draft=self.runtime.draft_for(profile, settings),
+                               projector=self.runtime.projector_for(model, profile)).planned
         return self.library_chat.context_for(conversation.library_id, model, minimum, reserve, planned)
 
     def _context_wanted(self, model: str, conversation: Conversation) -> tuple[int | None, ContextRaised | None]:
@@ -383,12 +425,17 @@ class ChatService:
         return self._history(conversation)
 
     def _history(self, conversation: Conversation) -> list[ChatMessage]:
+        """With each message's images (their PNGs read from the database)."""
         recent = self.conversations.messages(conversation.id, limit=HISTORY_LIMIT)
-        return [ChatMessage(m.role, m.content, m.reasoning) for m in recent
+        return [ChatMessage(m.role, m.content, m.reasoning, self._image_inputs(m)) for m in recent
                 if m.role in ("user", "assistant") and (m.content or m.role == "user")]
 
     def _plain_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> Turn:
         history = self._history(conversation)
+        if any(m.images for m in history) and not self._reads_images():
+            if history[-1].images:  # a regenerate, after the conversation's model was changed
+                raise reads_text_only(self._model_of(conversation))
+            history = [replace(m, images=()) for m in history]  # earlier images, for a vision model: text now
         if conversation.system_prompt:
             history.insert(0, ChatMessage("system", conversation.system_prompt))
         rendered: list[Tokens] = []
@@ -397,18 +444,24 @@ class ChatService:
             rendered.append(self.runtime.render_chat(candidate))
             return len(rendered[-1].ids)
 
-        _kept, dropped, tokens = fit_history(history, count, n_ctx - reserve)
+        kept, dropped, tokens = fit_history(history, count, n_ctx - reserve)
         if tokens >= n_ctx:
             raise EnclaveError(f"Your message is about {tokens:,} tokens, more than this model's context of "
                                f"{n_ctx:,}. Shorten it, or raise the context length in the settings.")
         note = ContextTrimmed(dropped, tokens, n_ctx) if dropped else None
-        return Turn(rendered[-1].ids, rendered[-1].text, None, note, None, ())
+        with_images = tuple(kept) if any(m.images for m in kept) else ()  # sent as messages: tokens hold no images
+        return Turn(rendered[-1].ids, rendered[-1].text, None, note, None, (), with_images)
+
+    def _reads_images(self) -> bool:
+        info = self.runtime.model
+        return info is not None and info.reads_images
 
     def _library_turn(self, conversation: Conversation, n_ctx: int, reserve: int) -> Iterator[ChatEvent]:
         if self.library_chat is None:
             raise EnclaveError("Libraries are not available here.")
+        history = [replace(m, images=()) for m in self._history(conversation)]  # text only (``_check_reads_images``)
         preparing = self.library_chat.prepare(conversation.library_id or 0, conversation.system_prompt,
-                                              self._history(conversation), n_ctx, reserve)
+                                              history, n_ctx, reserve)
         try:
             while True:
                 progress = next(preparing)
@@ -469,7 +522,7 @@ class ChatService:
         try:
             for event in source.stream(turn, sampling):
                 if isinstance(event, Progress):
-                    yield PromptProgress(event.done, event.total)
+                    yield PromptProgress(event.done, event.total, event.images, event.images_done)
                 elif isinstance(event, Token):
                     delta = writer.add(event.text)
                     if delta.answer or delta.reasoning:
@@ -496,7 +549,8 @@ class Turn:
     trimmed: ContextTrimmed | None
     library_note: str | None
     sources: tuple[Source, ...]  # of a library answer: given, then left out
-    messages: tuple[ChatMessage, ...] = ()  # the prompt as messages (a remote server's)
+    # the prompt as messages: a remote server's, or the local worker's when they hold images
+    messages: tuple[ChatMessage, ...] = ()
     template: str | None = None  # the chat template, for how its reasoning is marked
     prompt_tokens: int | None = None  # counted before sending (a remote server's usage may not say)
 
@@ -519,6 +573,8 @@ class LocalTurns:
         return self._chat._prepare_local(conversation, model, sampling)
 
     def stream(self, turn: Turn, sampling: Sampling) -> Iterator[Event]:
+        if turn.messages:  # images: the worker renders the messages and encodes the images itself
+            return self._chat.runtime.chat(turn.messages, sampling)
         return self._chat.runtime.continue_tokens(turn.tokens, sampling, turn.prefix_key)
 
     def cancel(self) -> None:

@@ -7,9 +7,10 @@ Rows come back as frozen dataclasses. Lists are paged (``limit``/``offset`` or
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlite_utils import Database
 
@@ -65,6 +66,24 @@ def sources_from_json(text: str | None) -> tuple[Source, ...]:
     return tuple(Source(**item) for item in json.loads(text or "[]"))
 
 
+class ImageRef(NamedTuple):
+    """An image to link to a message: a stored image (``app.image_store``) and the name the
+    user's file had ("" for a pasted image)."""
+
+    sha256: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class MessageImage:
+    """An image a message shows the model (before its text), as read back with the message."""
+
+    sha256: str
+    name: str
+    width: int
+    height: int
+
+
 @dataclass(frozen=True)
 class Message:
     id: int
@@ -92,6 +111,7 @@ class Message:
     shown: bool = True  # the alternative listed and given to the model
     alternative: int = 1  # its place among the alternatives to the same message, from 1 (read, never stored)
     alternatives: int = 1  # how many there are
+    images: tuple[MessageImage, ...] = ()  # a user message's images, in order (read from message_images)
 
     @property
     def group(self) -> int:
@@ -113,8 +133,16 @@ class NotFound(EnclaveError):
     pass
 
 
-MESSAGE_FIELDS = tuple(Message.__dataclass_fields__)
+_LINKED = frozenset({"images"})  # read from other tables, not columns of ``messages``
+MESSAGE_FIELDS = tuple(name for name in Message.__dataclass_fields__ if name not in _LINKED)
 _COMPUTED = frozenset({"alternative", "alternatives"})  # counted when read, not columns
+_IMAGES_SELECT = """
+    SELECT mi.message_id, mi.sha256, mi.name, i.width, i.height
+    FROM message_images mi JOIN images i ON i.sha256 = mi.sha256"""
+# Images no message shows any more, among ``candidates`` (the ones the deleted messages showed).
+_COLLECT_IMAGES = """
+    DELETE FROM images WHERE sha256 IN (SELECT value FROM json_each(?))
+    AND NOT EXISTS (SELECT 1 FROM message_images mi WHERE mi.sha256 = images.sha256)"""
 _CONVERSATION_SELECT = """
     SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.shown = 1) AS message_count
     FROM conversations c"""
@@ -133,11 +161,11 @@ def _conversation(row: dict[str, Any]) -> Conversation:
     return Conversation(**{**row, "sampling": json.loads(row["sampling"] or "{}")})
 
 
-def _message(row: dict[str, Any]) -> Message:
+def _message(row: dict[str, Any], images: dict[int, list[MessageImage]] | None = None) -> Message:
     values = {k: row[k] for k in MESSAGE_FIELDS}
     values["sources"] = sources_from_json(row.get("sources"))
     values["shown"] = bool(row["shown"])
-    return Message(**values)
+    return Message(**values, images=tuple((images or {}).get(row["id"], ())))
 
 
 class ConversationRepository:
@@ -161,7 +189,8 @@ class ConversationRepository:
     def insert_whole(self, *, title: str, model: str | None, system_prompt: str, sampling: dict[str, Any],
                      messages: list[dict[str, Any]]) -> Conversation:
         """A conversation with all its messages, in one transaction (an import). A message's
-        ``alternative_of`` is the position in ``messages`` of its group's first reply."""
+        ``alternative_of`` is the position in ``messages`` of its group's first reply; its
+        ``images``, ``ImageRef``s of images already stored."""
         stamp = now()
         with self.store.write() as db:
             new_id = db.execute(
@@ -171,9 +200,11 @@ class ConversationRepository:
             ids: list[int] = []
             for m in messages:
                 values = {"created_at": stamp, "updated_at": stamp, **m, "conversation_id": new_id}
+                images = values.pop("images", ())
                 if values.get("alternative_of") is not None:  # a position in ``messages``: its id now
                     values["alternative_of"] = ids[values["alternative_of"]]
                 ids.append(_insert_message(db, values))
+                _link_images(db, ids[-1], images)
         return self.get(new_id)
 
     def get(self, conversation_id: int) -> Conversation:
@@ -209,13 +240,18 @@ class ConversationRepository:
         return self.update(conversation_id, title=title.strip())
 
     def delete(self, conversation_id: int) -> None:
+        """The conversation, its messages, and the images no other message shows."""
         self.get(conversation_id)
         with self.store.write() as db:
+            shown = _images_of(db, "SELECT id FROM messages WHERE conversation_id = ?", [conversation_id])
             db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
+            _collect_images(db, shown)
 
     # Messages --------------------------------------------------------------------------
 
-    def add_message(self, conversation_id: int, role: str, content: str, **fields: Any) -> Message:
+    def add_message(self, conversation_id: int, role: str, content: str, *, images: Sequence[ImageRef] = (),
+                    **fields: Any) -> Message:
+        """A new message; ``images``: stored images (``app.image_store``) it shows, in order."""
         stamp = now()
         values = {"conversation_id": conversation_id, "role": role, "content": content, "created_at": stamp,
                   "updated_at": stamp, **fields}
@@ -223,11 +259,29 @@ class ConversationRepository:
             values["sources"] = sources_json(values["sources"])
         with self.store.write() as db:
             new_id = _insert_message(db, values)
+            _link_images(db, new_id, images)
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id])
         return self.message(new_id)
 
+    def replace_from(self, conversation_id: int, message_id: int, content: str,
+                     images: Sequence[ImageRef]) -> Message:
+        """Edit and resend: delete ``message_id`` and every later message, then add a user
+        message with ``content`` and ``images`` (which may be the deleted message's: they are
+        kept), in one transaction; images no message shows any more are deleted."""
+        stamp = now()
+        with self.store.write() as db:
+            shown = _images_of(db, "SELECT id FROM messages WHERE conversation_id = ? AND id >= ?",
+                               [conversation_id, message_id])
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", [conversation_id, message_id])
+            new_id = _insert_message(db, {"conversation_id": conversation_id, "role": "user", "content": content,
+                                          "created_at": stamp, "updated_at": stamp})
+            _link_images(db, new_id, images)
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id])
+            _collect_images(db, shown)
+        return self.message(new_id)
+
     def update_message(self, message_id: int, **fields: Any) -> None:
-        unknown = set(fields) - set(MESSAGE_FIELDS) | (_COMPUTED & set(fields))
+        unknown = set(fields) - set(MESSAGE_FIELDS) | ((_COMPUTED | _LINKED) & set(fields))
         if unknown or {"id", "conversation_id"} & set(fields):
             raise ValueError(f"cannot update {set(fields) & ({'id', 'conversation_id'} | unknown)}")
         stamp = now()
@@ -239,20 +293,36 @@ class ConversationRepository:
                        "(SELECT conversation_id FROM messages WHERE id = ?)", [stamp, message_id])
 
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
-        """Delete ``message_id`` and every later message of the conversation."""
+        """Delete ``message_id`` and every later message of the conversation (and the images
+        no message shows any more)."""
         with self.store.write() as db:
+            shown = _images_of(db, "SELECT id FROM messages WHERE conversation_id = ? AND id >= ?",
+                               [conversation_id, message_id])
             db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", [conversation_id, message_id])
+            _collect_images(db, shown)
 
     def delete_message(self, message_id: int) -> None:
         """Delete one message (a reply with nothing in it, which a regenerate replaces)."""
         with self.store.write() as db:
+            shown = _images_of(db, "SELECT ?", [message_id])
             db.execute("DELETE FROM messages WHERE id = ?", [message_id])
+            _collect_images(db, shown)
 
     def message(self, message_id: int) -> Message:
         rows = list(self.store.read().query(f"{_MESSAGE_SELECT} WHERE m.id = ?", [message_id]))
         if not rows:
             raise NotFound(f"There is no message {message_id}.")
-        return _message(rows[0])
+        return self._with_images(rows)[0]
+
+    def _with_images(self, rows: Sequence[dict[str, Any]]) -> list[Message]:
+        """Messages from their rows, each with its images (one query for all of them)."""
+        images: dict[int, list[MessageImage]] = {}
+        ids = json.dumps([r["id"] for r in rows])
+        for r in self.store.read().execute(
+                f"{_IMAGES_SELECT} WHERE mi.message_id IN (SELECT value FROM json_each(?))"
+                " ORDER BY mi.message_id, mi.position", [ids]).fetchall():
+            images.setdefault(r[0], []).append(MessageImage(r[1], r[2], r[3], r[4]))
+        return [_message(r, images) for r in rows]
 
     def messages(self, conversation_id: int, *, limit: int | None = None, before_id: int | None = None,
                  alternatives: bool = False) -> list[Message]:
@@ -267,11 +337,11 @@ class ConversationRepository:
             params.append(before_id)
         if limit is None:
             rows = self.store.read().query(f"{_MESSAGE_SELECT} WHERE {where} ORDER BY m.id", params)
-            return [_message(r) for r in rows]
+            return self._with_images(list(rows))
         rows = self.store.read().query(
             f"SELECT * FROM ({_MESSAGE_SELECT} WHERE {where} ORDER BY m.id DESC LIMIT ?) ORDER BY id",
             [*params, limit])
-        return [_message(r) for r in rows]
+        return self._with_images(list(rows))
 
     def message_ids(self, conversation_id: int) -> list[int]:
         """Only the ids of the messages shown, for a lazy list view of a long conversation."""
@@ -286,7 +356,7 @@ class ConversationRepository:
         group = self.message(message_id).group
         rows = self.store.read().query(
             f"{_MESSAGE_SELECT} WHERE m.id = ? OR m.alternative_of = ? ORDER BY m.id", [group, group])
-        return [_message(r) for r in rows]
+        return self._with_images(list(rows))
 
     def set_aside(self, message_id: int) -> int:
         """Hide a reply that a new alternative is about to replace; the id of its group,
@@ -351,3 +421,23 @@ def _insert_message(db: Database, values: dict[str, Any]) -> int:
                         list(values.values()))
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+def _link_images(db: Database, message_id: int, images: Sequence[ImageRef]) -> None:
+    """``message_id`` shows ``images`` (already in ``images``: the foreign key refuses others), in order."""
+    for position, (sha256, name) in enumerate(images):
+        db.execute("INSERT INTO message_images (message_id, position, sha256, name) VALUES (?, ?, ?, ?)",
+                   [message_id, position, sha256, name])
+
+
+def _images_of(db: Database, message_ids_sql: str, params: list[Any]) -> list[str]:
+    """The images the messages ``message_ids_sql`` selects show (before they are deleted)."""
+    return [r[0] for r in db.execute(
+        f"SELECT DISTINCT sha256 FROM message_images WHERE message_id IN ({message_ids_sql})", params).fetchall()]
+
+
+def _collect_images(db: Database, candidates: list[str]) -> None:
+    """Delete the images among ``candidates`` that no message shows any more. Only these: an
+    image stored but not yet sent (attached in the window) is not someone else's garbage."""
+    if candidates:
+        db.execute(_COLLECT_IMAGES, [json.dumps(candidates)])

@@ -11,6 +11,7 @@ treat it as a local reply. Every failure a user can meet is one ``RemoteError`` 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -215,7 +216,7 @@ class RemoteClient:
     def _body(self, messages: Sequence[ChatMessage], sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model.model_id, "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [_message(m) for m in messages],
             "temperature": max(sampling.temperature, 0.0), "top_p": sampling.top_p,
             # llama.cpp-based servers also take these; others ignore what they do not know
             "top_k": sampling.top_k, "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty,
@@ -318,6 +319,17 @@ class _Reply:
         first = self.first or now
         reason = "cancelled" if cancelled else _STOP_REASONS.get(self.finish or "stop", "eog")
         return Stats(self.prompt_tokens, 0, self.generated, first - self.started, now - first, reason)  # type: ignore[arg-type]
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A message as OpenAI's API takes it: its images as content parts (PNG data URIs, which
+    llama-server and vLLM accept) before its text."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image.png).decode()}}
+        for image in message.images]
+    return {"role": message.role, "content": [*parts, {"type": "text", "text": message.content}]}
 
 
 def _count(value: object) -> int:

@@ -25,6 +25,9 @@ from inference.errors import EnclaveError
 from inference.protocol import ChatMessage, Event, Sampling
 
 MESSAGE_OVERHEAD = 8  # tokens a chat template adds around each message (roughly: its role markup)
+# What an image is counted as before sending: a server's tokenizer counts text only, and vision
+# models spend from 256 (Gemma 3) to over a thousand (Qwen2.5-VL, a large picture) tokens an image
+IMAGE_TOKENS_ESTIMATE = 1024
 
 
 def estimate_tokens(texts: Sequence[str]) -> list[int]:
@@ -58,7 +61,9 @@ class RemoteTurns:
         return "estimate:chars/4" if self._estimated else f"remote:{self.model.where}/{self.model.model_id}"
 
     def _count_messages(self, messages: Sequence[ChatMessage]) -> int:
-        return sum(self.count_tokens([m.content for m in messages])) + MESSAGE_OVERHEAD * len(messages)
+        images = sum(len(m.images) for m in messages)
+        return (sum(self.count_tokens([m.content for m in messages])) + MESSAGE_OVERHEAD * len(messages)
+                + IMAGE_TOKENS_ESTIMATE * images)
 
     # TurnSource ---------------------------------------------------------------------------
 

@@ -12,16 +12,19 @@ from typing import Literal
 
 from app import library_service, transfer, warming
 from app.chat import ChatService
-from app.conversations import ConversationRepository
+from app.conversations import ConversationRepository, ImageRef
 from app.device_speeds import SpeedCache
 from app.enforcement import Enforcer
 from app.export import export_json, export_markdown
 from app.extract import Limits
+from app.extract.isolated import IsolatedExtractor
 from app.hosts import HostRegistry, HostStatus
 from app.hub.repos import Choice
+from app.image_store import ImageStore
+from app.images import SanitizedImage
 from app.ingest import IngestProgress, IngestReport, ingest
 from app.kv_cache import PromptCache
-from app.libraries import LibraryRepository
+from app.libraries import Library, LibraryRepository
 from app.library_chat import LibraryChat
 from app.library_service import LibraryTokens, SizingResult
 from app.models import Model, ModelRegistry, Progress
@@ -35,6 +38,7 @@ from app.remote_service import RemoteAdded, add_remote
 from app.runtime import LoadOutcome, Runtime, make_plan, resolve_model
 from app.settings import Settings, SettingsRepository
 from app.store import Store, open_store
+from app.transcription import VisionTranscriber
 from app.transfer import ImportReport
 from app.warming import WarmReport, Warmth
 from inference.chat_formats import built_in_formats
@@ -98,7 +102,8 @@ class Services:
         """The worker process starts only when something needs a model."""
         with self._runtime_lock:
             if self._runtime is None:
-                self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer, hosts=self.hosts.list)
+                self._runtime = Runtime(self.paths, self.resolve_model, self.enforcer, hosts=self.hosts.list,
+                                        projectors=self.models.projector_path)
             return self._runtime
 
     def machine(self, *, refresh: bool = False) -> Machine:
@@ -253,7 +258,8 @@ class Services:
         info = info or self.runtime.inspect(ref)
         profile, settings = self.profile(ref), self.current_settings()
         return load_request(profile, settings, trained_ctx=info.context_length,
-                            draft=self.runtime.draft_for(profile, settings)).planned
+                            draft=self.runtime.draft_for(profile, settings),
+                            projector=self.runtime.projector_for(ref, profile)).planned
 
     def draft_choices(self, ref: str) -> list[tuple[str, str]]:
         """The models that can draft for ``ref``, as (id, name): the other registered local models
@@ -296,7 +302,9 @@ class Services:
         self.enforcer.check_export("conversation", conversation=conversation_id, destination=destination)
         conversation = self.conversations.get(conversation_id)
         messages = self.conversations.messages(conversation_id, alternatives=True)
-        text = export_json(conversation, messages) if fmt == "json" else export_markdown(conversation, messages)
+        png = ImageStore(self.store).png
+        text = (export_json(conversation, messages, png) if fmt == "json"
+                else export_markdown(conversation, messages, png))
         self.enforcer.record("conversation.export", conversation=conversation_id, format=fmt,
                              destination=destination, messages=len(messages))
         return text
@@ -332,13 +340,18 @@ class Services:
 
     # Models: import, remove, export --------------------------------------------------
 
-    def import_model(self, path: Path, mode: ImportMode = "copy", *, on_progress: Progress = lambda done, total: None,
+    def import_model(self, path: Path, mode: ImportMode = "copy", *, mmproj: Path | None = None,
+                     on_progress: Progress = lambda done, total: None,
                      cancelled: Cancelled = lambda: False) -> ImportReport:
-        """A ``.gguf`` file (with its shards), a folder of them, or a folder exported with a
+        """A ``.gguf`` file (with its shards; ``mmproj``: its vision projector), a folder of them
+        (an ``mmproj*.gguf`` there is their projector), or a folder exported with a
         manifest (every file checked against it). A file that cannot be imported raises; in
         a folder, each refused file is listed with why and the rest goes in. A model whose name
         or id a remote model has is refused: one name must not mean two models, one of them
         elsewhere."""
+        if path.is_dir() and mmproj is not None:
+            raise EnclaveError(f"{path} is a folder: --mmproj goes with one model file. In a folder, an mmproj*.gguf "
+                               "beside the model is its projector.")
         if path.is_dir():
             report = transfer.import_folder(self.models, path, mode, on_progress, cancelled)
             for model in list(report.imported):
@@ -351,7 +364,7 @@ class Services:
         clash = self._remote_clash(inspect_gguf(path).name)  # before a byte is copied
         if clash is not None:
             raise EnclaveError(clash)
-        model = self.models.import_files([path], mode, on_progress=on_progress, cancelled=cancelled)
+        model = self.models.import_files([path], mode, projector=mmproj, on_progress=on_progress, cancelled=cancelled)
         clash = self._remote_clash(model.id)
         if clash is not None:
             self.models.remove(model, delete_files=True)
@@ -445,7 +458,7 @@ class Services:
         target = self.libraries.get(library)
         limits = Limits(max_file_bytes=self.current_settings().max_document_mb * 2**20)
         return ingest(self.libraries, target, paths, include=include, exclude=exclude, limits=limits,
-                      on_progress=on_progress, cancelled=cancelled)
+                      on_progress=on_progress, cancelled=cancelled, transcriber=self._transcriber(target))
 
     def library_tokens(self, library_id: int, model: str | None = None, *, load: bool = False) -> LibraryTokens:
         """The library's tokens with ``model``'s tokenizer (default: the default model), exact
@@ -483,3 +496,78 @@ class Services:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # Images in conversations (issue 20) ------------------------------------------------
+
+    def read_images(self, items: Iterable[Path | tuple[bytes, str]]) -> list[tuple[SanitizedImage, str]]:
+        """Images read from files or pasted bytes (``(data, name)``), each with the name to
+        show: decoded only in the isolated reader (a hostile file is refused there with an
+        ``ExtractionError``) and re-encoded as PNG; a multi-page TIFF gives each page. Nothing
+        is stored (``enclave run``)."""
+        read: list[tuple[SanitizedImage, str]] = []
+        with IsolatedExtractor() as reader:
+            for item in items:
+                if isinstance(item, tuple):
+                    data, name = item
+                    images = reader.read_image_bytes(data, name)
+                else:
+                    name, images = item.name, reader.read_image_file(item)
+                read += [(image, name + (f" (page {image.page})" if image.page is not None and len(images) > 1
+                                         else "")) for image in images]
+        return read
+
+    def add_images(self, items: Iterable[Path | tuple[bytes, str]]) -> list[ImageRef]:
+        """``read_images``, then kept in the database once each: what
+        ``ChatService.send(..., images=)`` takes, in order."""
+        store = ImageStore(self.store)
+        return [ImageRef(store.add(image).sha256, name) for image, name in self.read_images(items)]
+
+    def image_png(self, sha256: str) -> bytes:
+        """A stored image's PNG (a message's thumbnail); ``ImageMissingError`` if it is gone."""
+        return ImageStore(self.store).png(sha256)
+
+    # Scanned documents in libraries (issue 20) -----------------------------------------
+
+    def vision_models(self) -> list[Model]:
+        """The registered models that read images (have a projector): a library's choices."""
+        return [m for m in self.models.all() if m.reads_images]
+
+    def set_library_vision(self, library: int | str, model: str | None) -> Library:
+        """Choose the model that transcribes ``library``'s scanned pages and images (None: nobody;
+        they are recorded as unread). A model that reads text only is refused in words."""
+        target = self.libraries.get(library)
+        if model is None:
+            return self.libraries.set_vision_model(target.id, None)
+        found = self.models.find(model)
+        if found is None:
+            raise EnclaveError(f"There is no registered model {model!r}: a library's vision model must be "
+                               "imported with its projector first ('enclave models import MODEL --mmproj FILE'); "
+                               "'enclave models list' shows them.")
+        if not found.reads_images:
+            raise EnclaveError(f"{found.name} reads text only: import it with its projector ('enclave models "
+                               "import MODEL --mmproj FILE') or choose a model that reads images.")
+        return self.libraries.set_vision_model(target.id, found.id)
+
+    def vision_model_name(self, library: Library) -> str | None:
+        """The name of the library's vision model as the user knows it; None when it has none."""
+        if not library.vision_model:
+            return None
+        found = self.models.find(library.vision_model)
+        return found.name if found is not None else library.vision_model
+
+    def reread_scans(self, library: int | str, *, on_progress: Callable[[IngestProgress], None] = lambda p: None,
+                     cancelled: Cancelled = lambda: False) -> IngestReport:
+        """Read again the documents recorded as unread for want of a vision model (after one was
+        chosen): ``add_to_library`` with their paths."""
+        target = self.libraries.get(library)
+        paths = [Path(d.path) for d in self.libraries.unread_scans(target.id)]
+        if not paths:
+            return IngestReport()
+        return self.add_to_library(target.id, paths, on_progress=on_progress, cancelled=cancelled)
+
+    def _transcriber(self, library: Library) -> VisionTranscriber | None:
+        if not library.vision_model:
+            return None
+        ref = library.vision_model
+        return VisionTranscriber(lambda: self.runtime, ref, self.vision_model_name(library) or ref,
+                                 lambda: self.profile(ref), self.current_settings)

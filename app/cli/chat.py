@@ -17,14 +17,15 @@ from app.chat import (
     ReplyDelta,
     ReplyFinished,
 )
-from app.cli.common import NO_DRAFT, Cancellable, ProgressLine, cli, note_guessed_chat_format, user_errors
-from app.conversations import Conversation, Message
+from app.cli.common import NO_DRAFT, Cancellable, cli, note_guessed_chat_format, user_errors
+from app.cli.run import IMAGE, PromptLine
+from app.conversations import Conversation, ImageRef, Message
 from app.library_chat import LibraryCounting
 from app.services import Services
 from inference.errors import EnclaveError
 
-HELP = "Type a message and press Enter. /new starts a new chat, /regen answers again, /exit leaves. " \
-       "Ctrl-C stops a reply."
+HELP = "Type a message and press Enter. /image PATH attaches an image to your next message, /new starts a new " \
+       "chat, /regen answers again, /exit leaves. Ctrl-C stops a reply."
 
 
 @cli.command()
@@ -33,14 +34,17 @@ HELP = "Type a message and press Enter. /new starts a new chat, /regen answers a
 @click.option("--system", default=None, help="A system prompt for a new conversation.")
 @click.option("--library", "library_name", default=None, help="Chat about a document library.")
 @click.option("--no-reasoning", is_flag=True, help="Hide a reasoning model's thinking.")
+@IMAGE
 @NO_DRAFT
 @user_errors
 def chat(model: str | None, conversation_id: int | None, system: str | None, library_name: str | None,
-         no_reasoning: bool, no_draft: bool) -> None:
-    """Chat with a model in the terminal. The conversation is saved as you go."""
+         no_reasoning: bool, image_files: tuple[Path, ...], no_draft: bool) -> None:
+    """Chat with a model in the terminal. The conversation is saved as you go. --image files
+    go with your first message; /image PATH attaches one to the next."""
     with Services.open() as services:
         if no_draft:
             services.session_settings["drafting"] = False
+        attached: list[ImageRef] = services.add_images(image_files)  # for the next message
         library_id = services.libraries.get(library_name).id if library_name else None
         conversation = _open_conversation(services, model, conversation_id, system, library_id)
         click.echo(f"Chat {conversation.id} with {conversation.model}. {HELP}", err=True)
@@ -62,15 +66,38 @@ def chat(model: str | None, conversation_id: int | None, system: str | None, lib
                                                    library_id=conversation.library_id)
                 click.echo(f"New chat {conversation.id}.", err=True)
                 continue
+            if text == "/image" or text.startswith("/image "):
+                attached += attach_image(services, text.removeprefix("/image").strip())
+                continue
             if text == "/regen":
                 events = services.chat.regenerate(conversation.id)
             else:
-                events = services.chat.send(conversation.id, text)
+                events = services.chat.send(conversation.id, text, images=attached)
+                attached = []
             try:
                 show_reply(events, services.chat.cancel, show_reasoning)
             except EnclaveError as exc:  # one turn failed: say so, keep chatting
                 click.echo(f"enclave: error: {exc}", err=True)
             note_guessed_format(services, conversation.model, noted)
+
+
+def attach_image(services: Services, path: str) -> list[ImageRef]:
+    """``/image PATH``: the image read and kept for the next message, or why not (the chat goes on)."""
+    if not path:
+        click.echo("Type /image and the path of an image file.", err=True)
+        return []
+    file = Path(path.strip("'\"")).expanduser()
+    if not file.is_file():
+        click.echo(f"enclave: error: there is no file {file}.", err=True)
+        return []
+    try:
+        images = services.add_images([file])
+    except EnclaveError as exc:
+        click.echo(f"enclave: error: {exc}", err=True)
+        return []
+    click.echo(f"(Attached {', '.join(image.name for image in images)}: it goes with your next message.)",
+               err=True)
+    return images
 
 
 def note_guessed_format(services: Services, model: str, noted: set[str]) -> None:
@@ -109,7 +136,7 @@ def show_counting(event: LibraryCounting) -> None:
 
 def show_reply(events: object, cancel: object, show_reasoning: bool) -> Message | None:
     """Stream a reply to the terminal; returns the stored reply."""
-    progress = ProgressLine()
+    progress = PromptLine()
     in_reasoning = False
     finished: Message | None = None
     stream = Cancellable(events, cancel)  # type: ignore[arg-type]
@@ -127,7 +154,7 @@ def show_reply(events: object, cancel: object, show_reasoning: bool) -> Message 
             click.echo(f"(Left out {event.dropped} earlier messages so the chat fits the model's "
                        f"{event.n_ctx:,}-token context.)", err=True)
         elif isinstance(event, PromptProgress):
-            progress.show(event.done, event.total)
+            progress.show(event)
         elif isinstance(event, ReplyDelta):
             progress.clear()
             if event.reasoning and show_reasoning:

@@ -91,13 +91,22 @@ def _message(item: object, index: int) -> ChatMessage:
     return ChatMessage(role, _content(item.get("content"), param))
 
 
+IMAGE_PARTS = ("image_url", "input_image", "image")  # OpenAI's image content parts (chat, responses, others)
+
+
 def _content(content: object, param: str) -> str:
-    """A message's text: a string, or a list of text parts (images are not supported)."""
+    """A message's text: a string, or a list of text parts. Images are refused in words: the
+    server's replies go through the batch, which evaluates tokens only (a chat in Enclave
+    itself, ``enclave run --image`` and ``enclave chat --image`` take them)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
+        if any(isinstance(part, dict) and part.get("type") in IMAGE_PARTS for part in content):
+            raise bad_request(f"{param}.content has an image: images are not accepted by enclave serve yet; send "
+                              "text only, or ask about the image in Enclave's window or with 'enclave run MODEL "
+                              "PROMPT --image FILE'.", param)
         texts = [part.get("text") for part in content if isinstance(part, dict)]
         if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
             return "".join(texts)  # type: ignore[arg-type]
