@@ -5,6 +5,8 @@ crash never leaves half a document, and a file that cannot be read is recorded w
 reason while the rest of the folder goes in. Unchanged files (same size and modification
 time, or the same bytes) are not read again; identical content is stored once.
 The caller runs ``ingest`` on whatever thread it likes and gets progress callbacks.
+With a ``transcriber`` (the library's vision model), scanned pages and image files are read
+by it page by page (``app.transcription``), with a progress callback before each page.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import errno
 import fnmatch
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
 
@@ -22,6 +24,7 @@ from app.extract.isolated import IsolatedExtractor
 from app.hashing import sha256_file
 from app.libraries import Library, LibraryRepository
 from app.policy import PolicyRefusal
+from app.transcription import PageTranscriber, TranscriptionCancelled, transcribe_document
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class IngestProgress:
     bytes_done: int
     bytes_total: int
     current: str
+    detail: str = ""  # what is happening within the file: "Transcribing scan.pdf, page 3 of 12"
 
 
 @dataclass
@@ -125,8 +129,13 @@ def scan(paths: Iterable[Path], include: tuple[str, ...] = (), exclude: tuple[st
 def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, include: tuple[str, ...] = (),
            exclude: tuple[str, ...] = (), limits: Limits | None = None,
            on_progress: Callable[[IngestProgress], None] = lambda p: None,
-           cancelled: Callable[[], bool] = lambda: False) -> IngestReport:
+           cancelled: Callable[[], bool] = lambda: False,
+           transcriber: PageTranscriber | None = None) -> IngestReport:
+    """``transcriber``: the library's vision model; the reader then keeps the images of pages
+    without text (``Limits.page_images``) and each is transcribed."""
     limits = limits or Limits()
+    if transcriber is not None:
+        limits = replace(limits, page_images=True)
     files, skipped, missing = scan(paths, include, exclude)
     report = IngestReport(skipped=skipped)
     for path, reason, message in missing:
@@ -140,9 +149,14 @@ def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, 
                 report.cancelled = True
                 break
             on_progress(IngestProgress(index, len(files), done_bytes, total_bytes, str(candidate.path)))
+
+            def say(detail: str, index: int = index, done: int = done_bytes) -> None:
+                on_progress(IngestProgress(index, len(files), done, total_bytes, "", detail))
+
+            reading = _Reading(extractor.extract, transcriber, say, cancelled)
             try:
-                _ingest_one(repo, library, candidate.path, limits, report, extractor.extract)
-            except KeyboardInterrupt:  # the file's transaction rolled back: nothing half-stored
+                _ingest_one(repo, library, candidate.path, limits, report, reading)
+            except (KeyboardInterrupt, TranscriptionCancelled):  # nothing of this file was stored
                 report.cancelled = True
                 break
             done_bytes += candidate.size
@@ -152,8 +166,18 @@ def ingest(repo: LibraryRepository, library: Library, paths: Iterable[Path], *, 
     return report
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How one file is read: the isolated reader, then the vision model for its pages without text."""
+
+    extract: Callable[[Path, Limits], Extracted]
+    transcriber: PageTranscriber | None = None
+    say: Callable[[str], None] = lambda detail: None
+    cancelled: Callable[[], bool] = lambda: False
+
+
 def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: Limits,
-                report: IngestReport, read: Callable[[Path, Limits], Extracted]) -> None:
+                report: IngestReport, reading: _Reading) -> None:
     key = str(path)
     kind = kind_of(path)
     existing = repo.document_at(library.id, key)
@@ -174,9 +198,17 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha,
                                title=title, kind=stored_kind)
         else:
-            doc = read(path, limits)
+            doc = reading.extract(path, limits)
+            transcribed_by, transcribed = None, ()
+            if doc.pages_to_transcribe and reading.transcriber is not None:
+                done = transcribe_document(doc, path.name, reading.transcriber, reading.say, reading.cancelled)
+                doc, transcribed = done.document, done.pages
+                transcribed_by = reading.transcriber.model_name if transcribed else None
+                if not doc.text.strip():
+                    raise _not_transcribed(path, reading.transcriber.model_name, doc.warnings)
             repo.save_document(library.id, key, size=stat.st_size, mtime=stat.st_mtime, sha256=sha, title=doc.title,
-                               kind=doc.kind, text=doc.text, pages=doc.pages, warnings=doc.warnings)
+                               kind=doc.kind, text=doc.text, pages=doc.pages, warnings=doc.warnings,
+                               transcribed_by=transcribed_by, transcribed_pages=transcribed)
     except ExtractionError as exc:
         _fail(repo, library, path, kind, exc.reason, str(exc), report)
         return
@@ -190,6 +222,13 @@ def _ingest_one(repo: LibraryRepository, library: Library, path: Path, limits: L
         _fail(repo, library, path, kind, "unreadable", f"{path}: cannot be read ({exc.strerror or exc}).", report)
         return
     (report.updated if existing is not None else report.added).append(key)
+
+
+def _not_transcribed(path: Path, model: str, warnings: tuple[str, ...]) -> ExtractionError:
+    why = "; ".join(w for w in warnings if "transcribed" in w or "no text" in w)
+    return ExtractionError(f"{path.name} has no text layer, and {model} read no text from its pages"
+                           f"{f' ({why})' if why else ''}. Try another vision model: enclave library vision "
+                           "LIB MODEL.", reason="no_text")
 
 
 def _fail(repo: LibraryRepository, library: Library, path: Path, kind: str | None, reason: str, message: str,

@@ -22,7 +22,7 @@ READ = "Read"
 REASON_PHRASES: dict[str, str] = {
     "too_large": "too large (over the size limit)",
     "encrypted": "password-protected",
-    "no_text": "no text in it (a scanned PDF? OCR it first)",
+    "no_text": "scanned or an image: needs a vision model",
     "corrupt": "damaged, or not the type its name says",
     "binary": "not text (binary data)",
     "unsupported": "a type of file Enclave cannot read",
@@ -32,6 +32,9 @@ REASON_PHRASES: dict[str, str] = {
     "empty": "empty: no text to add",
     "too_slow": "took too long to read",
     "policy": "the library is at your organisation's size limit",
+    "mislabelled": "not the type of image its name says",
+    "too_many_pixels": "too many pixels (a possible decompression bomb)",
+    "truncated": "cut short (truncated)",
 }
 
 # What ``app.ingest.scan`` records as the why of a skipped path, by its first words.

@@ -29,6 +29,7 @@ class Library:
     documents: int = 0
     failed: int = 0
     chars: int = 0
+    vision_model: str | None = None  # transcribes scanned pages and images as they are added
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,28 @@ class Document:
     added_at: str
     updated_at: str
     chars: int = 0
+    transcribed_by: str | None = None  # the vision model that read its scanned pages or image
+    transcribed_pages: tuple[int, ...] = ()  # which pages (1-based) it read
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.sha256 is not None
+
+    @property
+    def transcription_note(self) -> str:
+        """'transcribed by MODEL (pages 1, 3)', or '' when no model read any of it."""
+        if not self.transcribed_by:
+            return ""
+        pages = self.transcribed_pages
+        if self.kind == "image" and len(pages) <= 1:
+            return f"transcribed by {self.transcribed_by}"
+        which = f"page {pages[0]}" if len(pages) == 1 else f"pages {_page_list(pages)}"
+        return f"transcribed by {self.transcribed_by} ({which})"
+
+
+def _page_list(pages: tuple[int, ...]) -> str:
+    shown = ", ".join(str(p) for p in pages[:8])
+    return shown + (f", … ({len(pages)} in all)" if len(pages) > 8 else "")
 
 
 @dataclass(frozen=True)
@@ -69,12 +88,16 @@ _LIBRARY_SELECT = """
          WHERE d.library_id = l.id) AS chars
     FROM libraries l"""
 _DOCUMENT_SELECT = """
-    SELECT d.*, coalesce(c.chars, 0) AS chars FROM documents d LEFT JOIN contents c ON c.sha256 = d.sha256"""
+    SELECT d.*, coalesce(c.chars, 0) AS chars, c.transcribed_by,
+        coalesce(c.transcribed_pages, '[]') AS transcribed_pages
+    FROM documents d LEFT JOIN contents c ON c.sha256 = d.sha256"""
 DOCUMENT_FIELDS = tuple(Document.__dataclass_fields__)
 
 
 def _document(row: dict[str, Any]) -> Document:
-    return Document(**{k: row[k] for k in DOCUMENT_FIELDS})
+    values = {k: row[k] for k in DOCUMENT_FIELDS}
+    values["transcribed_pages"] = tuple(json.loads(values["transcribed_pages"] or "[]"))
+    return Document(**values)
 
 
 def document_version(document: Document) -> str:
@@ -128,6 +151,21 @@ class LibraryRepository:
         if library is not None:
             self.enforcer.record("library.delete", library=library.name, library_id=library_id)
 
+    def set_vision_model(self, library_id: int, model_ref: str | None) -> Library:
+        """The model that transcribes the library's scanned pages and images as they are added
+        (a registered model's id), or None: they are recorded as unread. ``Services.set_library_vision``
+        checks that the model reads images."""
+        library = self.get(library_id)
+        with self.store.write() as db:
+            db.execute("UPDATE libraries SET vision_model = ? WHERE id = ?", [model_ref, library.id])
+        self.enforcer.record("library.vision", library=library.name, library_id=library.id, model=model_ref)
+        return self.get(library.id)
+
+    def unread_scans(self, library_id: int) -> list[Document]:
+        """The documents recorded as unread because only a vision model could read them (scanned
+        PDFs, images): what choosing one reads again."""
+        return [d for d in self.documents(library_id) if d.error is not None and d.error_reason == "no_text"]
+
     def touch(self, library_id: int) -> None:
         with self.store.write() as db:
             db.execute("UPDATE libraries SET updated_at = ? WHERE id = ?", [now(), library_id])
@@ -174,19 +212,21 @@ class LibraryRepository:
 
     def save_document(self, library_id: int, path: str, *, size: int, mtime: float, sha256: str, title: str,
                       kind: str, text: str | None = None, pages: tuple[int, ...] = (),
-                      warnings: tuple[str, ...] = ()) -> Document:
+                      warnings: tuple[str, ...] = (), transcribed_by: str | None = None,
+                      transcribed_pages: tuple[int, ...] = ()) -> Document:
         """Add or update one readable document, its text with it, in one transaction: a
         cancelled or crashed ingest never leaves half a document. ``text`` may be None
-        when this content is already stored."""
+        when this content is already stored. ``transcribed_by``: the vision model that wrote the
+        text of ``transcribed_pages``."""
         stamp = now()
         previous = self.document_at(library_id, path)
         self._check_room(library_id, path, sha256, text, previous)
         with self.store.write() as db:
             if text is not None:
-                db.execute("INSERT OR IGNORE INTO contents (sha256, text, chars, pages, kind, title, warnings) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT OR IGNORE INTO contents (sha256, text, chars, pages, kind, title, warnings, "
+                           "transcribed_by, transcribed_pages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [sha256, text, len(text), json.dumps(list(pages)), kind, title,
-                            json.dumps(list(warnings))])
+                            json.dumps(list(warnings)), transcribed_by, json.dumps(list(transcribed_pages))])
             db.execute(
                 """INSERT INTO documents (library_id, path, title, kind, size, mtime, sha256, error, error_reason,
                                           added_at, updated_at)

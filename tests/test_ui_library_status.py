@@ -18,6 +18,7 @@ from app.ingest_reasons import REASON_PHRASES, report_summary, status_text
 from app.services import Services
 from tests.docs_samples import write_pdf
 from tests.shown import shown
+from tests.test_library_transcription import picture
 from ui.libraries_page import LibrariesPage
 from ui.library_documents import STATUS, TITLE
 from ui.tasks import TaskRunner
@@ -33,7 +34,8 @@ def a_library(root: Path) -> Path:
     (root / "broken.txt").write_bytes(BINARY)
     write_pdf(root / "report.pdf")
     (root / ".secret.txt").write_text("hidden")
-    (root / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "photo.png").write_bytes(picture((230, 230, 230)))  # needs a vision model: recorded as unread
+    (root / "tool.exe").write_bytes(b"MZ")
     return root
 
 
@@ -73,7 +75,7 @@ def test_every_reason_code_has_plain_words() -> None:
     assert status_text("zip.docx was refused …", "zip_bomb") == \
         "Not read: unpacks to far more than its size (a possible zip bomb)"
     assert status_text("scan.pdf has no text layer", "no_text") == \
-        "Not read: no text in it (a scanned PDF? OCR it first)"
+        "Not read: scanned or an image: needs a vision model"
     assert status_text("an old row's message", None) == "Not read: an old row's message"  # no code: the message
     assert status_text(None, None) == "Read"
 
@@ -82,16 +84,18 @@ def test_summary_says_what_skipped_and_unchanged_mean(services: Services, tmp_pa
     folder = a_library(tmp_path / "docs")
     library = services.libraries.create("L")
     first = report_summary(ingest(services.libraries, library, [folder]))
-    assert first == ("2 added, 1 could not be read, "
-                     "2 skipped (1 hidden; 1 of a type Enclave does not read: .png)")
+    assert first == ("2 added, 2 could not be read, "
+                     "2 skipped (1 hidden; 1 of a type Enclave does not read: .exe)")
     again = report_summary(ingest(services.libraries, library, [folder]))
-    assert again.startswith("2 unchanged (already in the library), 1 could not be read, 2 skipped (")
+    assert again.startswith("2 unchanged (already in the library), 2 could not be read, 2 skipped (")
     assert report_summary(IngestReport(cancelled=True)) == "No files were found to add (cancelled)"
 
 
 def test_the_table_shows_title_and_file_name_and_why_in_words(page: LibrariesPage) -> None:
     names = {page.documents.index(r, TITLE).data() for r in range(page.documents.rowCount())}
-    assert names == {"T — page.html", "Quarterly Fruit Report — report.pdf", "broken.txt"}
+    assert names == {"T — page.html", "Quarterly Fruit Report — report.pdf", "broken.txt", "photo.png"}
+    photo = page.documents.index(row_of(page, "photo.png"), STATUS)
+    assert photo.data() == "Not read: scanned or an image: needs a vision model"
     broken = row_of(page, "broken.txt")
     status = page.documents.index(broken, STATUS)
     assert status.data() == "Not read: not text (binary data)"
@@ -116,10 +120,11 @@ def test_the_selected_document_is_described_in_full_under_the_table(page: Librar
 
 def test_the_ingest_panel_lists_why_files_were_skipped(page: LibrariesPage) -> None:
     panel = page.ingest_panel
-    assert "2 skipped (1 hidden; 1 of a type Enclave does not read: .png)" in panel.summary.text()
+    assert "2 skipped (1 hidden; 1 of a type Enclave does not read: .exe)" in panel.summary.text()
     items = [panel.failures.item(i).text() for i in range(panel.failures.count())]
     assert any(i.startswith("broken.txt") and "not text" in i for i in items)
-    assert "photo.png — skipped: not a supported type (.png)" in items
+    assert any(i.startswith("photo.png") and "vision model" in i for i in items)
+    assert "tool.exe — skipped: not a supported type (.exe)" in items
     assert ".secret.txt — skipped: hidden" in items
 
 

@@ -19,6 +19,7 @@ queries); ingestion, token counting and sizing run through ``TaskRunner``.
 
 from __future__ import annotations
 
+import html
 from collections import deque
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -44,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.extract import describe_supported
-from app.ingest import IngestReport
+from app.ingest import IngestProgress, IngestReport
 from app.libraries import Library
 from app.library_service import LibraryTokens, SizingResult
 from app.services import Services
@@ -66,6 +68,7 @@ from ui.theme import SPACE, error_color, font, icon
 from ui.widgets import dropped_paths
 
 LIBRARY_ID = Qt.ItemDataRole.UserRole
+NOBODY = "Nobody — record scans as unread"
 
 
 def split_globs(text: str) -> tuple[str, ...]:
@@ -120,6 +123,20 @@ class LibrariesPage(QWidget):
         self.title.setFont(font("title"))
         self.message = QLabel()
         self.message.setWordWrap(True)
+        self.vision_combo = QComboBox()
+        self.vision_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.vision_combo.setToolTip("The vision model that reads the text of scanned PDF pages and images "
+                                     "(PNG, JPEG, TIFF, WebP) as they are added. Only models imported with their "
+                                     "projector are listed.")
+        self.vision_combo.activated.connect(lambda _index: self._vision_chosen())
+        vision_label = QLabel("Transcribe scans with")
+        vision_label.setBuddy(self.vision_combo)
+        self.vision_note = QLabel()
+        self.vision_note.setFont(font("small"))
+        vision_row = QHBoxLayout()
+        vision_row.addWidget(vision_label)
+        vision_row.addWidget(self.vision_combo)
+        vision_row.addWidget(self.vision_note, 1)
         self.add_files_button = QPushButton(icon("upload"), "Add files…")
         self.add_files_button.clicked.connect(self.choose_files)
         self.add_folder_button = QPushButton(icon("folder"), "Add folder…")
@@ -197,6 +214,7 @@ class LibrariesPage(QWidget):
         right_layout.setSpacing(SPACE.S)
         right_layout.addWidget(self.title)
         right_layout.addWidget(self.message)
+        right_layout.addLayout(vision_row)
         right_layout.addLayout(add_row)
         right_layout.addWidget(self.table_or_empty, 1)
         right_layout.addWidget(self.details)
@@ -336,8 +354,10 @@ class LibrariesPage(QWidget):
         library_id = self.selected_library_id()
         library = self.services.libraries.find(library_id) if library_id is not None else None
         has = library is not None
-        for widget in (self.delete_button, self.remove_button, self.size_button, self.chat_button, self.table):
+        for widget in (self.delete_button, self.remove_button, self.size_button, self.chat_button, self.table,
+                       self.vision_combo):
             widget.setEnabled(has)
+        self._show_vision(library)
         self.sizing_line.clear()
         self.count_button.hide()
         if library is None:
@@ -365,6 +385,62 @@ class LibrariesPage(QWidget):
         self._measure()
         self._show_warmth()
 
+    # Vision model -----------------------------------------------------------------------
+
+    def _show_vision(self, library: Library | None) -> None:
+        """The combo: nobody, then the models that read images; the library's choice selected (a
+        chosen model that no longer reads images is listed as such, so the choice is not hidden)."""
+        self.vision_combo.blockSignals(True)
+        self.vision_combo.clear()
+        self.vision_combo.addItem(NOBODY, None)
+        for model in self.services.vision_models():
+            self.vision_combo.addItem(model.name, model.id)
+        chosen = library.vision_model if library is not None else None
+        index = self.vision_combo.findData(chosen) if chosen else 0
+        if chosen and index < 0:
+            name = self.services.vision_model_name(library) if library is not None else chosen
+            self.vision_combo.addItem(f"{name} (no longer reads images)", chosen)
+            index = self.vision_combo.count() - 1
+        self.vision_combo.setCurrentIndex(index)
+        self.vision_combo.blockSignals(False)
+        unread = len(self.services.libraries.unread_scans(library.id)) if library is not None else 0
+        self.vision_note.setText(f"{unread} scanned {'document' if unread == 1 else 'documents'} unread"
+                                 if unread else "")
+        if self.vision_combo.count() == 1:
+            self.vision_combo.setToolTip("No model that reads images yet: import one with its projector "
+                                         "(Models page, or 'enclave models import MODEL --mmproj FILE').")
+
+    def _vision_chosen(self) -> None:
+        """Save the library's vision model; with one chosen, offer to read the unread scans now."""
+        library_id = self.selected_library_id()
+        if library_id is None:
+            return
+        model = self.vision_combo.currentData()
+        try:
+            library = self.services.set_library_vision(library_id, model)
+        except EnclaveError as exc:
+            self._say(str(exc))
+            self._show_vision(self.services.libraries.find(library_id))
+            return
+        unread = self.services.libraries.unread_scans(library_id)
+        self._show_vision(library)
+        if model is None or not unread:
+            return
+        count = len(unread)
+        answer = QMessageBox.question(
+            self, "Transcribe scans",
+            f"Transcribe the {count} scanned {'document' if count == 1 else 'documents'} now? "
+            f"{self.vision_combo.currentText()} reads them page by page; you can cancel at any time.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self._queue.append(IngestRequest(library_id, tuple(Path(d.path) for d in unread), (), ()))
+            self._start_next()
+
+    def _transcription_progress(self, progress: IngestProgress, _started: list[str]) -> None:
+        """The page being transcribed, in the ingest panel's status line."""
+        if progress.detail:
+            cancelling = not self.ingest_panel.cancel_button.isEnabled()
+            self.ingest_panel.status.setText(progress.detail + (" — cancelling…" if cancelling else ""))
+
     def _show_empty(self, heading: str, text: str, icon_name: str) -> None:
         self.empty.show_text(heading, text, icon_name)
         self.table_or_empty.setCurrentWidget(self.empty)
@@ -382,7 +458,10 @@ class LibrariesPage(QWidget):
             self.details.setText("Select a document to see where it is and, if it was not read, why; "
                                  "double-click one to read its text." if self.documents.rowCount() else "")
             return
-        self.details.setText(document_details(doc, tokens=self.documents.tokens_of(doc)))
+        text = document_details(doc, tokens=self.documents.tokens_of(doc))
+        if doc.transcription_note:
+            text += f"<br>Scanned: {html.escape(doc.transcription_note)}."
+        self.details.setText(text)
 
     def open_document(self, row: int | None) -> None:
         """Show the document's text (and pages) in the viewer a citation opens."""
@@ -455,6 +534,7 @@ class LibrariesPage(QWidget):
         job = IngestJob(self.services, request, interval=self.progress_interval, parent=self)
         self._job = job
         self.ingest_panel.start(job, library.name)
+        job.progress.connect(self._transcription_progress)  # after the panel's own: the page wins
         self.tasks.run(job.run, on_result=lambda report: self._ingest_done(job, report),
                        on_error=lambda message: self._ingest_failed(job, message), serial=False)
 

@@ -75,9 +75,51 @@ def _count_for_default_model(services: Services, library_id: int) -> None:
 
 
 def _progress(p: IngestProgress) -> None:
-    if sys.stderr.isatty() and p.current:
+    if sys.stderr.isatty() and p.detail:
+        click.echo(f"\r\033[K{p.detail}", err=True, nl=False)
+    elif sys.stderr.isatty() and p.current:
         click.echo(f"\r\033[KReading {p.files_done + 1}/{p.files_total} ({format_size(p.bytes_done)} of "
                    f"{format_size(p.bytes_total)}): {Path(p.current).name}", err=True, nl=False)
+
+
+@library.command()
+@click.argument("name")
+@click.argument("model", required=False)
+@click.option("--none", "nobody", is_flag=True, help="No vision model: scans and images are recorded as unread.")
+@click.option("--reread/--no-reread", default=True, show_default=True,
+              help="Transcribe now the documents recorded as unread for want of a vision model.")
+@user_errors
+def vision(name: str, model: str | None, nobody: bool, reread: bool) -> None:
+    """Choose the vision model (one imported with its projector) that transcribes library NAME's
+    scanned pages and images as they are added, and read the scans left unread so far. Ctrl-C
+    stops between pages; what was read stays."""
+    if (model is None) == (not nobody):
+        fail("Give a MODEL that reads images, or --none to record scans as unread.")
+    with Services.open() as services:
+        lib = services.set_library_vision(name, None if nobody else model)
+        chosen = services.vision_model_name(lib)
+        if chosen is None:
+            click.echo(f"{lib.name}: scanned pages and images will be recorded as unread.")
+            return
+        unread = services.libraries.unread_scans(lib.id)
+        click.echo(f"{lib.name}: scanned pages and images will be transcribed by {chosen}.")
+        if not unread or not reread:
+            if unread:
+                click.echo(f"{len(unread)} unread scans left as they are; 'enclave library vision {lib.name} "
+                           f"{model}' reads them.")
+            return
+        click.echo(f"Transcribing {len(unread)} unread documents…", err=True)
+        stream = Cancellable(_one(lambda: services.reread_scans(lib.id, on_progress=_progress,
+                                                                cancelled=lambda: stream.interrupted)),
+                             services.chat.cancel)
+        (report,) = list(stream)
+        click.echo("\r\033[K" if sys.stderr.isatty() else "", err=True, nl=False)
+        click.echo(f"{lib.name}: {report.summary()}.")
+        for path, _reason, message in report.failed:
+            click.echo(f"  not read: {message}" if path in message else f"  not read: {path}: {message}")
+        for d in services.libraries.documents(lib.id):
+            if d.transcription_note and d.path in (*report.added, *report.updated):
+                click.echo(f"  {Path(d.path).name}: {d.transcription_note}")
 
 
 @library.command("list")
@@ -87,6 +129,7 @@ def list_command(as_json: bool) -> None:
     """Your libraries."""
     with Services.open(readonly=True) as services:
         libraries = services.libraries.all()
+        vision = {lib.id: services.vision_model_name(lib) for lib in libraries}
     if as_json:
         click.echo(json.dumps([asdict(lib) for lib in libraries], indent=2))
         return
@@ -94,7 +137,8 @@ def list_command(as_json: bool) -> None:
         click.echo("No libraries yet. 'enclave library create NAME' makes one.")
     for lib in libraries:
         failed = f", {lib.failed} not readable" if lib.failed else ""
-        click.echo(f"{lib.name}: {lib.documents} documents{failed}, {lib.chars:,} characters")
+        scans = f", scans transcribed by {vision[lib.id]}" if vision[lib.id] else ""
+        click.echo(f"{lib.name}: {lib.documents} documents{failed}, {lib.chars:,} characters{scans}")
 
 
 @library.command()
@@ -114,6 +158,7 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
             sized = services.size_library(lib.id, model, kv_type=kv_type)  # type: ignore[arg-type]
             sizing, counts = sized.sizing, sized.per_document
         warmth = _warmth(services, lib.id, model)
+        vision = services.vision_model_name(lib)
     if as_json:
         click.echo(json.dumps({
             "library": asdict(lib),
@@ -126,10 +171,14 @@ def show(name: str, model: str | None, kv_type: str, as_json: bool) -> None:
         }, indent=2))
         return
     click.echo(f"{lib.name}: {lib.documents} documents, {lib.chars:,} characters")
+    click.echo(f"Transcribes scans with {vision}." if vision else
+               f"Scans and images are recorded as unread: 'enclave library vision {lib.name} MODEL' chooses a "
+               "vision model to transcribe them.")
     for d in documents:
         tokens = f"{counts[d.sha256]:>9,} tokens" if d.sha256 in counts else f"{d.chars:>9,} chars "
         state = f"  {status_text(d.error, d.error_reason)}. {d.error}" if d.error else ""
-        click.echo(f"  [{d.id}] {d.kind or '?':<8} {tokens}  {d.title or Path(d.path).name}  {d.path}{state}")
+        note = f"  ({d.transcription_note})" if d.transcription_note else ""
+        click.echo(f"  [{d.id}] {d.kind or '?':<8} {tokens}  {d.title or Path(d.path).name}  {d.path}{note}{state}")
     if sizing is not None:
         click.echo(sizing.describe())
     if warmth is not None:
