@@ -3,11 +3,13 @@
     python scripts/screenshots.py [--out docs/screenshots] [--size 1024x700 --size 1920x1080] [--scheme light]
 
 A temporary ENCLAVE_HOME gets the tiny model of ``tests/tiny_models.py`` (registered in
-place), a small library of Markdown notes and a PDF, and one short conversation; then the
-window is grabbed on the chat (with its side panel: the model, the memory plan proposed
-for it and the context the conversation used), the models page (with the selected model's memory plan),
-the library, the settings, the start screen and the About dialog — at every size, in light
-and in dark — as ``PAGE-WxH-SCHEME.png`` (``chat-1024x700-light.png``). Nothing is sent anywhere.
+place), a small library of Markdown notes and a PDF, one short conversation and one about
+two pictures; then the window is grabbed on the chat (with its side panel: the model, the
+memory plan proposed for it and the context the conversation used), the chat with images
+(a message showing two, a reply, and two attached to the message box), the models page
+(with the selected model's memory plan), the library, the settings, the start screen and
+the About dialog — at every size, in light and in dark — as ``PAGE-WxH-SCHEME.png``
+(``chat-1024x700-light.png``). Nothing is sent anywhere.
 
 The scheme is normally the system's; here it is forced: the palette (``theme.palette_for``)
 and ``theme.is_dark``, which the semantic colours follow. Pages built once keep the colours
@@ -59,8 +61,38 @@ def settle(seconds: float = 1.0, done: Callable[[], bool] = lambda: False) -> No
     spin_until(done, seconds)
 
 
-def prepare(root: Path) -> tuple[int, int]:
-    """The model, a library and a conversation in the temporary home: (library id, conversation id)."""
+IMAGE_QUESTION = "Which month had the most sales, and what is in the photo?"
+IMAGE_ANSWER = ("**July** had the most sales: its bar is the tallest in the chart.\n\n"
+                "The photo shows a sunset over the sea, with a low orange sun above the horizon.")
+
+
+def draw_pictures(folder: Path) -> list[Path]:
+    """A bar chart and a "photo" (drawn with Pillow), as a user would attach them."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir()
+    chart = Image.new("RGB", (640, 400), (250, 250, 252))
+    draw = ImageDraw.Draw(chart)
+    for i, value in enumerate((120, 180, 150, 260, 210, 300, 340, 280)):
+        draw.rectangle((40 + i * 72, 360 - value, 90 + i * 72, 360), fill=(66, 133, 244))
+    draw.line((30, 360, 620, 360), fill=(60, 60, 60), width=2)
+    sunset = Image.new("RGB", (480, 640))
+    draw = ImageDraw.Draw(sunset)
+    for y in range(640):
+        sky = y < 400
+        t = y / 400 if sky else (y - 400) / 240
+        colour = ((255, int(120 + 80 * t), int(60 + 40 * t)) if sky else (int(30 + 20 * t), 60, int(120 - 40 * t)))
+        draw.line((0, y, 480, y), fill=colour)
+    draw.ellipse((190, 300, 290, 400), fill=(255, 200, 80))
+    paths = [folder / "sales-by-month.png", folder / "sunset.jpg"]
+    chart.save(paths[0])
+    sunset.save(paths[1], quality=90)
+    return paths
+
+
+def prepare(root: Path) -> tuple[int, int, int]:
+    """The model, a library and conversations in the temporary home: (library id, conversation
+    id, the id of the conversation with images)."""
     from app.ingest import ingest
     from app.services import Services
     from tests.docs_samples import write_pdf
@@ -86,7 +118,13 @@ def prepare(root: Path) -> tuple[int, int]:
         services.conversations.add_message(chat.id, "assistant", ANSWER, model=model.id, prompt_tokens=412,
                                            completion_tokens=96, generation_seconds=1.9, prompt_seconds=0.4,
                                            stop_reason="stop")
-        return library.id, chat.id
+        pictures = services.add_images(draw_pictures(root / "pictures"))
+        with_images = services.conversations.create(title="Sales chart and a photo", model=model.id)
+        services.conversations.add_message(with_images.id, "user", IMAGE_QUESTION, images=pictures)
+        services.conversations.add_message(with_images.id, "assistant", IMAGE_ANSWER, model=model.id,
+                                           prompt_tokens=600, completion_tokens=41, generation_seconds=0.8,
+                                           stop_reason="stop")
+        return library.id, chat.id, with_images.id
 
 
 def force_scheme(app: QApplication, dark: bool) -> None:
@@ -97,7 +135,8 @@ def force_scheme(app: QApplication, dark: bool) -> None:
     app.setPalette(theme.palette_for(dark))
 
 
-def shoot_window(services: Services, out: Path, size: str, scheme: str, ids: tuple[int, int]) -> list[Path]:
+def shoot_window(services: Services, out: Path, size: str, scheme: str, ids: tuple[int, int, int],
+                 pictures: list[Path]) -> list[Path]:
     """Every page of one window at one size and scheme."""
     from PySide6.QtWidgets import QApplication, QWidget
 
@@ -105,7 +144,7 @@ def shoot_window(services: Services, out: Path, size: str, scheme: str, ids: tup
     from ui.main_window import MainWindow
     from ui.tasks import TaskRunner
 
-    library_id, chat_id = ids
+    library_id, chat_id, images_id = ids
     width, height = (int(n) for n in size.lower().split("x"))
     app = QApplication.instance()
     force_scheme(app, scheme == "dark")
@@ -127,6 +166,12 @@ def shoot_window(services: Services, out: Path, size: str, scheme: str, ids: tup
     window.open_conversation(chat_id)
     settle(3.0, lambda: window.side_panel.plan is not None)  # the model is read on a pool thread
     shoot("chat")
+
+    window.open_conversation(images_id)
+    window.chat.attach_images(list(pictures))  # read on a pool thread
+    settle(10.0, lambda: len(window.chat.attachments.refs()) == len(pictures))
+    shoot("chat-images")
+    window.chat.attachments.clear()
 
     window.show_page("models")
     [model] = services.models.all()
@@ -180,7 +225,7 @@ def main() -> None:
         saved: list[Path] = []
         for scheme in args.scheme or SCHEMES:
             for size in args.size or SIZES:
-                saved += shoot_window(services, args.out, size, scheme, ids)
+                saved += shoot_window(services, args.out, size, scheme, ids, sorted((root / "pictures").iterdir()))
         services.close()
         app.processEvents()
     for path in saved:

@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QRect
 from PySide6.QtGui import QFont, QFontMetrics, QPalette
 
-from app.conversations import Message
+from app.conversations import Message, MessageImage
 from ui.theme import SPACE, Colors, colors, font, palette_is_dark
 
 COLUMN_MAX = 780  # the text of a message is at most this wide: lines a reader's eye can follow
@@ -25,6 +25,9 @@ PADDING = SPACE.M  # inside a card, around its parts
 BUTTON = 26  # an action's square
 ICON = 16
 RADIUS = 8
+THUMB = 120  # a message's image fits in a square this wide, aspect kept
+THUMBS_PER_ROW = 4
+THUMB_GAP = SPACE.S
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,58 @@ def header_height(base: QFont) -> int:
     return QFontMetrics(header_font(base)).height()
 
 
-def chrome_height(base: QFont) -> int:
-    """A card's height beyond its text: padding, the header and the row of actions."""
-    return PADDING + header_height(base) + SPACE.XS + SPACE.XS + BUTTON + SPACE.XS + ROW_GAP
+def thumb_size(image: MessageImage) -> tuple[int, int]:
+    """The image fitted into ``THUMB`` × ``THUMB``, aspect kept, never enlarged (at least 1 px)."""
+    width, height = max(1, image.width), max(1, image.height)
+    scale = min(1.0, THUMB / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def text_origin(card: QRect, base: QFont) -> tuple[int, int]:
+def thumb_layout(images: tuple[MessageImage, ...], width: int) -> tuple[list[QRect], int]:
+    """The images' rectangles relative to the top left of a text column ``width`` wide (up to
+    ``THUMBS_PER_ROW`` a row, fewer when the column is narrow; each row as tall as its
+    tallest image), and the height they take with the gap under them (0 without images)."""
+    rects: list[QRect] = []
+    x = y = row_height = in_row = 0
+    for image in images:
+        w, h = thumb_size(image)
+        if in_row and (in_row == THUMBS_PER_ROW or x + w > width):
+            y += row_height + THUMB_GAP
+            x = row_height = in_row = 0
+        rects.append(QRect(x, y, w, h))
+        x += w + THUMB_GAP
+        row_height = max(row_height, h)
+        in_row += 1
+    return rects, (y + row_height + SPACE.S if rects else 0)
+
+
+def images_height(message: Message, width: int) -> int:
+    return thumb_layout(message.images, width)[1] if message.images else 0
+
+
+def chrome_height(base: QFont, images: int = 0) -> int:
+    """A card's height beyond its text: padding, the header, the images (``images``: their
+    height, ``images_height``) and the row of actions."""
+    return PADDING + header_height(base) + SPACE.XS + images + SPACE.XS + BUTTON + SPACE.XS + ROW_GAP
+
+
+def images_origin(card: QRect, base: QFont) -> tuple[int, int]:
+    """Where a message's images start: under the header, where the text would."""
     return card.left() + PADDING, card.top() + PADDING + header_height(base) + SPACE.XS
+
+
+def thumb_rects(card: QRect, message: Message, base: QFont) -> list[QRect]:
+    """The message's images in the card ``card`` (view coordinates): what is drawn and clicked."""
+    if not message.images:
+        return []
+    x, y = images_origin(card, base)
+    return [r.translated(x, y) for r in thumb_layout(message.images, card.width() - 2 * PADDING)[0]]
+
+
+def text_origin(card: QRect, base: QFont, message: Message | None = None) -> tuple[int, int]:
+    """Where the text starts: under the header and the message's images."""
+    x, y = images_origin(card, base)
+    return x, y + (images_height(message, card.width() - 2 * PADDING) if message is not None else 0)
 
 
 def author(message: Message, model_name: str | None) -> str:

@@ -18,7 +18,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QPoint, QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QEvent,
+    QModelIndex,
+    QPersistentModelIndex,
+    QPoint,
+    QPointF,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import (
     QAbstractTextDocumentLayout,
     QColor,
@@ -26,8 +37,10 @@ from PySide6.QtGui import (
     QHelpEvent,
     QIcon,
     QPainter,
+    QPainterPath,
     QPalette,
     QPen,
+    QPixmap,
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
@@ -41,6 +54,7 @@ from ui.chat_card import (
     ICON,
     ICONS,
     RADIUS,
+    THUMB,
     CardAction,
     author,
     card_actions,
@@ -48,9 +62,11 @@ from ui.chat_card import (
     chrome_height,
     header_font,
     header_height,
+    images_height,
     scheme,
     text_origin,
     text_width,
+    thumb_rects,
     time_label,
 )
 from ui.chat_model import MessageListModel
@@ -211,6 +227,8 @@ class MessageDelegate(QStyledItemDelegate):
         self._last_height: dict[int, int] = {}
         self._icons: dict[tuple[str, str], QIcon] = {}
         self.model_name: Callable[[str | None], str | None] = lambda ref: None  # a reply's author, by its model
+        # a message's image fitted into a square of so many device pixels; None until read
+        self.thumbnail: Callable[[str, int], QPixmap | None] = lambda sha256, box: None
         self.hovered: tuple[int, str] | None = None  # (row, action) under the mouse
 
     def forget(self) -> None:
@@ -254,7 +272,7 @@ class MessageDelegate(QStyledItemDelegate):
         self._docs[key] = built
         while len(self._docs) > DOCS_KEPT:
             self._docs.popitem(last=False)
-        height = round(built.doc.size().height()) + chrome_height(base)
+        height = round(built.doc.size().height()) + chrome_height(base, images_height(message, inner))
         self._heights[key] = height
         self._last_height[message.id] = height
         return built
@@ -271,9 +289,19 @@ class MessageDelegate(QStyledItemDelegate):
                 height = self._last_height.get(key[0], ESTIMATE)
         return QSize(width, height)
 
-    def _doc_origin(self, rect: QRect, base: QFont | None = None) -> QPoint:
-        x, y = text_origin(card_rect(rect), base if base is not None else self._font(None))
+    def _doc_origin(self, rect: QRect, index: Index, base: QFont | None = None) -> QPoint:
+        message = self._model(index).message_at(index.row())
+        x, y = text_origin(card_rect(rect), base if base is not None else self._font(None), message)
         return QPoint(x, y)
+
+    def image_rects(self, rect: QRect, index: Index, base: QFont | None = None) -> list[QRect]:
+        """Where the images of the message in the row at ``rect`` are drawn (and clicked)."""
+        message = self._model(index).message_at(index.row())
+        return thumb_rects(card_rect(rect), message, base if base is not None else self._font(None))
+
+    def image_at(self, rect: QRect, index: Index, pos: QPoint) -> int | None:
+        """Which of the message's images is under ``pos`` (view coordinates), if one is."""
+        return next((i for i, r in enumerate(self.image_rects(rect, index)) if r.contains(pos)), None)
 
     def actions(self, rect: QRect, index: Index, base: QFont | None = None) -> list[CardAction]:
         """The actions drawn under the message of the row at ``rect``."""
@@ -306,7 +334,8 @@ class MessageDelegate(QStyledItemDelegate):
         painter.drawRoundedRect(card.adjusted(0, 0, -1, -1), RADIUS, RADIUS)
         self._paint_header(painter, option, card, message)
         self._paint_actions(painter, option, index, message)
-        painter.translate(self._doc_origin(option.rect, option.font))
+        self._paint_images(painter, option, index, message)
+        painter.translate(self._doc_origin(option.rect, index, option.font))
         context = QAbstractTextDocumentLayout.PaintContext()
         context.palette = option.palette
         built.doc.documentLayout().draw(painter, context)
@@ -330,6 +359,27 @@ class MessageDelegate(QStyledItemDelegate):
         painter.setPen(QColor(scheme(option.palette).muted))
         painter.drawText(line.adjusted(shift, 0, 0, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                          time_label(message.created_at))
+
+    def _paint_images(self, painter: QPainter, option: QStyleOptionViewItem, index: Index, message: Message) -> None:
+        """The message's images, rounded, each in its place; a quiet placeholder until read."""
+        colours = scheme(option.palette)
+        ratio = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
+        box = round(THUMB * ratio)
+        for image, rect in zip(message.images, self.image_rects(option.rect, index, option.font), strict=True):
+            pixmap = self.thumbnail(image.sha256, box)
+            path = QPainterPath()
+            path.addRoundedRect(QRectF(rect).adjusted(0.5, 0.5, -0.5, -0.5), 6, 6)
+            painter.save()
+            if pixmap is None:
+                painter.fillPath(path, QColor(colours.border))
+            else:
+                painter.setClipPath(path)
+                painter.drawPixmap(rect, pixmap)
+                painter.setClipping(False)
+                painter.setPen(QPen(QColor(colours.border), 1))  # a white chart on a light card keeps its edge
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                painter.drawPath(path)
+            painter.restore()
 
     def _paint_actions(self, painter: QPainter, option: QStyleOptionViewItem, index: Index, message: Message
                        ) -> None:
@@ -363,6 +413,12 @@ class MessageDelegate(QStyledItemDelegate):
             if found is not None:
                 QToolTip.showText(event.globalPos(), found.tooltip, view)
                 return True
+            picture = self.image_at(view.visualRect(index), index, event.pos())
+            if picture is not None:
+                image = self._model(index).message_at(index.row()).images[picture]
+                QToolTip.showText(event.globalPos(), f"{image.name or 'Pasted image'} ({image.width} × "
+                                  f"{image.height}): click to open it large", view)
+                return True
             QToolTip.hideText()
             return True
         return super().helpEvent(event, view, option, index)
@@ -372,7 +428,7 @@ class MessageDelegate(QStyledItemDelegate):
     def anchor_at(self, rect: QRect, index: Index, pos: QPoint) -> str:
         """The link under ``pos`` (view coordinates) in the row drawn in ``rect``."""
         built = self.document(index, None, rect.width())
-        local = QPointF(pos - self._doc_origin(rect))
+        local = QPointF(pos - self._doc_origin(rect, index))
         return built.doc.documentLayout().anchorAt(local)
     def anchor_point(self, rect: QRect, index: Index, href: str) -> QPoint | None:
         """Where the link ``href`` is drawn in the row at ``rect`` (for tests and keyboard use)."""
@@ -388,7 +444,7 @@ class MessageDelegate(QStyledItemDelegate):
                     line = block.layout().lineForTextPosition(position)
                     top = layout.blockBoundingRect(block).top()
                     point = QPointF(line.cursorToX(position)[0], top + line.y() + line.height() / 2)
-                    return self._doc_origin(rect) + point.toPoint()
+                    return self._doc_origin(rect, index) + point.toPoint()
                 it += 1
             block = block.next()
         return None

@@ -16,6 +16,7 @@ from PySide6.QtGui import QGuiApplication, QMouseEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QListView,
@@ -41,16 +42,27 @@ from app.chat import (
     UserMessageSaved,
     WorkerBusy,
 )
-from app.conversations import Conversation
+from app.conversations import Conversation, ImageRef
 from app.library_chat import LibraryCounting
 from app.services import Services
 from app.types import EnclaveError
 from ui.chat_card import COLUMN_MAX, PADDING, SIDE
 from ui.chat_delegate import REASONING_HREF, SOURCES_HREF, MessageDelegate
 from ui.chat_model import MessageListModel
-from ui.chat_widgets import Composer, MessageBar
+from ui.chat_widgets import MessageBar
 from ui.chat_widgets import PromptProgress as PromptProgressRow
 from ui.document_viewer import DocumentViewer
+from ui.image_attachments import (
+    FILE_FILTER,
+    STRIP_THUMB,
+    AttachmentStrip,
+    ImageComposer,
+    ImageItem,
+    ReadResult,
+    read_each,
+)
+from ui.image_thumbnails import ThumbnailCache
+from ui.image_viewer import ImageViewer
 from ui.markdown import COPY_PREFIX, parse_citation
 from ui.tasks import TaskRunner
 from ui.theme import SPACE, font, icon
@@ -73,8 +85,11 @@ class ChatPage(QWidget):
         self.conversation: Conversation | None = None
         self._new_library: int | None = None  # the library of a chat not created yet
         self._drafts: dict[int, str] = {}
+        self._draft_images: dict[int, list] = {}  # the images attached to each draft (with their thumbnails)
+        self._reading_images = 0  # images being read for the message box
         self._busy = False  # a turn is running (set before it starts: a synchronous runner finishes inside)
         self._sent_text: str | None = None  # what the running turn sent, to clear it once saved
+        self._sent_images: list[ImageRef] = []  # and the images it sent
         self._editing = False  # the composer holds the last user message, to resend
         self._stick_to_bottom = True
         self._format_noted: set[int] = set()  # conversations told that their model's chat format is a guess
@@ -82,6 +97,8 @@ class ChatPage(QWidget):
         self._loading: tuple[str, float] | None = None  # the model being loaded and since when
         self._model_names: dict[str, str] = {}
         self.viewer: DocumentViewer | None = None
+        self.image_viewer: ImageViewer | None = None
+        self.thumbnails = ThumbnailCache(services.image_png, tasks, self)
         self._build()
         self.new_conversation()
 
@@ -119,6 +136,8 @@ class ChatPage(QWidget):
         self.view.setModel(self.model)
         self.delegate = MessageDelegate(self.view)
         self.delegate.model_name = self._model_name
+        self.delegate.thumbnail = self.thumbnails.get
+        self.thumbnails.loaded.connect(lambda: self.view.viewport().update())
         self.view.setItemDelegate(self.delegate)
         self.view.setFrameShape(QListView.Shape.NoFrame)
         self.view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
@@ -150,10 +169,16 @@ class ChatPage(QWidget):
         self.edit_note = QLabel("Editing your last message: Enter resends it, Escape cancels.")
         self.edit_note.hide()
         below.addWidget(self.edit_note)
+        self.image_error = MessageBar("error")  # why an image was not attached, until dismissed
+        below.addWidget(self.image_error)
+        self.attachments = AttachmentStrip()
+        self.attachments.changed.connect(self._update_buttons)
+        below.addWidget(self.attachments)
         row = QHBoxLayout()
-        self.composer = Composer()
+        self.composer = ImageComposer()
         self.composer.submitted.connect(self.submit)
         self.composer.escaped.connect(self._cancel_edit)
+        self.composer.imagesGiven.connect(self.attach_images)
         buttons = QVBoxLayout()
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
@@ -161,8 +186,15 @@ class ChatPage(QWidget):
         self.regenerate_button = self._tool_button("regenerate", "Answer the last message again (the reply "
                                                    "shown now is kept as an alternative)", self.regenerate)
         self.edit_button = self._tool_button("edit", "Edit your last message and send it again", self.edit_last)
+        self.attach_button = self._tool_button("image", "Attach images (PNG, JPEG, TIFF, WebP, GIF, BMP) for a "
+                                               "model that reads images; you can also paste or drop them here",
+                                               self.choose_images)
+        self.attach_button.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.attach_button.setAccessibleName("Attach images")
         buttons.addWidget(self.send_button)
         tools = QHBoxLayout()
+        tools.addWidget(self.attach_button)
+        tools.addSpacing(SPACE.S)  # the message box's tool apart from the last message's
         tools.addWidget(self.regenerate_button)
         tools.addWidget(self.edit_button)
         tools.addStretch(1)
@@ -227,6 +259,8 @@ class ChatPage(QWidget):
             self.view.doItemsLayout()
             self.regenerate_button.setIcon(icon("regenerate"))
             self.edit_button.setIcon(icon("edit"))
+            self.attach_button.setIcon(icon("image"))
+            self.attachments.restyle()
             self._set_send_icon()
             self.library_icon.setPixmap(icon("libraries", size=16).pixmap(16, 16))  # no database read
 
@@ -251,6 +285,7 @@ class ChatPage(QWidget):
     def _stash_draft(self) -> None:
         self._cancel_edit()
         self._drafts[self._draft_key()] = self.composer.toPlainText()
+        self._draft_images[self._draft_key()] = self.attachments.snapshot()
 
     def _show_conversation(self) -> None:
         self.error_bar.hide()
@@ -260,6 +295,8 @@ class ChatPage(QWidget):
         self._stick_to_bottom = True
         self.view.scrollToBottom()
         self.composer.setPlainText(self._drafts.pop(self._draft_key(), ""))
+        self.attachments.set_refs(self._draft_images.pop(self._draft_key(), []))
+        self.image_error.hide()
         self._refresh_header()
         self._update_buttons()
         self.conversationChanged.emit(self._draft_key())
@@ -326,6 +363,7 @@ class ChatPage(QWidget):
         has_messages = self.model.rowCount() > 0
         self.regenerate_button.setEnabled(not self.busy and has_messages)
         self.edit_button.setEnabled(not self.busy and has_messages)
+        self.attach_button.setEnabled(not self._editing)  # a resend keeps the message's own images
 
     def show_error(self, text: str) -> None:
         self.error_bar.show_text(text)
@@ -339,20 +377,61 @@ class ChatPage(QWidget):
             self.submit()
 
     def submit(self) -> None:
-        """Enter or Send: send the composer's text (or resend it, when editing)."""
+        """Enter or Send: send the composer's text and attached images (or resend the text,
+        when editing). While images are still being read, nothing is sent yet."""
         text = self.composer.toPlainText().strip()
-        if not text or self.busy:
+        images = [] if self._editing else self.attachments.refs()
+        if not (text or images) or self.busy:
+            return
+        if self._reading_images:
+            self.notice_bar.show_text("Your images are still being read: send again in a moment.")
             return
         cid = self._ensure_conversation()
         if cid is None:
             return
+        self._sent_images = images
         if self._editing:
             last_user = self._last_row("user")
             if last_user is not None:
                 self.model.remove_from(last_user)
             self._start(lambda: self.services.chat.edit_and_resend(cid, text), text)
         else:
-            self._start(lambda: self.services.chat.send(cid, text), text)
+            self._start(lambda: self.services.chat.send(cid, text, images), text)
+
+    # Images in the message box ------------------------------------------------------------------
+
+    def choose_images(self) -> None:
+        """The Attach button: images chosen in a file dialog."""
+        files = self.ask_image_files()
+        if files:
+            self.attach_images(files)
+
+    def ask_image_files(self) -> list[Path]:
+        """A method of its own so tests can answer it."""
+        names, _ = QFileDialog.getOpenFileNames(self, "Attach images", str(Path.home()), FILE_FILTER)
+        return [Path(name) for name in names]
+
+    def attach_images(self, items: list[ImageItem]) -> None:
+        """Read ``items`` (files, or pasted PNG bytes with a name) on a pool thread and attach
+        what was read; a refused image's reason is shown, the rest are attached."""
+        if not items:
+            return
+        self._reading_images += len(items)
+        self.attachments.set_reading(self._reading_images)
+        box = round(STRIP_THUMB * self.devicePixelRatioF())
+        self.tasks.run(lambda: read_each(self.services.add_images, self.services.image_png, items, box),
+                       on_result=lambda result: self._images_read(len(items), result),
+                       on_error=lambda message: self._images_read(len(items), ReadResult([], [message])))
+
+    def _images_read(self, count: int, result: ReadResult) -> None:
+        self._reading_images = max(0, self._reading_images - count)
+        self.attachments.set_reading(self._reading_images)
+        for ref, image in result.attached:
+            self.attachments.add(ref, image)
+        if result.refused:
+            self.image_error.show_text("\n".join(result.refused))
+        elif result.attached:
+            self.image_error.hide()
 
     def regenerate(self) -> None:
         if self.busy or self.conversation is None:
@@ -368,9 +447,12 @@ class ChatPage(QWidget):
         if self.busy or row is None:
             return
         self._drafts[NEW - 1] = self.composer.toPlainText()  # what was typed before, back on Escape
+        self._draft_images[NEW - 1] = self.attachments.snapshot()
+        self.attachments.clear()
         self.composer.setPlainText(self.model.message_at(row).content)
         self._editing = True
         self.edit_note.show()
+        self._update_buttons()
         self.focus_composer()
 
     def _cancel_edit(self) -> None:
@@ -378,6 +460,8 @@ class ChatPage(QWidget):
             self._editing = False
             self.edit_note.hide()
             self.composer.setPlainText(self._drafts.pop(NEW - 1, ""))
+            self.attachments.set_refs(self._draft_images.pop(NEW - 1, []))
+            self._update_buttons()
 
     def _last_row(self, role: str) -> int | None:
         for row in range(self.model.rowCount() - 1, max(-1, self.model.rowCount() - 50), -1):
@@ -490,9 +574,13 @@ class ChatPage(QWidget):
                     self.composer.clear()
                     self._editing = False
                     self.edit_note.hide()
+                if self._sent_images and self.attachments.refs() == self._sent_images:
+                    self.attachments.clear()
             elif cid is not None:
                 self._drafts.pop(cid, None)
+                self._draft_images.pop(cid, None)
             self._sent_text = None
+            self._sent_images = []
             self.conversationsChanged.emit()
         elif self._stopping and isinstance(event, LibraryCounting | WorkerBusy | ModelLoading | ModelLoaded
                                            | PromptProgress):
@@ -516,7 +604,9 @@ class ChatPage(QWidget):
             self.progress.show_status("Reading the prompt…")
             self.conversationChanged.emit(self._draft_key())  # the side panel shows it loaded
         elif isinstance(event, PromptProgress):
-            if here and event.total >= PROGRESS_MIN_TOKENS and event.done < event.total:
+            if here and event.images and event.images_done < event.images:
+                self.progress.show_step(event.images_done, event.images, f"{event.describe()}…")
+            elif here and event.total >= PROGRESS_MIN_TOKENS and event.done < event.total:
                 self.progress.update_progress(event.done, event.total)
             elif here and event.done < event.total:
                 self.progress.show_status(f"Reading the prompt {event.done:,} / {event.total:,}")
@@ -608,13 +698,18 @@ class ChatPage(QWidget):
             assert isinstance(event, QMouseEvent)
             pos = event.position().toPoint()
             action = self._action_at(pos)
-            href = "" if action else self._anchor_at(pos)
+            picture = None if action else self._image_at(pos)
+            href = "" if action or picture is not None else self._anchor_at(pos)
             if event.type() == QEvent.Type.MouseMove:
-                shape = Qt.CursorShape.PointingHandCursor if href or action else Qt.CursorShape.ArrowCursor
+                clickable = href or action or picture is not None
+                shape = Qt.CursorShape.PointingHandCursor if clickable else Qt.CursorShape.ArrowCursor
                 self.view.viewport().setCursor(shape)
                 self._hover(pos, action)
             elif action and event.button() == Qt.MouseButton.LeftButton:
                 self.activate_action(self.view.indexAt(pos).row(), action)
+                return True
+            elif picture is not None and event.button() == Qt.MouseButton.LeftButton:
+                self.open_image(self.view.indexAt(pos).row(), picture)
                 return True
             elif href and event.button() == Qt.MouseButton.LeftButton:
                 self.activate_link(self.view.indexAt(pos).row(), href)
@@ -630,6 +725,21 @@ class ChatPage(QWidget):
             return ""
         found = self.delegate.action_at(self.view.visualRect(index), index, pos)
         return found.name if found else ""
+
+    def _image_at(self, pos: QPoint) -> int | None:
+        index = self.view.indexAt(pos)
+        return self.delegate.image_at(self.view.visualRect(index), index, pos) if index.isValid() else None
+
+    def open_image(self, row: int, number: int) -> None:
+        """The message's image ``number`` shown large (its stored PNG, read now)."""
+        image = self.model.message_at(row).images[number]
+        try:
+            png = self.services.image_png(image.sha256)
+        except EnclaveError as exc:
+            self.show_error(str(exc))
+            return
+        self.image_viewer = ImageViewer(png, image.name, self)
+        self.image_viewer.show()
 
     def _hover(self, pos: QPoint, action: str) -> None:
         hovered = (self.view.indexAt(pos).row(), action) if action else None

@@ -2,7 +2,8 @@
 there), the side panel with the model, its memory plan and the context in use.
 
 It owns what joins the pages: navigation, drag-and-drop routing (``.gguf`` → models,
-anything else → libraries), the shortcuts, the start screen until a model exists, and
+images → the message box while the chat is shown, anything else → libraries), the
+shortcuts, the start screen until a model exists, and
 the File menu, the remembered layout — an INI file in Enclave's config folder, so nothing
 lands in the registry or outside ``ENCLAVE_HOME`` — and a layout for any window from
 1024×700 up: the sidebar keeps its minimum width, and the side panel folds away by itself
@@ -22,6 +23,7 @@ from app.services import Services
 from ui import theme
 from ui.chat_view import ChatPage
 from ui.first_run import FirstRunPage
+from ui.image_attachments import is_image_file
 from ui.libraries_page import LibrariesPage
 from ui.models_page import ModelsPage
 from ui.settings_page import SettingsPage
@@ -310,13 +312,17 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def handle_drop(self, mime: QMimeData) -> bool:
-        """Route dropped paths: model files to the models page, everything else (documents,
-        folders) to the libraries page, which is then shown."""
+        """Route dropped paths: model files to the models page; images, while the chat is shown,
+        to its message box; everything else (documents, folders; images elsewhere) to the
+        libraries page, which is then shown."""
         paths = dropped_paths(mime)
         if not paths:
             return False
         models = [p for p in paths if is_model_file(p)]
-        documents = [p for p in paths if not is_model_file(p)]
+        images = [p for p in paths if is_image_file(p)] if self.stack.currentWidget() is self.chat_splitter else []
+        if images:
+            self.chat.attach_images(list(images))
+        documents = [p for p in paths if not is_model_file(p) and p not in images]
         if models:
             self.show_page("models")
             self.models.import_paths(models)
