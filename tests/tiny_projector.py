@@ -27,13 +27,14 @@ TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH_SIZE // POOL) ** 2
 
 def write_tiny_projector(path: Path, text_model_embd: int = 128, *, seed: int = 7,
                          projector_type: str = "gemma3", image_size: int = IMAGE_SIZE,
-                         vision_embd: int = VISION_EMBD, blocks: int = 1) -> Path:
+                         patch_size: int = PATCH_SIZE, pool: int = POOL, vision_embd: int = VISION_EMBD,
+                         blocks: int = 1) -> Path:
     """Write a projector whose image embeddings have ``text_model_embd`` values (the text
     model's embedding length: libmtmd refuses a projector of another size). Benchmarks
-    make a bigger one (``image_size`` 448, ``vision_embd`` 384, 4 ``blocks``: 784 patches,
-    196 image tokens), so encoding an image costs what it does with real projectors."""
+    make a bigger one (392-pixel images in 14-pixel patches pooled 2×2, 384 wide, 4 blocks:
+    784 patches, 196 image tokens), so encoding an image costs something like a real one."""
     rng = np.random.default_rng(seed)
-    n_patches = (image_size // PATCH_SIZE) ** 2
+    n_patches = (image_size // patch_size) ** 2
     vision_ff = 2 * vision_embd
 
     def weights(*shape: int, scale: float = 0.2) -> np.ndarray:
@@ -46,14 +47,14 @@ def write_tiny_projector(path: Path, text_model_embd: int = 128, *, seed: int = 
     writer.add_bool("clip.has_vision_encoder", True)
     writer.add_bool("clip.use_gelu", True)
     writer.add_uint32("clip.vision.image_size", image_size)
-    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    writer.add_uint32("clip.vision.patch_size", patch_size)
     writer.add_uint32("clip.vision.embedding_length", vision_embd)
     writer.add_uint32("clip.vision.feed_forward_length", vision_ff)
     writer.add_uint32("clip.vision.block_count", blocks)
     writer.add_uint32("clip.vision.projection_dim", text_model_embd)
     writer.add_uint32("clip.vision.attention.head_count", VISION_HEADS)
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    writer.add_uint32("clip.vision.projector.scale_factor", POOL)
+    writer.add_uint32("clip.vision.projector.scale_factor", pool)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
 
@@ -62,7 +63,7 @@ def write_tiny_projector(path: Path, text_model_embd: int = 128, *, seed: int = 
 
     ones = np.ones(vision_embd, dtype=np.float32)
     zeros = np.zeros(vision_embd, dtype=np.float32)
-    add_f16("v.patch_embd.weight", weights(vision_embd, 3, PATCH_SIZE, PATCH_SIZE))
+    add_f16("v.patch_embd.weight", weights(vision_embd, 3, patch_size, patch_size))
     writer.add_tensor("v.patch_embd.bias", zeros)
     writer.add_tensor("v.position_embd.weight", weights(n_patches, vision_embd))
     for i in range(blocks):
