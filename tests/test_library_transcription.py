@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 from PIL import Image
+from pytestqt.qtbot import QtBot
 
 from app.images import SanitizedImage
 from app.ingest import ingest
@@ -257,3 +258,17 @@ def test_the_libraries_page_combo_chooses_the_vision_model_and_offers_to_read_th
     combo.setCurrentIndex(0)
     combo.activated.emit(0)
     assert services.libraries.get(lib.id).vision_model is None
+
+
+def test_the_ingest_panel_says_which_page_is_being_transcribed(qtbot: QtBot) -> None:
+    from app.ingest import IngestProgress
+    from ui.library_ingest import IngestPanel
+
+    panel = IngestPanel()
+    qtbot.addWidget(panel)
+    panel._job = object()  # type: ignore[assignment]  # a running job, as start() sets it
+    panel.on_progress(IngestProgress(0, 2, 0, 2048, "/docs/a-scan.pdf"), ["/docs/a-scan.pdf"])
+    assert panel.status.text().endswith("reading a-scan.pdf")
+    panel.on_progress(IngestProgress(0, 2, 0, 2048, "", "Transcribing a-scan.pdf, page 2 of 3"), [])
+    assert panel.status.text() == "0 of 2 files (0 B of 2 KiB) — Transcribing a-scan.pdf, page 2 of 3"
+    assert panel.files.count() == 1  # the page's progress adds no line to the files read

@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.extract import describe_supported
-from app.ingest import IngestProgress, IngestReport
+from app.ingest import IngestReport
 from app.libraries import Library
 from app.library_service import LibraryTokens, SizingResult
 from app.services import Services
@@ -435,12 +435,6 @@ class LibrariesPage(QWidget):
             self._queue.append(IngestRequest(library_id, tuple(Path(d.path) for d in unread), (), ()))
             self._start_next()
 
-    def _transcription_progress(self, progress: IngestProgress, _started: list[str]) -> None:
-        """The page being transcribed, in the ingest panel's status line."""
-        if progress.detail:
-            cancelling = not self.ingest_panel.cancel_button.isEnabled()
-            self.ingest_panel.status.setText(progress.detail + (" — cancelling…" if cancelling else ""))
-
     def _show_empty(self, heading: str, text: str, icon_name: str) -> None:
         self.empty.show_text(heading, text, icon_name)
         self.table_or_empty.setCurrentWidget(self.empty)
@@ -534,7 +528,6 @@ class LibrariesPage(QWidget):
         job = IngestJob(self.services, request, interval=self.progress_interval, parent=self)
         self._job = job
         self.ingest_panel.start(job, library.name)
-        job.progress.connect(self._transcription_progress)  # after the panel's own: the page wins
         self.tasks.run(job.run, on_result=lambda report: self._ingest_done(job, report),
                        on_error=lambda message: self._ingest_failed(job, message), serial=False)
 

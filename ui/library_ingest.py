@@ -159,7 +159,10 @@ class IngestPanel(QWidget):
         self.bar.setValue(progress.files_done)
         amount = (f"{progress.files_done} of {progress.files_total} files "
                   f"({format_size(progress.bytes_done)} of {format_size(progress.bytes_total)})")
-        current = f" — reading {Path(progress.current).name}" if progress.current else ""
+        if progress.detail:  # a page a vision model is transcribing
+            current = f" — {progress.detail}"
+        else:
+            current = f" — reading {Path(progress.current).name}" if progress.current else ""
         if not self.cancel_button.isEnabled():
             current += " — cancelling…"
         self.status.setText(f"{amount}{current}")
