@@ -171,8 +171,10 @@ class Runtime:
         hashes = self._admit(gguf)
         if settings is not None and settings.draft_path:  # llama.cpp reads it too: the same allow-list
             self._admit(self.inspect(settings.draft_path))
+        projector_hashes: list[str] = []
         if settings is not None and settings.projector_path:  # validated and matched before libmtmd reads it
             self._projector(settings.projector_path, gguf)
+            projector_hashes = self._admit_projector(settings.projector_path)  # the allow-list covers it too
         wanted = replace(settings or ModelSettings(path=str(path)), path=str(path))
         chosen: Plan | None = None
         if planned is not None:
@@ -189,11 +191,12 @@ class Runtime:
             info = self.worker.load(wanted)
         finally:
             self.loading = None
-        self._confirm_unchanged(gguf, hashes)
+        self._confirm_unchanged(gguf, hashes, wanted.projector_path, projector_hashes)
         self.enforcer.record("model.load", name=gguf.name, path=str(path), sha256=hashes,
                              vocab_only=wanted.vocab_only,
                              **({"draft": wanted.draft_path} if wanted.draft_path else {}),
-                             **({"projector": wanted.projector_path} if wanted.projector_path else {}))
+                             **({"projector": wanted.projector_path, "projector_sha256": projector_hashes}
+                                if wanted.projector_path else {}))
         report = parse_load_log(info.log_lines)
         checks = check_estimates(chosen, report) if chosen is not None else ()
         for check in checks:
@@ -300,13 +303,21 @@ class Runtime:
     def _admit(self, gguf: GGUFInfo) -> list[str]:
         return self.enforcer.admit_load(gguf.name, [p for p, _ in gguf.files])
 
-    def _confirm_unchanged(self, gguf: GGUFInfo, hashes: list[str]) -> None:
+    def _admit_projector(self, path: str) -> list[str]:
+        """A vision projector's SHA-256, checked against the allow-list like a model's files."""
+        return self.enforcer.admit_load(Path(path).name, [Path(path)])
+
+    def _confirm_unchanged(self, gguf: GGUFInfo, hashes: list[str], projector: str | None = None,
+                           projector_hashes: list[str] | None = None) -> None:
         """The files llama.cpp just read are the ones admitted: a file swapped while it
         loaded is unloaded and refused. (Free unless an allow-list or audit log needs hashes.)"""
         try:
             if self._admit(gguf) != hashes:
                 raise EnclaveError(f"{gguf.path.name} changed on disk while it was loading, so it was unloaded. "
                                    "Load it again.")
+            if projector is not None and self._admit_projector(projector) != projector_hashes:
+                raise EnclaveError(f"{Path(projector).name} changed on disk while it was loading, so the model was "
+                                   "unloaded. Load it again.")
         except EnclaveError:
             self.unload()
             raise
@@ -318,8 +329,11 @@ class Runtime:
         hashes = self._admit(gguf)
         if settings.draft_path:
             self._admit(self.inspect(settings.draft_path))
+        projector_hashes = self._admit_projector(settings.projector_path) if settings.projector_path else []
         self.enforcer.record("model.load", name=gguf.name, path=settings.path, sha256=hashes,
-                             vocab_only=settings.vocab_only, after_crash=True)
+                             vocab_only=settings.vocab_only, after_crash=True,
+                             **({"projector": settings.projector_path, "projector_sha256": projector_hashes}
+                                if settings.projector_path else {}))
 
     def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> Tokens:
         """The loaded model's prompt for ``messages``: its text and tokens."""

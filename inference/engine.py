@@ -522,7 +522,7 @@ class Engine:
         runs = image_runs(prompt, self._vision.lengths) if self._vision is not None else {}
         self._truncate_cache(run_start(runs, min(common, len(prompt) - 1)))  # whole images only
         total = len(prompt)
-        yield self._progress(total, runs)
+        yield self._progress(total, runs, prompt)
         step = self.settings.n_batch
         while len(self._tokens) < total:
             if cancelled():
@@ -533,11 +533,17 @@ class Engine:
             else:
                 end = min(start + step, next((i for i in runs if i > start), total))
                 self._decode(prompt[start:end])
-            yield self._progress(total, runs)
+            yield self._progress(total, runs, prompt)
 
-    def _progress(self, total: int, runs: dict[int, int]) -> Progress:
+    def _progress(self, total: int, runs: dict[int, int], prompt: Sequence[int]) -> Progress:
+        """How much of ``prompt`` is held; an image (all its tiles' runs) counts once."""
+        if not runs:
+            return Progress(len(self._tokens), total)
+        assert self._vision is not None
         held = len(self._tokens)
-        return Progress(held, total, images=len(runs), images_done=sum(1 for i, n in runs.items() if i + n <= held))
+        waiting = {self._vision.image_of.get(prompt[i]) for i, n in runs.items() if i + n > held}
+        images = {self._vision.image_of.get(prompt[i]) for i in runs}
+        return Progress(held, total, images=len(images), images_done=len(images - waiting))
 
     def _decode_image(self, token: int, length: int) -> None:
         """Evaluate one image's run of ``length`` positions after what sequence 0 holds."""

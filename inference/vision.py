@@ -56,7 +56,8 @@ class Vision:
             raise ModelLoadError(f"llama.cpp could not load the vision projector {projector.name}: {reason}. "
                                  "Use the projector made for this model.", tuple(log.since(mark)[-20:]))
         self._runs: dict[int, mtmd.mtmd_input_chunk_p] = {}  # image token -> its chunk (last tokenize)
-        self.lengths: dict[int, int] = {}  # image token -> how many tokens its image takes
+        self.lengths: dict[int, int] = {}  # image token -> how many tokens its chunk takes
+        self.image_of: dict[int, str] = {}  # image token -> the image (and its occurrence) it is part of
         try:
             if not mtmd.mtmd_support_vision(self._ctx):
                 raise ModelLoadError(f"{projector.name} is a projector for sound, not images: Enclave reads images "
@@ -93,12 +94,15 @@ class Vision:
         marks = "".join(self.marker + "\n" for _ in message.images)
         return ChatMessage(message.role, marks + message.content, message.reasoning, message.images)
 
-    def image_token(self, image: ImageInput) -> int:
-        return self._ids.setdefault(image.sha256, FIRST_IMAGE_TOKEN - len(self._ids))
+    def _image_token(self, key: str) -> int:
+        return self._ids.setdefault(key, FIRST_IMAGE_TOKEN - len(self._ids))
 
     def tokenize(self, text: str, images: Sequence[ImageInput], *, add_special: bool) -> list[int]:
-        """``text`` (a rendered prompt holding one marker per image, in order) as tokens, each
-        image a run of its image token as long as the tokens libmtmd gives it."""
+        """``text`` (a rendered prompt holding one marker per image, in order) as tokens. An
+        image is one chunk of image tokens, or several when its projector cuts large images
+        into tiles (SmolVLM, Llama 4, InternVL, MiniCPM-V: an overview, then each tile); each
+        chunk is a run of its own image token, named by the image's SHA-256, which time the
+        image appears in the prompt, and which chunk of it this is."""
         pieces = text.split(self.marker)
         if len(pieces) != len(images) + 1:
             raise EnclaveError(f"The chat template kept {len(pieces) - 1} of the {len(images)} images in the prompt; "
@@ -106,6 +110,7 @@ class Vision:
         keep: list[object] = []  # ctypes objects libmtmd reads until tokenize returns
         parts: list[mtmd.mtmd_input_part] = []
         bitmaps: list[int] = []
+        seen: dict[str, int] = {}  # times each image appeared before in this prompt
         chunks = mtmd.mtmd_input_chunks_init()
         try:
             for i, piece in enumerate(pieces):
@@ -117,7 +122,8 @@ class Vision:
                     keep += [data, entry]
                     parts.append(mtmd.mtmd_input_part(ctypes.pointer(entry), None))
                 if i < len(images):
-                    bitmap = self._bitmap(images[i], i)
+                    occurrence = seen[images[i].sha256] = seen.get(images[i].sha256, -1) + 1
+                    bitmap = self._bitmap(images[i], i, f"{images[i].sha256}#{occurrence}")
                     bitmaps.append(bitmap)
                     parts.append(mtmd.mtmd_input_part(None, bitmap))
             pointers = (ctypes.POINTER(mtmd.mtmd_input_part) * len(parts))(*(ctypes.pointer(p) for p in parts))
@@ -125,36 +131,43 @@ class Vision:
             if rc != 0:
                 raise EnclaveError(f"llama.cpp could not prepare the images of this prompt (mtmd_tokenize returned "
                                    f"{rc}).")
-            return self._tokens(chunks, images)
+            return self._tokens(chunks)
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
 
-    def _bitmap(self, image: ImageInput, index: int) -> int:
+    def _bitmap(self, image: ImageInput, index: int, name: str) -> int:
         buffer = (ctypes.c_uint8 * len(image.png)).from_buffer_copy(image.png)
         bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(image.png), False)
         if not bitmap:
             raise EnclaveError(f"Image {index + 1} of this prompt could not be decoded; add it to the chat again.")
-        mtmd.mtmd_bitmap_set_id(bitmap, image.sha256.encode())
+        mtmd.mtmd_bitmap_set_id(bitmap, name.encode())  # every chunk made of the image carries it
         return bitmap
 
-    def _tokens(self, chunks: mtmd.mtmd_input_chunks_p, images: Sequence[ImageInput]) -> list[int]:
+    def _tokens(self, chunks: mtmd.mtmd_input_chunks_p) -> list[int]:
         self._free_runs()
+        self.image_of = {}
         tokens: list[int] = []
-        next_image = iter(images)
+        chunks_of: dict[str, int] = {}  # image chunks seen so far of each image occurrence
         for i in range(mtmd.mtmd_input_chunks_size(chunks)):
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)
             if mtmd.mtmd_input_chunk_get_type(chunk) == _CHUNK_IMAGE:
-                token = self.image_token(next(next_image))
-                if token not in self._runs:
-                    self._runs[token] = mtmd.mtmd_input_chunk_copy(chunk)
+                name = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
+                index = chunks_of[name] = chunks_of.get(name, -1) + 1
+                token = self._image_token(f"{name}/{index}")
+                self._runs[token] = mtmd.mtmd_input_chunk_copy(chunk)
                 self.lengths[token] = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                self.image_of[token] = name
                 tokens += [token] * self.lengths[token]
             else:
                 count = ctypes.c_size_t(0)
                 ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
-                tokens += ids[: count.value]
+                text = ids[: count.value]
+                if any(t < 0 for t in text):  # llama.cpp's lookup of a marker token found none
+                    raise EnclaveError("This model's vocabulary lacks the tokens its projector marks images with: "
+                                       "the projector was made for another model.")
+                tokens += text
         return tokens
 
     def evaluate(self, lctx: ctypes.c_void_p, token: int, first_pos: int, n_batch: int) -> int:

@@ -293,3 +293,16 @@ def test_cli_enforces_each_rule(tmp_path: Path, enclave_home: Path, moe_model: P
     added = enclave("library", "add", "L", str(tmp_path / "long.txt"), "--create", home=enclave_home, policy=policy)
     assert added.returncode == 0 and "1 could not be read" in added.stdout
     assert "the most your organisation allows" in added.stdout
+
+
+def test_the_allow_list_covers_a_vision_models_projector(use_policy, dense_model: Path, projector: Path) -> None:
+    """libmtmd parses the projector as llama.cpp parses the model: it must be listed too."""
+    settings = ModelSettings(path=str(dense_model), n_ctx=256, projector_path=str(projector), projector_gpu=False)
+    use_policy(f'allowed_models = ["{sha256_file(dense_model)}"]\n')
+    with Services.open() as services:
+        with pytest.raises(PolicyRefusal, match=f"SHA-256 {sha256_file(projector)} is not listed"):
+            services.runtime.load(str(dense_model), settings)
+        assert services.runtime.worker.pid is None  # llama.cpp never saw either file
+    use_policy(f'allowed_models = ["{sha256_file(dense_model)}", "{sha256_file(projector)}"]\n')
+    with Services.open() as services:
+        assert services.runtime.load(str(dense_model), settings).info.reads_images

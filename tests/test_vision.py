@@ -18,6 +18,7 @@ from inference.llama_log import LlamaLog
 from inference.protocol import ChatMessage, Done, Failed, Generate, ImageInput, Progress, Sampling, Stats, Token
 from inference.worker import Worker
 from tests.conftest import settings_for
+from tests.tiny_models import IDEFICS3_TEXT, write_tiny_model
 from tests.tiny_projector import TOKENS_PER_IMAGE, write_tiny_projector
 
 GREEDY = Sampling(temperature=0, max_tokens=12, draft=False)
@@ -103,11 +104,20 @@ def test_a_changed_image_earlier_in_the_chat_is_encoded_again(engine: Engine) ->
     assert stats.cached_tokens <= first_image
 
 
-def test_drafting_and_repeat_penalty_never_see_image_tokens(engine: Engine) -> None:
-    sampling = Sampling(temperature=0, max_tokens=16, repeat_penalty=1.2, draft=True)
-    events, stats = run(engine, (ChatMessage("user", "a b c a b c a b c", images=(RED,)),), sampling)
-    assert stats.generated_tokens > 0
-    assert all(e.id is None or e.id >= 0 for e in events if isinstance(e, Token))
+def test_drafting_and_repeat_penalty_work_beside_image_tokens(engine: Engine) -> None:
+    """Samplers and proposers are shown the prompt without its image tokens: a repeat
+    penalty over a window that holds an image, and prompt lookup over a prompt with one,
+    give the reply plain decoding gives."""
+    messages = (ChatMessage("user", "hello world hello world hello world", images=(RED,)),)
+
+    def reply(draft: bool) -> list[int]:
+        sampling = Sampling(temperature=0, max_tokens=16, repeat_penalty=1.3, repeat_last_n=64, draft=draft)
+        engine.forget_prompt_cache()
+        events, stats = run(engine, messages, sampling)
+        assert stats.generated_tokens == 16
+        return [e.id for e in events if isinstance(e, Token) and e.id is not None]
+
+    assert reply(draft=True) == reply(draft=False)
 
 
 def test_a_model_without_a_projector_refuses_images(moe_model: Path, log: LlamaLog) -> None:
@@ -128,9 +138,42 @@ def test_a_projector_made_for_another_model_is_refused_in_words(moe_model: Path,
 
 
 def test_text_cannot_place_an_image(engine: Engine) -> None:
-    """A user who types an image marker gets text: only the engine's random marker places images."""
-    typed = engine.chat_tokens((ChatMessage("user", "<__media__> <__enclave_image_0000__>"),))
-    assert not any(is_image_token(t) for t in typed)
+    """A user who types libmtmd's marker or one like Enclave's gets text: only the engine's
+    random marker, placed for each image the message carries, places images."""
+    typed = "look <__media__> and <__enclave_image_0000000000000000__> here"
+    tokens = engine.chat_tokens((ChatMessage("user", typed, images=(RED,)),))
+    assert sum(1 for t in tokens if is_image_token(t)) == TOKENS_PER_IMAGE  # one image, not three
+    assert not any(is_image_token(t) for t in engine.chat_tokens((ChatMessage("user", typed),)))
+
+
+def test_the_same_image_twice_in_a_prompt_is_two_runs(engine: Engine) -> None:
+    tokens = engine.chat_tokens((ChatMessage("user", "twice", images=(RED, RED)),))
+    ids = [t for t in tokens if is_image_token(t)]
+    assert len(ids) == 2 * TOKENS_PER_IMAGE and len(set(ids)) == 2
+    events, stats = run(engine, (ChatMessage("user", "twice", images=(RED, RED)),))
+    assert stats.generated_tokens > 0
+    assert [e for e in events if isinstance(e, Progress)][-1].images_done == 2
+
+
+def test_a_projector_that_tiles_large_images_gives_each_tile_its_run(tmp_path: Path, log: LlamaLog) -> None:
+    """SmolVLM's (Idefics3) projector cuts an image larger than its tiles into an overview
+    and tiles, each a chunk of its own: each is a run, the reply comes, and the next turn
+    reuses them all."""
+    model = write_tiny_model(tmp_path / "text.gguf", IDEFICS3_TEXT)
+    projector = write_tiny_projector(tmp_path / "mmproj-idefics3.gguf", projector_type="idefics3")
+    settings = settings_for(model, n_ctx=1024, projector_path=str(projector), projector_gpu=False)
+    with Engine(settings, log) as engine:
+        first = (ChatMessage("user", "what is it", images=(png((200, 30, 30), (100, 70)),)),)
+        prompt = engine.chat_tokens(first)
+        runs = sorted({t for t in prompt if is_image_token(t)}, reverse=True)
+        assert len(runs) >= 3  # an overview and at least two tiles
+        events, stats = run(engine, first)
+        progress = [e for e in events if isinstance(e, Progress)]
+        assert progress[-1].images == 1 and progress[-1].images_done == 1
+        assert stats.generated_tokens > 0
+        second = (*first, ChatMessage("assistant", "red"), ChatMessage("user", "sure?"))
+        _, again = run(engine, second)
+        assert again.cached_tokens > max(i for i, t in enumerate(prompt) if is_image_token(t))
 
 
 def test_a_worker_answers_an_image_and_its_batch_refuses_one(moe_model: Path, projector: Path,

@@ -64,6 +64,7 @@ class TinySpec:
     architecture: str = "llama"  # or "gemma3" or "mpt" (dense)
     sliding_window: int = 0  # gemma3: its sliding-window layers' window (0: the whole context)
     control_tokens: tuple[str, ...] = CONTROL_TOKENS  # the first is <unk>, the last is EOS
+    pieces: tuple[str, ...] = ()  # more normal tokens (a vision projector's "\n\n", say)
     # token -> logit for every input; all other tokens -1. Makes what is generated predictable.
     fixed_logits: tuple[tuple[str, float], ...] = ()
 
@@ -79,16 +80,21 @@ ALIBI = replace(DENSE, name="tiny-alibi", architecture="mpt")
 SLIDING = replace(DENSE, name="tiny-sliding", architecture="gemma3", n_layer=6, sliding_window=8)
 # Big enough that a token takes milliseconds, as with real models: for benchmarks only.
 BENCH = TinySpec(name="bench-moe", n_layer=6, n_embd=1024, n_head=16, n_head_kv=4, n_ff=1024)
+# A language model for an Idefics3 (SmolVLM) projector: the tokens it marks image tiles with
+IDEFICS3_TEXT = replace(DENSE, name="tiny-idefics3-text",
+                        control_tokens=("<unk>", "<s>", "</s>", "<fake_token_around_image>", "<global-img>",
+                                        "<|im_start|>", "<|im_end|>"), pieces=("\n\n",))
 KINDS = {"moe": MOE, "dense": DENSE, "alibi": ALIBI, "sliding": SLIDING, "bench": BENCH}
 
 
-def vocabulary(control_tokens: tuple[str, ...] = CONTROL_TOKENS) -> tuple[list[str], list[float], list[int]]:
+def vocabulary(control_tokens: tuple[str, ...] = CONTROL_TOKENS,
+               extra: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int]]:
     """Control tokens, the 256 byte-fallback tokens, single characters and a few words."""
     tokens: list[str] = list(control_tokens)
     types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(control_tokens) - 1)
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [gguf.TokenType.BYTE] * 256
-    pieces = ["▁"] + [chr(c) for c in range(33, 127)] + ["▁" + w for w in WORDS]
+    pieces = ["▁"] + [chr(c) for c in range(33, 127)] + ["▁" + w for w in WORDS] + list(extra)
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # SPM merges prefer higher scores: longer pieces score higher.
@@ -99,7 +105,7 @@ def vocabulary(control_tokens: tuple[str, ...] = CONTROL_TOKENS) -> tuple[list[s
 def write_tiny_model(path: Path, spec: TinySpec = MOE) -> Path:
     """Write the model described by ``spec`` to ``path`` and return the path."""
     rng = np.random.default_rng(spec.seed)
-    tokens, scores, types = vocabulary(spec.control_tokens)
+    tokens, scores, types = vocabulary(spec.control_tokens, spec.pieces)
     n_vocab = len(tokens)
     head_dim = spec.n_embd // spec.n_head
     gemma = spec.architecture == "gemma3"

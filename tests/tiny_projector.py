@@ -55,6 +55,9 @@ def write_tiny_projector(path: Path, text_model_embd: int = 128, *, seed: int = 
     writer.add_uint32("clip.vision.attention.head_count", VISION_HEADS)
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
     writer.add_uint32("clip.vision.projector.scale_factor", pool)
+    idefics3 = projector_type == "idefics3"
+    if idefics3:  # SmolVLM: images larger than image_size are cut into tiles, each its own chunk
+        writer.add_uint32("clip.vision.preproc_image_size", 2 * image_size)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
 
@@ -80,8 +83,11 @@ def write_tiny_projector(path: Path, text_model_embd: int = 128, *, seed: int = 
         writer.add_tensor(f"{blk}.ffn_down.bias", zeros)
     writer.add_tensor("v.post_ln.weight", ones)
     writer.add_tensor("v.post_ln.bias", zeros)
-    writer.add_tensor("mm.soft_emb_norm.weight", ones)
-    add_f16("mm.input_projection.weight", weights(vision_embd, text_model_embd))
+    if idefics3:  # pixel shuffle of pool×pool patches, then one linear layer
+        add_f16("mm.model.fc.weight", weights(text_model_embd, vision_embd * pool * pool))
+    else:
+        writer.add_tensor("mm.soft_emb_norm.weight", ones)
+        add_f16("mm.input_projection.weight", weights(vision_embd, text_model_embd))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
