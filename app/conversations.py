@@ -14,6 +14,8 @@ from typing import Any, Literal, NamedTuple
 
 from sqlite_utils import Database
 
+from app import sqlcipher
+from app.image_store import ImageMissingError, delete_unused
 from app.store import Store
 from inference.errors import EnclaveError
 
@@ -139,10 +141,6 @@ _COMPUTED = frozenset({"alternative", "alternatives"})  # counted when read, not
 _IMAGES_SELECT = """
     SELECT mi.message_id, mi.sha256, mi.name, i.width, i.height
     FROM message_images mi JOIN images i ON i.sha256 = mi.sha256"""
-# Images no message shows any more, among ``candidates`` (the ones the deleted messages showed).
-_COLLECT_IMAGES = """
-    DELETE FROM images WHERE sha256 IN (SELECT value FROM json_each(?))
-    AND NOT EXISTS (SELECT 1 FROM message_images mi WHERE mi.sha256 = images.sha256)"""
 _CONVERSATION_SELECT = """
     SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.shown = 1) AS message_count
     FROM conversations c"""
@@ -424,10 +422,14 @@ def _insert_message(db: Database, values: dict[str, Any]) -> int:
 
 
 def _link_images(db: Database, message_id: int, images: Sequence[ImageRef]) -> None:
-    """``message_id`` shows ``images`` (already in ``images``: the foreign key refuses others), in order."""
+    """``message_id`` shows ``images`` (already in ``images``), in order."""
     for position, (sha256, name) in enumerate(images):
-        db.execute("INSERT INTO message_images (message_id, position, sha256, name) VALUES (?, ?, ?, ?)",
-                   [message_id, position, sha256, name])
+        try:
+            db.execute("INSERT INTO message_images (message_id, position, sha256, name) VALUES (?, ?, ?, ?)",
+                       [message_id, position, sha256, name])
+        except sqlcipher.INTEGRITY_ERRORS as exc:  # the foreign key: not (or no longer) stored
+            raise ImageMissingError(f"The image {name or sha256[:12]} is no longer in Enclave's database (it was "
+                                    "attached long ago and cleared away); attach it again.") from exc
 
 
 def _images_of(db: Database, message_ids_sql: str, params: list[Any]) -> list[str]:
@@ -437,7 +439,8 @@ def _images_of(db: Database, message_ids_sql: str, params: list[Any]) -> list[st
 
 
 def _collect_images(db: Database, candidates: list[str]) -> None:
-    """Delete the images among ``candidates`` that no message shows any more. Only these: an
-    image stored but not yet sent (attached in the window) is not someone else's garbage."""
+    """Messages showing ``candidates`` were deleted: delete the images no message shows any
+    more (``app.image_store.delete_unused``: not one attached within the last hour, which may
+    be in a message being written)."""
     if candidates:
-        db.execute(_COLLECT_IMAGES, [json.dumps(candidates)])
+        delete_unused(db)

@@ -90,6 +90,8 @@ class Services:
         cache = PromptCache(store, paths.kv_cache, lambda: int(settings.load().kv_cache_max_gb * 2**30))
         if not cache.persistent and not readonly:
             cache.clear_disk()  # states saved before the database was encrypted
+        if not readonly:
+            ImageStore(store).delete_unused()  # attachments never sent, of an earlier session
         return cls(paths, store, ConversationRepository(store), settings, LibraryRepository(store, enforcer), cache,
                    ModelRegistry(store, paths.models, enforcer), enforcer)
 

@@ -30,6 +30,8 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError,) + ((dbap
 READ_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, MemoryError)
 OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (
     (sqlite3.OperationalError,) + ((dbapi2.OperationalError,) if dbapi2 else ()))
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
+    (sqlite3.IntegrityError,) + ((dbapi2.IntegrityError,) if dbapi2 else ()))
 
 
 def available() -> bool:

@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from PIL import Image
 from app.chat import ChatService, ModelLoading, PromptProgress, ReplyFinished, UserMessageSaved
 from app.conversations import ConversationRepository, ImageRef
 from app.export import export_json, export_markdown, import_json
-from app.image_store import ImageStore
+from app.image_store import ImageMissingError, ImageStore
 from app.images import SanitizedImage, sanitize_image
 from app.remote_backend import _message
 from app.runtime import Runtime
@@ -78,25 +79,54 @@ def test_a_messages_images_are_read_back_in_order_with_their_sizes(repo: Convers
     assert repo.message(message.id).images == message.images
 
 
+def age(repo: ConversationRepository, hours: float) -> None:
+    """Every stored image attached ``hours`` ago."""
+    with repo.store.write() as db:
+        db.execute("UPDATE images SET added_at = ?",
+                   [(datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat(timespec="seconds")])
+
+
 def test_deleting_removes_links_and_the_images_no_message_shows(repo: ConversationRepository) -> None:
     first, second = repo.create(title="one"), repo.create(title="two")
     shared, own = stored(repo, (10, 200, 10), "shared.png"), stored(repo, (200, 10, 10), "own.png")
-    waiting = stored(repo, (1, 2, 3), "attached, not sent yet.png")
+    abandoned = stored(repo, (1, 2, 3), "attached, never sent.png")
     repo.add_message(first.id, "user", "a", images=[shared, own])
     repo.add_message(second.id, "user", "b", images=[shared])
     assert (image_rows(repo), link_rows(repo)) == (3, 3)
+    age(repo, hours=2)
+    waiting = stored(repo, (4, 5, 6), "attached a minute ago.png")
 
     repo.delete(first.id)
     assert link_rows(repo) == 1  # the cascade took the first conversation's links
     store = ImageStore(repo.store)
     assert store.get(own.sha256) is None  # no message shows it any more
+    assert store.get(abandoned.sha256) is None  # an attachment never sent, an hour on
     assert store.get(shared.sha256) is not None  # the second conversation still does
-    assert store.get(waiting.sha256) is not None  # never shown: not this delete's to collect
+    assert store.get(waiting.sha256) is not None  # perhaps in a message being written
 
     later = repo.add_message(second.id, "assistant", "c")
     repo.delete_messages_from(second.id, repo.messages(second.id)[0].id)
     assert store.get(shared.sha256) is None and link_rows(repo) == 0
     assert later.id not in [m.id for m in repo.messages(second.id)]
+
+
+def test_an_image_attached_again_survives_the_delete_of_its_old_conversation(repo: ConversationRepository) -> None:
+    """The photo shown in an old chat, attached to a new message, is still there when sent."""
+    old, new = repo.create(title="old"), repo.create(title="new")
+    photo = stored(repo, (9, 9, 9), "photo.png")
+    repo.add_message(old.id, "user", "then", images=[photo])
+    age(repo, hours=3)
+    attached = stored(repo, (9, 9, 9), "photo.png")  # the same image, attached again: its time renewed
+    repo.delete(old.id)
+    message = repo.add_message(new.id, "user", "now", images=[attached])
+    assert [i.sha256 for i in message.images] == [photo.sha256]
+
+
+def test_linking_an_image_that_is_gone_is_a_sentence(repo: ConversationRepository) -> None:
+    c = repo.create(title="c")
+    with pytest.raises(ImageMissingError, match=r"gone.png is no longer in Enclave's database.*attach it again"):
+        repo.add_message(c.id, "user", "x", images=[ImageRef("ab" * 32, "gone.png")])
+    assert repo.messages(c.id) == []  # nothing half written
 
 
 # The chat service ------------------------------------------------------------------------
@@ -224,6 +254,7 @@ def test_json_export_and_import_carry_the_images(repo: ConversationRepository) -
     assert set(data["images"]) == {red.sha256, green.sha256}  # each image once
     assert data["messages"][0]["images"] == [{"sha256": red.sha256, "name": "red.png"},
                                              {"sha256": green.sha256, "name": "green [1].png"}]
+    age(repo, hours=2)
     repo.delete(cid)
     assert image_rows(repo) == 0
 
@@ -242,7 +273,8 @@ def test_an_image_changed_after_export_is_refused(repo: ConversationRepository) 
         import_json(repo, json.dumps(data), in_process)
     assert repo.count() == before
     del data["images"]
-    repo.delete(cid)
+    age(repo, hours=2)
+    repo.delete(cid)  # and with it the images: the file must bring its own
     with pytest.raises(EnclaveError, match=r"shows the image red\.png, which the file does not hold"):
         import_json(repo, json.dumps(data), in_process)
 
