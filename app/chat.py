@@ -312,11 +312,11 @@ class ChatService:
     def _check_reads_images(self, conversation: Conversation, model: str) -> Iterator[ChatEvent]:
         """Before a message with images is saved: a local model is loaded as the turn will
         load it and must have its projector (a remote server answers for itself)."""
-        if self._source(model) is not self._local:
-            return
         if conversation.library_id is not None:
             raise EnclaveError("Images cannot be asked about in a library conversation yet: start a chat without "
                                "the library to ask about them.")
+        if self._source(model) is not self._local:
+            return
         if self.runtime.turn_taken():
             yield WorkerBusy()
         with self._worker_turn():

@@ -60,6 +60,9 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
     registry.enforcer.check_export("model", model=model.id, folder=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     advance = running_total(sum(f.size for f in model.all_files), on_progress)
+    manifest_path = folder / MANIFEST
+    manifest = _read_manifest(manifest_path) if manifest_path.exists() else {"format": FORMAT, "models": []}
+    _check_names_free(manifest, model)
 
     for f in model.all_files:
         source = Path(f.path)
@@ -68,8 +71,6 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
             target.unlink(missing_ok=True)
             raise EnclaveError(f"{source}: its bytes no longer match the SHA-256 recorded when it was registered; "
                                "it was not exported. 'enclave models verify' checks it.")
-    manifest_path = folder / MANIFEST
-    manifest = _read_manifest(manifest_path) if manifest_path.exists() else {"format": FORMAT, "models": []}
     manifest["models"] = [m for m in manifest["models"] if m.get("id") != model.id] + [{
         "id": model.id,
         "name": model.name,
@@ -85,6 +86,19 @@ def export_model(registry: ModelRegistry, model: Model, folder: Path, on_progres
     registry.enforcer.record("model.export", model=model.id, name=model.name, folder=str(folder.absolute()),
                              sha256=[f.sha256 for f in model.all_files])
     return manifest_path
+
+
+def _check_names_free(manifest: dict[str, Any], model: Model) -> None:
+    """No file of ``model`` may take the name of another model's file already in the folder
+    (projectors are often all called mmproj-F16.gguf): the first model would arrive broken."""
+    others = {entry["name"]: (m.get("name") or m.get("id"), entry["sha256"])
+              for m in manifest["models"] if m.get("id") != model.id
+              for entry in [*m.get("files", []), *([m["projector"]] if m.get("projector") else [])]}
+    for f in model.all_files:
+        name = Path(f.path).name
+        if name in others and others[name][1] != f.sha256:
+            raise EnclaveError(f"This folder already holds {name} of {others[name][0]}, a different file of the same "
+                               f"name: export {model.name} into another folder.")
 
 
 def import_folder(registry: ModelRegistry, folder: Path, mode: ImportMode,

@@ -198,6 +198,24 @@ def test_export_and_import_across_an_air_gap_carries_the_projector(registry: Mod
         assert there.all() == []
 
 
+def test_two_models_whose_projectors_share_a_name_do_not_overwrite_each_other(
+        registry: ModelRegistry, tmp_path: Path, dense_model: Path, moe_model: Path) -> None:
+    """Many repositories call their projector mmproj-F16.gguf: the second export into the same
+    folder is refused instead of replacing the first model's projector."""
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir(), second_dir.mkdir()
+    first = registry.import_files([dense_model], "copy",
+                                  projector=write_tiny_projector(first_dir / "mmproj-F16.gguf", seed=1))
+    second = registry.import_files([moe_model], "copy",
+                                   projector=write_tiny_projector(second_dir / "mmproj-F16.gguf", seed=2))
+    stick = tmp_path / "stick"
+    export_model(registry, first, stick)
+    with pytest.raises(EnclaveError, match=r"already holds mmproj-F16.gguf of tiny-dense.*into another folder"):
+        export_model(registry, second, stick)
+    assert hashlib.sha256((stick / "mmproj-F16.gguf").read_bytes()).hexdigest() == first.projector.sha256  # type: ignore
+    export_model(registry, first, stick)  # the same model again: its own files, no clash
+
+
 # Discovery ---------------------------------------------------------------------------------------------
 
 
