@@ -107,6 +107,28 @@ else
     bad "could not write the tiny model with $PY -m tests.tiny_models"
 fi
 
+# A vision model: the tiny model with a tiny projector (libmtmd in the package), an image read by
+# Pillow in the frozen reader process; and a file that only pretends to be an image refused.
+PROJECTOR="$TMP/mmproj-tiny.gguf"
+if (cd "$ROOT" && "$PY" -m tests.tiny_projector "$PROJECTOR" >/dev/null 2>&1 &&
+    "$PY" -c "import sys; from PIL import Image; Image.new('RGB', (60, 40), (200, 30, 30)).save(sys.argv[1])" \
+        "$TMP/red.png"); then
+    printf 'not an image' > "$TMP/fake.png"
+    clean "$APP" models import "$MODEL" --mmproj "$PROJECTOR" --in-place >"$TMP/vision.out" 2>&1
+    seen=$(clean "$APP" run tiny-moe "what is it" --image "$TMP/red.png" --max-tokens 8 --temperature 0 \
+        2>>"$TMP/vision.out"); rc=$?
+    refused=$(clean "$APP" run tiny-moe "and this" --image "$TMP/fake.png" 2>&1); refused_rc=$?
+    if [ $rc -ne 0 ] || [ -z "$seen" ]; then
+        bad "vision model: rc=$rc"; sed 's/^/        /' "$TMP/vision.out" | tail -5
+    elif [ $refused_rc -ne 2 ] || [ "$(printf '%s\n' "$refused" | wc -l)" -ne 1 ]; then
+        bad "a fake image: rc=$refused_rc, said: $refused"
+    else
+        ok "vision model: answered about an image (libmtmd, Pillow in the reader); a fake image refused: ${refused#enclave: error: }"
+    fi
+else
+    bad "could not write the tiny projector or the image with $PY"
+fi
+
 # llama.cpp's CPU variant (backends loaded at run time): the best one for this machine, and with
 # its file taken away, a lower one that still answers.
 variant_of() { clean "$1" doctor --json 2>/dev/null | "$PY" -c 'import json, sys
