@@ -340,10 +340,15 @@ def main() -> int:
     except LockError as exc:
         print(f"sbom: {exc}", file=sys.stderr)
         return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output} ({len(document['components'])} components)")
+    write(document, args.output)
     return 0
+
+
+def write(document: dict[str, Any], output: Path) -> None:
+    """Write a CycloneDX document as this project ships it (also scripts/sbom_gpu.py's)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {output} ({len(document['components'])} components)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ wheels are installed in (it finds which wheel holds which file from their instal
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable
 from importlib import metadata
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from package_inputs import LOCK, Lock, LockError, check_against_lock, read_lock
-from sbom import LLAMA_REF, document, file_component, python_component
+from sbom import LLAMA_REF, document, file_component, python_component, write
 
 GGML = "libggml-"  # the llama.cpp libraries; everything else in the add-on is NVIDIA's
 TOOLKIT_REF = "cuda-toolkit"
@@ -148,9 +147,7 @@ def main() -> int:
     except (LockError, OSError) as exc:
         print(f"sbom_gpu: {exc}", file=sys.stderr)
         return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(bom, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output} ({len(bom['components'])} components)")
+    write(bom, args.output)
     return 0
 
 
