@@ -501,28 +501,37 @@ class Services:
 
     # Images in conversations (issue 20) ------------------------------------------------
 
-    def read_images(self, items: Iterable[Path | tuple[bytes, str]]) -> list[tuple[SanitizedImage, str]]:
+    def read_images(self, items: Iterable[Path | tuple[bytes, str]],
+                    refused: Callable[[EnclaveError], None] | None = None) -> list[tuple[SanitizedImage, str]]:
         """Images read from files or pasted bytes (``(data, name)``), each with the name to
         show: decoded only in the isolated reader (a hostile file is refused there with an
         ``ExtractionError``) and re-encoded as PNG; a multi-page TIFF gives each page. Nothing
-        is stored (``enclave run``)."""
+        is stored (``enclave run``). ``refused``: told of each refused item while the rest are
+        read (the window's attachments); without it the first refusal is raised."""
         read: list[tuple[SanitizedImage, str]] = []
         with IsolatedExtractor() as reader:
             for item in items:
-                if isinstance(item, tuple):
-                    data, name = item
-                    images = reader.read_image_bytes(data, name)
-                else:
-                    name, images = item.name, reader.read_image_file(item)
+                try:
+                    if isinstance(item, tuple):
+                        data, name = item
+                        images = reader.read_image_bytes(data, name)
+                    else:
+                        name, images = item.name, reader.read_image_file(item)
+                except EnclaveError as exc:
+                    if refused is None:
+                        raise
+                    refused(exc)
+                    continue
                 read += [(image, name + (f" (page {image.page})" if image.page is not None and len(images) > 1
                                          else "")) for image in images]
         return read
 
-    def add_images(self, items: Iterable[Path | tuple[bytes, str]]) -> list[ImageRef]:
+    def add_images(self, items: Iterable[Path | tuple[bytes, str]],
+                   refused: Callable[[EnclaveError], None] | None = None) -> list[ImageRef]:
         """``read_images``, then kept in the database once each: what
         ``ChatService.send(..., images=)`` takes, in order."""
         store = ImageStore(self.store)
-        return [ImageRef(store.add(image).sha256, name) for image, name in self.read_images(items)]
+        return [ImageRef(store.add(image).sha256, name) for image, name in self.read_images(items, refused)]
 
     def image_png(self, sha256: str) -> bytes:
         """A stored image's PNG (a message's thumbnail); ``ImageMissingError`` if it is gone."""

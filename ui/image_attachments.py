@@ -28,6 +28,8 @@ PASTED_NAME = "pasted image"
 FILE_FILTER = "Images (" + " ".join(f"*{suffix}" for suffix in IMAGE_EXTENSIONS) + ")"
 
 ImageItem = Path | tuple[bytes, str]  # a file, or pasted bytes with the name to show
+# Services.add_images: the items, and what to tell of each one refused
+AddImages = Callable[[Sequence[ImageItem], Callable[[EnclaveError], None]], list[ImageRef]]
 
 
 def is_image_file(path: Path) -> bool:
@@ -78,19 +80,13 @@ class ReadResult:
     refused: list[str]
 
 
-def read_each(add_images: Callable[[Sequence[ImageItem]], list[ImageRef]], png: Callable[[str], bytes],
-              items: Sequence[ImageItem], box: int) -> ReadResult:
-    """Runs on a pool thread: every item read on its own (a refusal is that item's alone)."""
-    attached: list[tuple[ImageRef, QImage]] = []
+def read_each(add_images: AddImages, png: Callable[[str], bytes], items: Sequence[ImageItem],
+              box: int) -> ReadResult:
+    """Runs on a pool thread: the items read by one reader, each refusal that item's alone
+    (``ExtractionError``: the reader's reason, in words)."""
     refused: list[str] = []
-    for item in items:
-        try:
-            refs = add_images([item])
-        except EnclaveError as exc:  # ExtractionError: the reader's reason, in words
-            refused.append(str(exc))
-            continue
-        attached += [(ref, scaled_thumbnail(png(ref.sha256), box)) for ref in refs]
-    return ReadResult(attached, refused)
+    refs = add_images(items, lambda exc: refused.append(str(exc)))
+    return ReadResult([(ref, scaled_thumbnail(png(ref.sha256), box)) for ref in refs], refused)
 
 
 def rounded(image: QImage, size: int, ratio: float, radius: int = 6) -> QPixmap:
