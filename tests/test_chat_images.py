@@ -209,6 +209,21 @@ def test_a_text_only_model_refuses_images_and_nothing_is_stored(repo: Conversati
     assert repo.messages(c.id) == []
 
 
+def test_a_library_conversation_refuses_images_before_anything_is_stored(repo: ConversationRepository) -> None:
+    """Local or remote: the library's prompt has no place for images yet."""
+    with repo.store.write() as db:  # a library row for the conversation to point at
+        db.execute("INSERT INTO libraries (id, name, created_at, updated_at) VALUES (7, 'docs', '', '')")
+    photo = stored(repo, (9, 9, 9), "scan.png")
+    values = Settings(default_model="model.gguf")
+    for remote in (None, object()):  # a remote model's source: never asked, the refusal comes first
+        runtime = VisionRuntime(["never"])
+        chat = ChatService(repo, runtime, lambda: values, remote=lambda model, r=remote: r)  # type: ignore[arg-type]
+        c = chat.start(library_id=7)
+        with pytest.raises(EnclaveError, match="Images cannot be asked about in a library conversation yet"):
+            list(chat.send(c.id, "Read this", images=[photo]))
+        assert repo.messages(c.id) == [] and runtime.prompts == []
+
+
 def test_a_remote_server_gets_images_as_content_parts() -> None:
     png = picture((1, 2, 3))
     sent = _message(ChatMessage("user", "what is this?", images=(ImageInput(png, "abc"),)))
