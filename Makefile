@@ -128,8 +128,9 @@ lock: $(STAMP)
 
 # Everything pip installs here is pinned and hashed. The build tools (not shipped: pip, setuptools,
 # scikit-build-core, CMake, ninja, PyInstaller, the dev extra for the smoke test) come first, from their lock;
-# then the shipped distributions, llama-cpp-python compiled with --no-build-isolation (so with the
-# scikit-build-core, CMake and ninja just installed, not whatever pip or the machine would take); then
+# then the shipped distributions, llama-cpp-python last and compiled with --no-build-isolation (so with the
+# scikit-build-core, CMake and ninja just installed, and the shipped `packaging` scikit-build-core needs,
+# not whatever pip or the machine would take); then
 # enclave itself (setuptools from the tool lock). pip check: the two locks together leave no requirement
 # unmet; lock_package.py --check: the environment ships exactly the lock's versions.
 $(PACKAGE_STAMP): pyproject.toml $(LOCK) $(TOOLS_LOCK)
@@ -137,8 +138,11 @@ $(PACKAGE_STAMP): pyproject.toml $(LOCK) $(TOOLS_LOCK)
 	$(PKG_BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(TOOLS_LOCK)
 	test "$$(cat $(PKG_VENV)/.llama-cmake-args 2>/dev/null)" = "$(PACKAGE_CMAKE_ARGS)" || \
 		$(PKG_BIN)/python -m pip uninstall --quiet --yes llama-cpp-python
+	awk '/^[^ #]/ {llama = /^llama[-_]cpp[-_]python==/} !llama' $(LOCK) > $(PKG_VENV)/lock-but-llama.txt
+	awk '/^[^ #]/ {llama = /^llama[-_]cpp[-_]python==/} llama' $(LOCK) > $(PKG_VENV)/lock-llama.txt
+	$(PKG_BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(PKG_VENV)/lock-but-llama.txt
 	CMAKE_ARGS="$(PACKAGE_CMAKE_ARGS)" $(PKG_BIN)/python -m pip install --quiet --no-cache-dir \
-		--no-build-isolation --require-hashes --no-deps -r $(LOCK)
+		--no-build-isolation --require-hashes --no-deps -r $(PKG_VENV)/lock-llama.txt
 	$(PKG_BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
 	$(PKG_BIN)/python -m pip check
 	$(PKG_BIN)/python scripts/lock_package.py --check -o $(LOCK)

@@ -417,11 +417,28 @@ def test_make_package_installs_only_pinned_files_tools_first_and_builds_llama_wi
     lines = result.stdout.replace("\\\n", " ").splitlines()
     installs = [line for line in lines if ".venv-package/bin/python -m pip install" in line]
     assert "-r installers/build-tools-lock.txt" in installs[0] and "--require-hashes" in installs[0]
-    assert "-r installers/requirements-lock.txt" in installs[1]
-    assert "--require-hashes" in installs[1] and "--no-build-isolation" in installs[1] and "CMAKE_ARGS=" in installs[1]
+    # the shipped lock in two parts: llama-cpp-python last, its build then finding what scikit-build-core
+    # needs among the shipped distributions (packaging) already installed
+    splits = [line for line in lines if line.startswith("awk ") and "installers/requirements-lock.txt" in line]
+    assert [line.rsplit("> ", 1)[1] for line in splits] == [".venv-package/lock-but-llama.txt",
+                                                             ".venv-package/lock-llama.txt"]
+    assert "-r .venv-package/lock-but-llama.txt" in installs[1] and "--require-hashes" in installs[1]
+    assert "-r .venv-package/lock-llama.txt" in installs[2]
+    assert "--require-hashes" in installs[2] and "--no-build-isolation" in installs[2] and "CMAKE_ARGS=" in installs[2]
     # The rest installs nothing from an index: enclave itself, without its dependencies or a fetched backend.
-    assert installs[2:] == [".venv-package/bin/python -m pip install --quiet --no-build-isolation --no-deps -e ."]
+    assert installs[3:] == [".venv-package/bin/python -m pip install --quiet --no-build-isolation --no-deps -e ."]
     assert "--upgrade pip" not in result.stdout
+
+    # the two parts hold every pin of the lock once, llama-cpp-python alone in the second
+    parts = []
+    for split in splits:
+        command = split.rsplit("> ", 1)[0].replace(".venv-package/", "")
+        parts.append(subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True,
+                                    check=True).stdout)
+    pins = [[canonicalize_name(line.split("==")[0]) for line in part.splitlines()
+             if "==" in line and not line.startswith(" ")] for part in parts]
+    assert pins[1] == ["llama-cpp-python"] and "packaging" in pins[0]
+    assert sorted(pins[0] + pins[1]) == sorted(read_lock(LOCK).pins)
 
 
 def test_the_cuda_add_on_is_built_from_a_lock_of_one_cuda_release() -> None:
