@@ -145,12 +145,20 @@ def llama_component(lock: Lock | None, cmake_args: str | None) -> dict[str, Any]
         # libX.so.0 and libX.so.0.N.M are copies of libX.so that build.spec links or drops.
         if LLAMA_LIBRARY.match(p.name) and p.is_file() and not p.is_symlink() and not re.search(r"\.so\.\d", p.name)
     ]
+    return llama_cpp_component(commit, "llama.cpp and ggml, compiled into llama-cpp-python's shared libraries",
+                               properties, files)
+
+
+def llama_cpp_component(commit: str, description: str, properties: list[dict[str, str]],
+                        files: list[dict[str, Any]]) -> dict[str, Any]:
+    """llama.cpp at ``commit`` as a CycloneDX component holding the library ``files`` built from it
+    (the app's SBOM and the GPU add-on's, scripts/sbom_gpu.py)."""
     return {
         "type": "library",
         "bom-ref": LLAMA_REF,
         "name": "llama.cpp",
         "version": commit,
-        "description": "llama.cpp and ggml, compiled into llama-cpp-python's shared libraries",
+        "description": description,
         "purl": f"pkg:github/ggml-org/llama.cpp@{commit}",
         "licenses": [{"expression": "MIT"}],
         "externalReferences": [{"type": "vcs", "url": "https://github.com/ggml-org/llama.cpp"}],

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from package_inputs import LOCK, Lock, LockError, check_against_lock, read_lock
-from sbom import LLAMA_REF, document, file_component, python_component, write
+from sbom import document, file_component, llama_cpp_component, python_component, write
 
 GGML = "libggml-"  # the llama.cpp libraries; everything else in the add-on is NVIDIA's
 TOOLKIT_REF = "cuda-toolkit"
@@ -59,18 +59,7 @@ def llama_cuda_component(files: list[dict[str, Any]], lock: Lock, cmake_args: st
     if llama is not None:
         properties.append({"name": "enclave:source",
                            "value": f"{llama.filename or 'llama-cpp-python==' + llama.version} sha256:{llama.sha256}"})
-    return {
-        "type": "library",
-        "bom-ref": LLAMA_REF,
-        "name": "llama.cpp",
-        "version": commit,
-        "description": "llama.cpp's CUDA backend, a ggml library loaded at run time",
-        "purl": f"pkg:github/ggml-org/llama.cpp@{commit}",
-        "licenses": [{"expression": "MIT"}],
-        "externalReferences": [{"type": "vcs", "url": "https://github.com/ggml-org/llama.cpp"}],
-        "properties": properties,
-        "components": files,
-    }
+    return llama_cpp_component(commit, "llama.cpp's CUDA backend, a ggml library loaded at run time", properties, files)
 
 
 def toolkit_component(toolkit: Path, release: str, files: list[dict[str, Any]]) -> dict[str, Any]:

@@ -358,7 +358,8 @@ def test_the_cuda_add_on_is_built_with_nvidias_cuda_13_wheels_by_default() -> No
     assert archs is not None and archs.group(1).startswith("75-real;")  # CUDA 13 starts at Turing
 
 
-def test_an_installed_cuda_12_toolkit_names_the_add_on_after_its_major_version(tmp_path: Path) -> None:
+def _cuda_12_toolkit(tmp_path: Path) -> tuple[Path, Path]:
+    """An installed CUDA 12.8 toolkit as the add-on's script sees one: its folder and nvcc."""
     toolkit = tmp_path / "cuda-12.8"
     (toolkit / "bin").mkdir(parents=True)
     (toolkit / "lib64").mkdir()
@@ -366,6 +367,11 @@ def test_an_installed_cuda_12_toolkit_names_the_add_on_after_its_major_version(t
     nvcc = toolkit / "bin" / "nvcc"
     nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.8, V12.8.93'\n")
     nvcc.chmod(0o755)
+    return toolkit, nvcc
+
+
+def test_an_installed_cuda_12_toolkit_names_the_add_on_after_its_major_version(tmp_path: Path) -> None:
+    toolkit, nvcc = _cuda_12_toolkit(tmp_path)
     out = _cuda_dry_run(CUDA_TOOLKIT=str(toolkit))
     assert "nvidia-cuda-nvcc" not in out and f"-DCMAKE_CUDA_COMPILER={nvcc}" in out
     assert "Package: enclave-cuda12" in out and "NVIDIA driver 525 or newer" in out and "-cuda12.tar.gz" in out
@@ -470,13 +476,7 @@ def test_the_cuda_add_on_writes_and_ships_its_sbom() -> None:
 
 
 def test_a_toolkit_add_on_installs_no_nvidia_wheels_and_names_its_toolkit_in_the_sbom(tmp_path: Path) -> None:
-    toolkit = tmp_path / "cuda-12.8"
-    (toolkit / "bin").mkdir(parents=True)
-    (toolkit / "lib64").mkdir()
-    (toolkit / "lib64" / "libcudart.so").touch()
-    nvcc = toolkit / "bin" / "nvcc"
-    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.8, V12.8.93'\n")
-    nvcc.chmod(0o755)
+    toolkit, _nvcc = _cuda_12_toolkit(tmp_path)
     out = _cuda_dry_run(CUDA_TOOLKIT=str(toolkit))
     written = next(line for line in out.splitlines() if line.startswith("+ write") and "tools-lock.txt" in line)
     assert "cmake==" in written and "nvidia" not in written
